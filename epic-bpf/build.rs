@@ -42,11 +42,14 @@ fn main() {
         .map(|dir| dir.join("ebpf"))
         .unwrap_or_else(|| out_dir.join("ebpf-target"));
 
+    if let Err(message) = ebpf_toolchain::check_toolchain() {
+        eprintln!("error: the eBPF toolchain is missing: {message}");
+        std::process::exit(1);
+    }
     match ebpf_toolchain::build_ebpf(&crate_dir, &target_dir) {
         Ok(object) => copy(&object, &out_dir.join("epic-bpf-ebpf.o")),
         Err(message) => {
             eprintln!("error: cannot build the EPIC-RS eBPF programs: {message}");
-            eprintln!("hint: {}", ebpf_toolchain::RUN_SETUP);
             std::process::exit(1);
         }
     }

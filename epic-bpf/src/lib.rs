@@ -31,6 +31,8 @@ use aya::Ebpf;
 use aya::maps::{MapError, PerCpuArray};
 use aya::programs::tc::SchedClassifierLinkId;
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions};
+/// Packet and byte totals (the map value type shared with the eBPF programs).
+pub use epic_gue::maps::CounterValue;
 
 /// The eBPF object built from `epic-bpf/ebpf`, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/epic-bpf-ebpf.o"));
@@ -40,12 +42,30 @@ pub fn object() -> &'static [u8] {
     OBJECT
 }
 
-/// Slots of the counter program's `COUNTERS` map (see `ebpf/src/main.rs`).
+/// Names in the counter program (see `ebpf/src/main.rs`).
 mod counter {
     pub const MAP: &str = "COUNTERS";
     pub const PROGRAM: &str = "epic_count";
-    pub const PACKETS: u32 = 0;
-    pub const BYTES: u32 = 1;
+    pub const SLOT: u32 = 0;
+}
+
+/// `epic-gue`'s map types as aya map keys and values.
+///
+/// The orphan rule keeps `aya::Pod` from being implemented on `epic-gue`'s
+/// types directly, so each one gets a transparent wrapper here.
+mod pod {
+    use epic_gue::maps::CounterValue;
+
+    /// A `CounterValue` as an aya map value.
+    #[repr(transparent)]
+    #[derive(Clone, Copy)]
+    pub struct PodCounterValue(pub CounterValue);
+
+    // SAFETY: `CounterValue` is `#[repr(C)]`, `Copy`, made of two u64 fields
+    // with no padding (epic-gue asserts its size at compile time), so every
+    // bit pattern is a valid value; the wrapper is `repr(transparent)`.
+    #[allow(unsafe_code)]
+    unsafe impl aya::Pod for PodCounterValue {}
 }
 
 /// Which way through an interface a program sees packets.
@@ -148,15 +168,6 @@ pub enum Error {
     },
 }
 
-/// Packet and byte totals, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PacketCounter {
-    /// Packets seen.
-    pub packets: u64,
-    /// Bytes seen (the length of each packet as TC sees it, link layer included).
-    pub bytes: u64,
-}
-
 /// The counting TC classifier: loaded into the kernel, attachable to any
 /// number of interfaces and directions, detached and unloaded on drop.
 pub struct CounterProgram {
@@ -230,27 +241,26 @@ impl CounterProgram {
     }
 
     /// The counters, summed over all CPUs.
-    pub fn counters(&self) -> Result<PacketCounter, Error> {
+    pub fn counters(&self) -> Result<CounterValue, Error> {
         let map = self
             .ebpf
             .map(counter::MAP)
             .ok_or(Error::MapMissing { map: counter::MAP })?;
-        let array: PerCpuArray<_, u64> =
+        let array: PerCpuArray<_, pod::PodCounterValue> =
             PerCpuArray::try_from(map).map_err(|source| Error::Map {
                 map: counter::MAP,
                 source: Box::new(source),
             })?;
-        let sum = |slot: u32| -> Result<u64, Error> {
-            let values = array.get(&slot, 0).map_err(|source| Error::Map {
-                map: counter::MAP,
-                source: Box::new(source),
-            })?;
-            Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
-        };
-        Ok(PacketCounter {
-            packets: sum(counter::PACKETS)?,
-            bytes: sum(counter::BYTES)?,
-        })
+        let per_cpu = array.get(&counter::SLOT, 0).map_err(|source| Error::Map {
+            map: counter::MAP,
+            source: Box::new(source),
+        })?;
+        Ok(per_cpu
+            .iter()
+            .fold(CounterValue::default(), |sum, cpu| CounterValue {
+                packets: sum.packets.wrapping_add(cpu.0.packets),
+                bytes: sum.bytes.wrapping_add(cpu.0.bytes),
+            }))
     }
 
     /// Runs the program once over `frame` (an Ethernet frame) with

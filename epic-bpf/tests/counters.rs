@@ -1,7 +1,7 @@
 //! The counting TC program in the real kernel: BPF_PROG_TEST_RUN with exact
 //! figures, and real traffic across a veth pair between two namespaces.
 
-use epic_bpf::{CounterProgram, Direction, Error, PacketCounter};
+use epic_bpf::{CounterProgram, CounterValue, Direction, Error};
 use epic_test_support::{Netns, require_root};
 
 /// An Ethernet + IPv4 + UDP frame, 60 bytes, between test addresses.
@@ -22,14 +22,14 @@ fn test_run_counts_exact_packets_and_bytes() {
         return;
     }
     let program = CounterProgram::load().expect("load the embedded program");
-    assert_eq!(program.counters().unwrap(), PacketCounter::default());
+    assert_eq!(program.counters().unwrap(), CounterValue::default());
     let frame = udp_frame();
     for _ in 0..3 {
         assert_eq!(program.test_run(&frame).unwrap(), 0, "TC_ACT_OK");
     }
     assert_eq!(
         program.counters().unwrap(),
-        PacketCounter {
+        CounterValue {
             packets: 3,
             bytes: 3 * frame.len() as u64
         }

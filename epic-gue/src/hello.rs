@@ -1,0 +1,1019 @@
+//! The authenticated NAT hello protocol, sans-IO.
+//!
+//! [`HelloSender`] (cluster agent) produces one hello per tunnel per interval;
+//! [`HelloVerifier`] (gateway agent) checks them and learns the outer source
+//! address and port each tunnel's hellos arrive from (the NAT mapping). Both
+//! take the time as an [`Instant`] argument and never touch sockets or timers:
+//! the caller sends what `poll_transmit` returns, feeds received datagrams to
+//! `handle`, and calls `poll` when `next_timeout` passes.
+//!
+//! No allocation: the verifier's tunnel table lives in storage the caller
+//! provides (an array, a slice, or with `std` a `Vec`).
+
+use core::fmt;
+use core::net::SocketAddr;
+use core::ops::Add;
+use core::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::wire::{
+    HELLO_LEN, HELLO_MAC_LEN, HelloRepr, NodeId, TenantId, TunnelId, WireError, WireProfile, legacy,
+};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Default interval between hellos.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Default number of missed intervals after which a learned mapping expires.
+pub const DEFAULT_MISSED_INTERVALS: u32 = 3;
+
+/// A point on a monotonic clock, in nanoseconds from an origin the caller picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// The origin.
+    pub const ZERO: Instant = Instant(0);
+
+    /// `nanos` nanoseconds after the origin.
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Instant(nanos)
+    }
+
+    /// `millis` milliseconds after the origin.
+    pub const fn from_millis(millis: u64) -> Self {
+        Instant(millis.saturating_mul(1_000_000))
+    }
+
+    /// Nanoseconds since the origin.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.
+    pub const fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+
+    /// Saturates at the end of time.
+    fn add(self, rhs: Duration) -> Instant {
+        let nanos = u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_add(nanos))
+    }
+}
+
+/// A tunnel's 256-bit hello key (HMAC-SHA-256). `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HelloKey([u8; 32]);
+
+impl HelloKey {
+    /// A key from its 32 bytes.
+    pub const fn new(bytes: [u8; 32]) -> Self {
+        HelloKey(bytes)
+    }
+
+    /// The key bytes (to store in a Secret; never log them).
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length; a 32-byte key cannot fail.
+        match <HmacSha256 as KeyInit>::new_from_slice(&self.0) {
+            Ok(m) => m,
+            Err(_) => unreachable_mac(),
+        }
+    }
+}
+
+#[cold]
+fn unreachable_mac() -> HmacSha256 {
+    <HmacSha256 as KeyInit>::new(&Default::default())
+}
+
+impl fmt::Debug for HelloKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HelloKey(<redacted>)")
+    }
+}
+
+impl NodeId {
+    /// A node identity derived from a node name: SHA-256 of the name, left 128 bits.
+    pub fn from_name(name: &str) -> NodeId {
+        let digest = Sha256::digest(name.as_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        NodeId(id)
+    }
+}
+
+/// The MAC of `repr` (its `mac` field ignored) under a prepared keyed state.
+fn compute_mac(keyed: &HmacSha256, repr: &HelloRepr) -> [u8; HELLO_MAC_LEN] {
+    let mut mac = keyed.clone();
+    mac.update(&repr.mac_input());
+    let full = mac.finalize().into_bytes();
+    let mut out = [0u8; HELLO_MAC_LEN];
+    out.copy_from_slice(&full[..HELLO_MAC_LEN]);
+    out
+}
+
+/// Signs `repr` with `key`: sets its MAC (HMAC-SHA-256 over the hello with the
+/// MAC field zeroed, left 128 bits).
+pub fn sign(key: &HelloKey, repr: &mut HelloRepr) {
+    repr.mac = compute_mac(&key.mac(), repr);
+}
+
+/// Checks the MAC of `repr` under `key` in constant time.
+pub fn verify(key: &HelloKey, repr: &HelloRepr) -> bool {
+    verify_prepared(&key.mac(), repr)
+}
+
+fn verify_prepared(keyed: &HmacSha256, repr: &HelloRepr) -> bool {
+    let mut mac = keyed.clone();
+    mac.update(&repr.mac_input());
+    mac.verify_truncated_left(&repr.mac).is_ok()
+}
+
+/// One encoded hello, ready to send (standard: 56 bytes; legacy: 8 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloDatagram {
+    buf: [u8; HELLO_LEN],
+    len: usize,
+}
+
+impl HelloDatagram {
+    /// The datagram's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&self.buf)
+    }
+
+    /// The datagram as an owned buffer.
+    #[cfg(feature = "std")]
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::copy_from_slice(self.as_bytes())
+    }
+}
+
+/// What a [`HelloSender`] needs for one tunnel.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// The tunnel.
+    pub tunnel: TunnelId,
+    /// The tunnel's key.
+    pub key: HelloKey,
+    /// This cluster's tenant.
+    pub tenant: TenantId,
+    /// This node's identity.
+    pub node: NodeId,
+    /// Time between hellos.
+    pub interval: Duration,
+    /// Wire profile (legacy only to talk to an old gateway during migration).
+    pub profile: WireProfile,
+}
+
+impl SenderConfig {
+    /// A standard-profile configuration with the default interval.
+    pub fn new(tunnel: TunnelId, key: HelloKey, tenant: TenantId, node: NodeId) -> Self {
+        SenderConfig {
+            tunnel,
+            key,
+            tenant,
+            node,
+            interval: DEFAULT_INTERVAL,
+            profile: WireProfile::Standard,
+        }
+    }
+}
+
+/// Produces the hellos of one tunnel on a schedule.
+///
+/// The counter is `wall_clock_nanos` at creation plus the monotonic time
+/// elapsed since, and always at least one more than the last one sent, so it
+/// keeps increasing across agent restarts as long as the wall clock does.
+#[derive(Clone)]
+pub struct HelloSender {
+    tunnel: TunnelId,
+    tenant: TenantId,
+    node: NodeId,
+    interval: Duration,
+    profile: WireProfile,
+    keyed: HmacSha256,
+    origin: Instant,
+    counter_base: u64,
+    last_counter: Option<u64>,
+    next_due: Instant,
+}
+
+impl fmt::Debug for HelloSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HelloSender")
+            .field("tunnel", &self.tunnel)
+            .field("tenant", &self.tenant)
+            .field("node", &self.node)
+            .field("interval", &self.interval)
+            .field("profile", &self.profile)
+            .field("last_counter", &self.last_counter)
+            .field("next_due", &self.next_due)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HelloSender {
+    /// A sender whose first hello is due at `now`.
+    pub fn new(config: &SenderConfig, now: Instant, wall_clock_nanos: u64) -> Self {
+        HelloSender {
+            tunnel: config.tunnel,
+            tenant: config.tenant,
+            node: config.node,
+            interval: config.interval,
+            profile: config.profile,
+            keyed: config.key.mac(),
+            origin: now,
+            counter_base: wall_clock_nanos,
+            last_counter: None,
+            next_due: now,
+        }
+    }
+
+    /// The tunnel this sender serves.
+    pub const fn tunnel(&self) -> TunnelId {
+        self.tunnel
+    }
+
+    /// When the next hello is due.
+    pub const fn next_timeout(&self) -> Instant {
+        self.next_due
+    }
+
+    /// The hello to send now, if one is due; schedules the next one.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<HelloDatagram> {
+        if now < self.next_due {
+            return None;
+        }
+        Some(self.hello_now(now))
+    }
+
+    /// A hello right now, whatever the schedule; the next is due one interval later.
+    pub fn hello_now(&mut self, now: Instant) -> HelloDatagram {
+        self.next_due = now + self.interval;
+        let mut buf = [0u8; HELLO_LEN];
+        if self.profile == WireProfile::EpicLegacy {
+            let mut head = [0u8; legacy::HEADER_LEN];
+            legacy::emit(
+                &legacy::LegacyMessage {
+                    hello: true,
+                    tunnel_id: self.tunnel,
+                },
+                &mut head,
+            );
+            buf[..legacy::HEADER_LEN].copy_from_slice(&head);
+            return HelloDatagram {
+                buf,
+                len: legacy::HEADER_LEN,
+            };
+        }
+        let elapsed = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        let mut counter = self.counter_base.saturating_add(elapsed);
+        if let Some(last) = self.last_counter {
+            counter = counter.max(last.saturating_add(1));
+        }
+        self.last_counter = Some(counter);
+        let mut repr = HelloRepr {
+            tunnel_id: self.tunnel,
+            counter,
+            tenant: self.tenant,
+            node: self.node,
+            mac: [0; HELLO_MAC_LEN],
+        };
+        repr.mac = compute_mac(&self.keyed, &repr);
+        repr.emit(&mut buf);
+        HelloDatagram {
+            buf,
+            len: HELLO_LEN,
+        }
+    }
+}
+
+/// What the verifier knows about one tunnel.
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    /// The tunnel.
+    pub tunnel: TunnelId,
+    /// Its key.
+    pub key: HelloKey,
+    /// The tenant it belongs to.
+    pub tenant: TenantId,
+    /// The node expected to send its hellos.
+    pub node: NodeId,
+    /// [`WireProfile::EpicLegacy`] also accepts unauthenticated legacy hellos
+    /// (migration only); standard hellos are always accepted.
+    pub profile: WireProfile,
+}
+
+impl TunnelConfig {
+    /// A standard-profile tunnel.
+    pub fn new(tunnel: TunnelId, key: HelloKey, tenant: TenantId, node: NodeId) -> Self {
+        TunnelConfig {
+            tunnel,
+            key,
+            tenant,
+            node,
+            profile: WireProfile::Standard,
+        }
+    }
+}
+
+/// Verifier timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifierConfig {
+    /// The senders' hello interval.
+    pub interval: Duration,
+    /// Intervals without a valid hello before a mapping expires.
+    pub missed_intervals: u32,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        VerifierConfig {
+            interval: DEFAULT_INTERVAL,
+            missed_intervals: DEFAULT_MISSED_INTERVALS,
+        }
+    }
+}
+
+impl VerifierConfig {
+    fn lifetime(&self) -> Duration {
+        self.interval.saturating_mul(self.missed_intervals)
+    }
+}
+
+/// Why a hello was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// Not a well-formed hello.
+    #[error("malformed hello: {0}")]
+    Malformed(WireError),
+    /// The tunnel id is not in the table.
+    #[error("unknown tunnel {tunnel}")]
+    UnknownTunnel {
+        /// The tunnel id claimed.
+        tunnel: TunnelId,
+    },
+    /// The MAC does not verify under the tunnel's key.
+    #[error("bad MAC for tunnel {tunnel}")]
+    BadMac {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+    /// The counter equals the last accepted one (a replay).
+    #[error("replayed hello for tunnel {tunnel} (counter {counter})")]
+    Replayed {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The counter.
+        counter: u64,
+    },
+    /// The counter is below the last accepted one (old or reordered).
+    #[error("stale hello for tunnel {tunnel}: counter {counter} < last {last}")]
+    Stale {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The counter received.
+        counter: u64,
+        /// The last accepted counter.
+        last: u64,
+    },
+    /// The hello names another tenant than the tunnel's.
+    #[error("tunnel {tunnel} belongs to tenant {expected}, hello says {got}")]
+    WrongTenant {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The tunnel's tenant.
+        expected: TenantId,
+        /// The tenant in the hello.
+        got: TenantId,
+    },
+    /// The hello comes from another node than the tunnel's.
+    #[error("tunnel {tunnel} expects node {expected}, hello says {got}")]
+    WrongNode {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The expected node.
+        expected: NodeId,
+        /// The node in the hello.
+        got: NodeId,
+    },
+    /// An unauthenticated legacy hello for a tunnel not in legacy mode.
+    #[error("legacy (unauthenticated) hello refused for tunnel {tunnel}")]
+    LegacyNotAllowed {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+}
+
+/// What the verifier concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelloEvent {
+    /// First verified hello (or first after expiry): program this remote.
+    Learned {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Outer source address and port of the hello.
+        addr: SocketAddr,
+    },
+    /// The NAT mapping changed: reprogram the remote.
+    Rebound {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Previous remote.
+        old: SocketAddr,
+        /// New remote.
+        new: SocketAddr,
+    },
+    /// Same remote, still alive.
+    Refreshed {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The remote.
+        addr: SocketAddr,
+    },
+    /// No valid hello for too long: remove the remote.
+    Expired {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The remote that was forgotten.
+        addr: SocketAddr,
+    },
+    /// The datagram was refused; nothing changed.
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+    },
+}
+
+/// The verifier table is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("hello verifier table full ({capacity} tunnels)")]
+pub struct TableFull {
+    /// The table's capacity.
+    pub capacity: usize,
+}
+
+#[derive(Clone)]
+struct TunnelState {
+    tunnel: TunnelId,
+    keyed: HmacSha256,
+    tenant: TenantId,
+    node: NodeId,
+    profile: WireProfile,
+    last_counter: Option<u64>,
+    remote: Option<SocketAddr>,
+    last_seen: Instant,
+}
+
+/// One entry of a verifier's table storage.
+#[derive(Clone, Default)]
+pub struct TunnelSlot(Option<TunnelState>);
+
+impl TunnelSlot {
+    /// An empty slot (for `[TunnelSlot::EMPTY; N]`).
+    pub const EMPTY: TunnelSlot = TunnelSlot(None);
+}
+
+impl fmt::Debug for TunnelSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            None => f.write_str("TunnelSlot(empty)"),
+            Some(t) => f
+                .debug_struct("TunnelSlot")
+                .field("tunnel", &t.tunnel)
+                .field("tenant", &t.tenant)
+                .field("node", &t.node)
+                .field("remote", &t.remote)
+                .field("last_counter", &t.last_counter)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Verifies hellos and tracks each tunnel's learned remote end.
+///
+/// `S` is the table storage: `[TunnelSlot; N]`, `&mut [TunnelSlot]`, or with
+/// `std` a `Vec<TunnelSlot>` (`HelloVerifier::with_capacity`). Lookups are
+/// binary searches over the tunnels kept sorted by id.
+#[derive(Debug, Clone)]
+pub struct HelloVerifier<S> {
+    slots: S,
+    len: usize,
+    config: VerifierConfig,
+}
+
+#[cfg(feature = "std")]
+impl HelloVerifier<Vec<TunnelSlot>> {
+    /// A verifier with room for `capacity` tunnels on the heap.
+    pub fn with_capacity(capacity: usize, config: VerifierConfig) -> Self {
+        HelloVerifier::new(vec![TunnelSlot::EMPTY; capacity], config)
+    }
+}
+
+impl<S: AsRef<[TunnelSlot]> + AsMut<[TunnelSlot]>> HelloVerifier<S> {
+    /// A verifier over `storage` (cleared).
+    pub fn new(mut storage: S, config: VerifierConfig) -> Self {
+        for slot in storage.as_mut() {
+            *slot = TunnelSlot::EMPTY;
+        }
+        HelloVerifier {
+            slots: storage,
+            len: 0,
+            config,
+        }
+    }
+
+    /// Tunnels in the table.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No tunnels in the table.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Maximum number of tunnels.
+    pub fn capacity(&self) -> usize {
+        self.slots.as_ref().len()
+    }
+
+    fn find(&self, tunnel: TunnelId) -> Result<usize, usize> {
+        let used = self.slots.as_ref().get(..self.len).unwrap_or(&[]);
+        used.binary_search_by_key(&tunnel, |s| {
+            s.0.as_ref().map_or(TunnelId(u32::MAX), |t| t.tunnel)
+        })
+    }
+
+    fn state_mut(&mut self, tunnel: TunnelId) -> Option<&mut TunnelState> {
+        let i = self.find(tunnel).ok()?;
+        self.slots.as_mut().get_mut(i)?.0.as_mut()
+    }
+
+    /// Adds a tunnel, or updates its key, tenant, node and profile (keeping
+    /// the learned remote and last counter, so replays stay refused).
+    pub fn add_tunnel(&mut self, config: &TunnelConfig) -> Result<(), TableFull> {
+        match self.find(config.tunnel) {
+            Ok(i) => {
+                if let Some(t) = self.slots.as_mut().get_mut(i).and_then(|s| s.0.as_mut()) {
+                    t.keyed = config.key.mac();
+                    t.tenant = config.tenant;
+                    t.node = config.node;
+                    t.profile = config.profile;
+                }
+                Ok(())
+            }
+            Err(i) => {
+                let capacity = self.capacity();
+                if self.len >= capacity {
+                    return Err(TableFull { capacity });
+                }
+                let len = self.len;
+                let slots = self.slots.as_mut();
+                if let Some(window) = slots.get_mut(i..=len) {
+                    window.rotate_right(1);
+                }
+                if let Some(slot) = slots.get_mut(i) {
+                    *slot = TunnelSlot(Some(TunnelState {
+                        tunnel: config.tunnel,
+                        keyed: config.key.mac(),
+                        tenant: config.tenant,
+                        node: config.node,
+                        profile: config.profile,
+                        last_counter: None,
+                        remote: None,
+                        last_seen: Instant::ZERO,
+                    }));
+                }
+                self.len += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes a tunnel; returns whether it was present.
+    pub fn remove_tunnel(&mut self, tunnel: TunnelId) -> bool {
+        let Ok(i) = self.find(tunnel) else {
+            return false;
+        };
+        let len = self.len;
+        let slots = self.slots.as_mut();
+        if let Some(window) = slots.get_mut(i..len) {
+            window.rotate_left(1);
+        }
+        if let Some(slot) = slots.get_mut(len - 1) {
+            *slot = TunnelSlot::EMPTY;
+        }
+        self.len -= 1;
+        true
+    }
+
+    /// The verified remote end of `tunnel`, if learned and not expired.
+    pub fn remote(&self, tunnel: TunnelId) -> Option<SocketAddr> {
+        let i = self.find(tunnel).ok()?;
+        self.slots.as_ref().get(i)?.0.as_ref()?.remote
+    }
+
+    /// Handles one received datagram from outer `source`, at `now`.
+    pub fn handle(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) -> HelloEvent {
+        match self.check(now, source, datagram) {
+            Ok(event) => event,
+            Err(reason) => HelloEvent::Rejected { reason },
+        }
+    }
+
+    fn check(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<HelloEvent, RejectReason> {
+        let counter = if datagram.get(..4) == Some(&legacy::HELLO_WORD[..]) {
+            let message = legacy::parse(datagram).map_err(RejectReason::Malformed)?;
+            let tunnel = message.tunnel_id;
+            let state = self
+                .state_mut(tunnel)
+                .ok_or(RejectReason::UnknownTunnel { tunnel })?;
+            if state.profile != WireProfile::EpicLegacy {
+                return Err(RejectReason::LegacyNotAllowed { tunnel });
+            }
+            None
+        } else {
+            let hello = HelloRepr::parse(datagram).map_err(RejectReason::Malformed)?;
+            let tunnel = hello.tunnel_id;
+            let state = self
+                .state_mut(tunnel)
+                .ok_or(RejectReason::UnknownTunnel { tunnel })?;
+            if !verify_prepared(&state.keyed, &hello) {
+                return Err(RejectReason::BadMac { tunnel });
+            }
+            if hello.tenant != state.tenant {
+                return Err(RejectReason::WrongTenant {
+                    tunnel,
+                    expected: state.tenant,
+                    got: hello.tenant,
+                });
+            }
+            if hello.node != state.node {
+                return Err(RejectReason::WrongNode {
+                    tunnel,
+                    expected: state.node,
+                    got: hello.node,
+                });
+            }
+            match state.last_counter {
+                Some(last) if hello.counter == last => {
+                    return Err(RejectReason::Replayed {
+                        tunnel,
+                        counter: hello.counter,
+                    });
+                }
+                Some(last) if hello.counter < last => {
+                    return Err(RejectReason::Stale {
+                        tunnel,
+                        counter: hello.counter,
+                        last,
+                    });
+                }
+                _ => {}
+            }
+            Some((tunnel, hello.counter))
+        };
+        let tunnel = match counter {
+            Some((tunnel, _)) => tunnel,
+            None => {
+                legacy::parse(datagram)
+                    .map_err(RejectReason::Malformed)?
+                    .tunnel_id
+            }
+        };
+        let state = self
+            .state_mut(tunnel)
+            .ok_or(RejectReason::UnknownTunnel { tunnel })?;
+        if let Some((_, c)) = counter {
+            state.last_counter = Some(c);
+        }
+        state.last_seen = now;
+        let event = match state.remote {
+            None => HelloEvent::Learned {
+                tunnel,
+                addr: source,
+            },
+            Some(old) if old != source => HelloEvent::Rebound {
+                tunnel,
+                old,
+                new: source,
+            },
+            Some(addr) => HelloEvent::Refreshed { tunnel, addr },
+        };
+        state.remote = Some(source);
+        Ok(event)
+    }
+
+    /// Expires one mapping whose hellos stopped; call until `None`.
+    pub fn poll(&mut self, now: Instant) -> Option<HelloEvent> {
+        let lifetime = self.config.lifetime();
+        let len = self.len;
+        let slots = self.slots.as_mut().get_mut(..len)?;
+        for slot in slots {
+            if let Some(t) = slot.0.as_mut()
+                && let Some(addr) = t.remote
+                && t.last_seen + lifetime <= now
+            {
+                t.remote = None;
+                return Some(HelloEvent::Expired {
+                    tunnel: t.tunnel,
+                    addr,
+                });
+            }
+        }
+        None
+    }
+
+    /// When `poll` next has something to do.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let lifetime = self.config.lifetime();
+        let used = self.slots.as_ref().get(..self.len)?;
+        used.iter()
+            .filter_map(|s| s.0.as_ref())
+            .filter(|t| t.remote.is_some())
+            .map(|t| t.last_seen + lifetime)
+            .min()
+    }
+}
+
+/// Userspace clocks for driving the sans-IO types.
+#[cfg(feature = "std")]
+pub mod clock {
+    use super::Instant;
+
+    /// A monotonic clock whose origin is its creation.
+    #[derive(Debug, Clone, Copy)]
+    pub struct MonotonicClock {
+        origin: std::time::Instant,
+    }
+
+    impl Default for MonotonicClock {
+        fn default() -> Self {
+            MonotonicClock::new()
+        }
+    }
+
+    impl MonotonicClock {
+        /// A clock starting now.
+        pub fn new() -> Self {
+            MonotonicClock {
+                origin: std::time::Instant::now(),
+            }
+        }
+
+        /// The current instant.
+        pub fn now(&self) -> Instant {
+            Instant::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        }
+    }
+
+    /// Nanoseconds since the Unix epoch (the hello counter base); 0 if the clock is before it.
+    pub fn wall_clock_nanos() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: HelloKey = HelloKey::new([7; 32]);
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn setup() -> (HelloSender, HelloVerifier<[TunnelSlot; 4]>) {
+        let node = NodeId::from_name("node-a");
+        let sender = HelloSender::new(
+            &SenderConfig::new(TunnelId(9), KEY, TenantId(1), node),
+            Instant::ZERO,
+            1_000,
+        );
+        let mut verifier = HelloVerifier::new([TunnelSlot::EMPTY; 4], VerifierConfig::default());
+        verifier
+            .add_tunnel(&TunnelConfig::new(TunnelId(9), KEY, TenantId(1), node))
+            .unwrap();
+        (sender, verifier)
+    }
+
+    #[test]
+    fn learn_refresh_rebind_expire() {
+        let (mut s, mut v) = setup();
+        let a = addr("203.0.113.5:40000");
+        let b = addr("203.0.113.5:40001");
+        let t = TunnelId(9);
+        let h1 = s.poll_transmit(Instant::ZERO).unwrap();
+        assert_eq!(s.poll_transmit(Instant::from_millis(10)), None);
+        assert_eq!(
+            v.handle(Instant::ZERO, a, h1.as_bytes()),
+            HelloEvent::Learned { tunnel: t, addr: a }
+        );
+        assert_eq!(v.remote(t), Some(a));
+        let h2 = s.poll_transmit(Instant::from_millis(3000)).unwrap();
+        assert_eq!(
+            v.handle(Instant::from_millis(3000), a, h2.as_bytes()),
+            HelloEvent::Refreshed { tunnel: t, addr: a }
+        );
+        let h3 = s.poll_transmit(Instant::from_millis(6000)).unwrap();
+        assert_eq!(
+            v.handle(Instant::from_millis(6000), b, h3.as_bytes()),
+            HelloEvent::Rebound {
+                tunnel: t,
+                old: a,
+                new: b
+            }
+        );
+        assert_eq!(v.next_timeout(), Some(Instant::from_millis(15000)));
+        assert_eq!(v.poll(Instant::from_millis(14999)), None);
+        assert_eq!(
+            v.poll(Instant::from_millis(15000)),
+            Some(HelloEvent::Expired { tunnel: t, addr: b })
+        );
+        assert_eq!(v.poll(Instant::from_millis(15000)), None);
+        assert_eq!(v.remote(t), None);
+        // Old hellos stay refused after expiry.
+        assert!(matches!(
+            v.handle(Instant::from_millis(16000), a, h2.as_bytes()),
+            HelloEvent::Rejected {
+                reason: RejectReason::Stale { .. }
+            }
+        ));
+        let h4 = s.poll_transmit(Instant::from_millis(16000)).unwrap();
+        assert_eq!(
+            v.handle(Instant::from_millis(16000), a, h4.as_bytes()),
+            HelloEvent::Learned { tunnel: t, addr: a }
+        );
+    }
+
+    #[test]
+    fn every_rejection() {
+        let (mut s, mut v) = setup();
+        let a = addr("198.51.100.7:5000");
+        let now = Instant::ZERO;
+        let h = s.hello_now(now);
+        let t = TunnelId(9);
+        let rej = |v: &mut HelloVerifier<[TunnelSlot; 4]>, b: &[u8]| match v.handle(now, a, b) {
+            HelloEvent::Rejected { reason } => reason,
+            other => panic!("expected rejection, got {other:?}"),
+        };
+        assert_eq!(
+            rej(&mut v, &h.as_bytes()[..10]),
+            RejectReason::Malformed(WireError::Truncated {
+                needed: 24,
+                got: 10
+            })
+        );
+        let mut bad = *h.as_bytes().first_chunk::<HELLO_LEN>().unwrap();
+        bad[9] ^= 1;
+        assert_eq!(rej(&mut v, &bad), RejectReason::BadMac { tunnel: t });
+        let mut other = HelloRepr::parse(h.as_bytes()).unwrap();
+        other.tunnel_id = TunnelId(10);
+        let mut buf = [0u8; HELLO_LEN];
+        sign(&KEY, &mut other);
+        other.emit(&mut buf);
+        assert_eq!(
+            rej(&mut v, &buf),
+            RejectReason::UnknownTunnel {
+                tunnel: TunnelId(10)
+            }
+        );
+        let mut wrong = HelloRepr::parse(h.as_bytes()).unwrap();
+        wrong.tenant = TenantId(2);
+        sign(&KEY, &mut wrong);
+        wrong.emit(&mut buf);
+        assert_eq!(
+            rej(&mut v, &buf),
+            RejectReason::WrongTenant {
+                tunnel: t,
+                expected: TenantId(1),
+                got: TenantId(2)
+            }
+        );
+        let mut wrong = HelloRepr::parse(h.as_bytes()).unwrap();
+        wrong.node = NodeId::from_name("node-b");
+        sign(&KEY, &mut wrong);
+        wrong.emit(&mut buf);
+        assert!(matches!(rej(&mut v, &buf), RejectReason::WrongNode { .. }));
+        assert!(matches!(
+            v.handle(now, a, h.as_bytes()),
+            HelloEvent::Learned { .. }
+        ));
+        let counter = HelloRepr::parse(h.as_bytes()).unwrap().counter;
+        assert_eq!(
+            rej(&mut v, h.as_bytes()),
+            RejectReason::Replayed { tunnel: t, counter }
+        );
+        let mut old = HelloRepr::parse(h.as_bytes()).unwrap();
+        old.counter -= 1;
+        sign(&KEY, &mut old);
+        old.emit(&mut buf);
+        assert_eq!(
+            rej(&mut v, &buf),
+            RejectReason::Stale {
+                tunnel: t,
+                counter: counter - 1,
+                last: counter
+            }
+        );
+        let legacy_hello = [0x26, 0x01, 0xA0, 0x00, 0, 0, 0, 9];
+        assert_eq!(
+            rej(&mut v, &legacy_hello),
+            RejectReason::LegacyNotAllowed { tunnel: t }
+        );
+        assert_eq!(
+            rej(&mut v, &legacy_hello[..6]),
+            RejectReason::Malformed(WireError::Truncated { needed: 8, got: 6 })
+        );
+        assert!(verify(&KEY, &old));
+        assert!(!verify(&HelloKey::new([8; 32]), &old));
+    }
+
+    #[test]
+    fn legacy_tunnel_accepts_legacy_hellos() {
+        let (_, mut v) = setup();
+        let mut cfg = TunnelConfig::new(TunnelId(9), KEY, TenantId(1), NodeId::from_name("node-a"));
+        cfg.profile = WireProfile::EpicLegacy;
+        v.add_tunnel(&cfg).unwrap();
+        let mut s = HelloSender::new(
+            &SenderConfig {
+                profile: WireProfile::EpicLegacy,
+                ..SenderConfig::new(TunnelId(9), KEY, TenantId(1), cfg.node)
+            },
+            Instant::ZERO,
+            0,
+        );
+        let h = s.hello_now(Instant::ZERO);
+        assert_eq!(h.as_bytes(), &[0x26, 0x01, 0xA0, 0x00, 0, 0, 0, 9]);
+        let a = addr("192.0.2.1:1");
+        assert_eq!(
+            v.handle(Instant::ZERO, a, h.as_bytes()),
+            HelloEvent::Learned {
+                tunnel: TunnelId(9),
+                addr: a
+            }
+        );
+    }
+
+    #[test]
+    fn table_management() {
+        let mut v = HelloVerifier::new([TunnelSlot::EMPTY; 2], VerifierConfig::default());
+        let n = NodeId::default();
+        for id in [5, 3] {
+            v.add_tunnel(&TunnelConfig::new(TunnelId(id), KEY, TenantId(1), n))
+                .unwrap();
+        }
+        assert_eq!(
+            v.add_tunnel(&TunnelConfig::new(TunnelId(4), KEY, TenantId(1), n)),
+            Err(TableFull { capacity: 2 })
+        );
+        assert_eq!(
+            v.add_tunnel(&TunnelConfig::new(TunnelId(5), KEY, TenantId(2), n)),
+            Ok(())
+        );
+        assert_eq!((v.len(), v.capacity(), v.is_empty()), (2, 2, false));
+        assert!(v.remove_tunnel(TunnelId(3)));
+        assert!(!v.remove_tunnel(TunnelId(3)));
+        v.add_tunnel(&TunnelConfig::new(TunnelId(4), KEY, TenantId(1), n))
+            .unwrap();
+        assert_eq!(v.find(TunnelId(4)), Ok(0));
+        assert_eq!(v.find(TunnelId(5)), Ok(1));
+        assert_eq!(format!("{KEY:?}"), "HelloKey(<redacted>)");
+    }
+
+    #[test]
+    fn counter_is_wall_clock_based_and_monotonic() {
+        let cfg = SenderConfig::new(TunnelId(1), KEY, TenantId(1), NodeId::default());
+        let mut s = HelloSender::new(&cfg, Instant::from_nanos(500), 1_000_000);
+        let c = |d: HelloDatagram| HelloRepr::parse(d.as_bytes()).unwrap().counter;
+        assert_eq!(c(s.hello_now(Instant::from_nanos(500))), 1_000_000);
+        assert_eq!(c(s.hello_now(Instant::from_nanos(600))), 1_000_100);
+        assert_eq!(c(s.hello_now(Instant::from_nanos(600))), 1_000_101);
+        assert_eq!(
+            s.next_timeout(),
+            Instant::from_nanos(600) + DEFAULT_INTERVAL
+        );
+    }
+}

@@ -1,0 +1,410 @@
+//! Key and value types of the eBPF maps, shared by the programs and their
+//! userspace loader (`epic-bpf`).
+//!
+//! Every type is `#[repr(C)]`, `Copy`, built only from integers and byte
+//! arrays (valid for any bit pattern) and has no implicit padding: explicit
+//! `_reserved` fields exist where alignment would add some, and constructors
+//! zero them. Const assertions below pin each size. Addresses are 16-byte
+//! arrays with a family tag: an IPv4 address sits in the first 4 bytes, the
+//! other 12 are zero. Ports are stored in network byte order (`[u8; 2]`, as on
+//! the wire) so the programs copy them without swapping.
+//!
+//! | map | kind | key | value |
+//! | --- | --- | --- | --- |
+//! | endpoints (gateway egress) | hash | [`EndpointKey`] | [`EndpointValue`] |
+//! | tunnels (both sides) | hash | [`TunnelKey`] | [`TunnelValue`] |
+//! | replies (cluster side) | LRU hash | [`FlowKey`] | [`FlowValue`] |
+//! | counters | per-CPU array | `u32` ([`Counter`] index) | [`CounterValue`] |
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::wire::{TenantId, TunnelId};
+
+/// Family tag of an IPv4 address in a map type.
+pub const FAMILY_IPV4: u8 = 4;
+/// Family tag of an IPv6 address in a map type.
+pub const FAMILY_IPV6: u8 = 6;
+
+/// Stores an address as `(family, 16 bytes)`.
+pub const fn addr_to_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
+    match addr {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            (
+                FAMILY_IPV4,
+                [o[0], o[1], o[2], o[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            )
+        }
+        IpAddr::V6(a) => (FAMILY_IPV6, a.octets()),
+    }
+}
+
+/// Reads an address stored as `(family, 16 bytes)`; `None` for an unknown family.
+pub const fn addr_from_bytes(family: u8, bytes: [u8; 16]) -> Option<IpAddr> {
+    match family {
+        FAMILY_IPV4 => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        FAMILY_IPV6 => Some(IpAddr::V6(Ipv6Addr::from_octets(bytes))),
+        _ => None,
+    }
+}
+
+/// Endpoint table key (gateway side, egress): which tunnel reaches a pod.
+///
+/// `scope` keeps tenants apart when pod CIDRs overlap: it is the proxy's
+/// interface index or its socket mark, as the loader and program agree.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct EndpointKey {
+    /// Proxy interface index or mark (tenant/proxy scope).
+    pub scope: u32,
+    /// Pod address (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+    /// Pod port, network byte order.
+    pub port: [u8; 2],
+    /// IP protocol (6 = TCP, 17 = UDP).
+    pub protocol: u8,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+}
+
+impl EndpointKey {
+    /// Key for a pod endpoint seen from the proxy identified by `scope`.
+    pub const fn new(scope: u32, addr: IpAddr, port: u16, protocol: u8) -> Self {
+        let (family, addr) = addr_to_bytes(addr);
+        EndpointKey {
+            scope,
+            addr,
+            port: port.to_be_bytes(),
+            protocol,
+            family,
+        }
+    }
+}
+
+/// Endpoint table value: the tunnel that reaches the pod.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct EndpointValue {
+    /// Tunnel id (host byte order).
+    pub tunnel_id: u32,
+    /// Zero.
+    pub _reserved: u32,
+}
+
+impl EndpointValue {
+    /// Value pointing at `tunnel`.
+    pub const fn new(tunnel: TunnelId) -> Self {
+        EndpointValue {
+            tunnel_id: tunnel.0,
+            _reserved: 0,
+        }
+    }
+}
+
+/// Tunnel table key: the tunnel id (host byte order). Tunnel ids are unique
+/// across tenants (the gateway controller allocates them).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TunnelKey {
+    /// Tunnel id (host byte order).
+    pub tunnel_id: u32,
+}
+
+impl TunnelKey {
+    /// Key of `tunnel`.
+    pub const fn new(tunnel: TunnelId) -> Self {
+        TunnelKey {
+            tunnel_id: tunnel.0,
+        }
+    }
+}
+
+/// [`TunnelValue::state`]: no verified remote yet; packets are dropped.
+pub const TUNNEL_PENDING: u8 = 0;
+/// [`TunnelValue::state`]: the remote end was verified by a hello.
+pub const TUNNEL_VERIFIED: u8 = 1;
+
+/// Tunnel table value: the outer addresses to encapsulate with and accept from.
+///
+/// Local and remote share one family (outer IPv4 or IPv6). Userspace writes
+/// `remote_*` only after a hello verified (`state` = [`TUNNEL_VERIFIED`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TunnelValue {
+    /// Local outer address.
+    pub local_addr: [u8; 16],
+    /// Verified remote outer address (the NAT mapping), zero while pending.
+    pub remote_addr: [u8; 16],
+    /// Local UDP port, network byte order.
+    pub local_port: [u8; 2],
+    /// Verified remote UDP port, network byte order.
+    pub remote_port: [u8; 2],
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`] of both addresses.
+    pub family: u8,
+    /// [`TUNNEL_PENDING`] or [`TUNNEL_VERIFIED`].
+    pub state: u8,
+    /// Zero.
+    pub _reserved: [u8; 2],
+    /// Owning tenant (for accounting and checks).
+    pub tenant: u32,
+}
+
+impl TunnelValue {
+    /// A tunnel waiting for its first verified hello.
+    pub const fn pending(tenant: TenantId, local: IpAddr, local_port: u16) -> Self {
+        let (family, local_addr) = addr_to_bytes(local);
+        TunnelValue {
+            local_addr,
+            remote_addr: [0; 16],
+            local_port: local_port.to_be_bytes(),
+            remote_port: [0; 2],
+            family,
+            state: TUNNEL_PENDING,
+            _reserved: [0; 2],
+            tenant: tenant.0,
+        }
+    }
+
+    /// This tunnel with a verified remote end; `None` if its family differs.
+    pub const fn verified(self, remote: IpAddr, remote_port: u16) -> Option<Self> {
+        let (family, remote_addr) = addr_to_bytes(remote);
+        if family != self.family {
+            return None;
+        }
+        Some(TunnelValue {
+            remote_addr,
+            remote_port: remote_port.to_be_bytes(),
+            state: TUNNEL_VERIFIED,
+            ..self
+        })
+    }
+}
+
+/// Reply table key (cluster side, LRU): an inner flow in the reply direction
+/// (source = pod, destination = proxy), recorded when the request is decapsulated.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Source address (the pod).
+    pub src_addr: [u8; 16],
+    /// Destination address (the proxy).
+    pub dst_addr: [u8; 16],
+    /// Source port, network byte order.
+    pub src_port: [u8; 2],
+    /// Destination port, network byte order.
+    pub dst_port: [u8; 2],
+    /// IP protocol (6 = TCP, 17 = UDP).
+    pub protocol: u8,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`] of both addresses.
+    pub family: u8,
+    /// Zero.
+    pub _reserved: [u8; 2],
+}
+
+impl FlowKey {
+    /// Key of a reply flow; `None` if the two addresses' families differ.
+    pub const fn new(
+        src: IpAddr,
+        src_port: u16,
+        dst: IpAddr,
+        dst_port: u16,
+        protocol: u8,
+    ) -> Option<Self> {
+        let (family, src_addr) = addr_to_bytes(src);
+        let (dst_family, dst_addr) = addr_to_bytes(dst);
+        if family != dst_family {
+            return None;
+        }
+        Some(FlowKey {
+            src_addr,
+            dst_addr,
+            src_port: src_port.to_be_bytes(),
+            dst_port: dst_port.to_be_bytes(),
+            protocol,
+            family,
+            _reserved: [0; 2],
+        })
+    }
+}
+
+/// Reply table value: the tunnel the request came in on.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowValue {
+    /// Tunnel id (host byte order).
+    pub tunnel_id: u32,
+    /// Zero.
+    pub _reserved: u32,
+}
+
+impl FlowValue {
+    /// Value pointing at `tunnel`.
+    pub const fn new(tunnel: TunnelId) -> Self {
+        FlowValue {
+            tunnel_id: tunnel.0,
+            _reserved: 0,
+        }
+    }
+}
+
+/// One per-CPU counter slot: packets and bytes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CounterValue {
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted (whole packet as seen by the program).
+    pub bytes: u64,
+}
+
+/// Index into the per-CPU counter array: what was counted (one reason per drop).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Packets encapsulated.
+    Encapsulated = 0,
+    /// Packets decapsulated.
+    Decapsulated = 1,
+    /// Control messages passed up to the host stack.
+    ControlPassed = 2,
+    /// Dropped: no endpoint entry for the destination.
+    DropNoEndpoint = 3,
+    /// Dropped: the tunnel is unknown.
+    DropUnknownTunnel = 4,
+    /// Dropped: the tunnel has no verified remote yet (or it expired).
+    DropTunnelPending = 5,
+    /// Dropped: GUE data from a source other than the verified remote.
+    DropWrongSource = 6,
+    /// Dropped: the GUE header did not parse.
+    DropMalformed = 7,
+    /// Dropped: the packet would exceed the path MTU (ICMP sent instead).
+    DropTooBig = 8,
+    /// Dropped: a kernel helper failed (adjust room, store bytes, redirect).
+    DropHelperFailed = 9,
+}
+
+impl Counter {
+    /// Number of counter slots (size of the array map).
+    pub const COUNT: u32 = 10;
+
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Counter::COUNT as usize] = [
+        Counter::Encapsulated,
+        Counter::Decapsulated,
+        Counter::ControlPassed,
+        Counter::DropNoEndpoint,
+        Counter::DropUnknownTunnel,
+        Counter::DropTunnelPending,
+        Counter::DropWrongSource,
+        Counter::DropMalformed,
+        Counter::DropTooBig,
+        Counter::DropHelperFailed,
+    ];
+
+    /// The map index.
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The counter at `index`, if any.
+    pub const fn from_index(index: u32) -> Option<Self> {
+        if index < Counter::COUNT {
+            Some(Counter::ALL[index as usize])
+        } else {
+            None
+        }
+    }
+
+    /// Stable snake_case name for metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Encapsulated => "encapsulated",
+            Counter::Decapsulated => "decapsulated",
+            Counter::ControlPassed => "control_passed",
+            Counter::DropNoEndpoint => "drop_no_endpoint",
+            Counter::DropUnknownTunnel => "drop_unknown_tunnel",
+            Counter::DropTunnelPending => "drop_tunnel_pending",
+            Counter::DropWrongSource => "drop_wrong_source",
+            Counter::DropMalformed => "drop_malformed",
+            Counter::DropTooBig => "drop_too_big",
+            Counter::DropHelperFailed => "drop_helper_failed",
+        }
+    }
+}
+
+// Sizes, and "no implicit padding": each size equals the sum of its fields.
+const _: () =
+    assert!(size_of::<EndpointKey>() == 24 && size_of::<EndpointKey>() == 4 + 16 + 2 + 1 + 1);
+const _: () = assert!(size_of::<EndpointValue>() == 8);
+const _: () = assert!(size_of::<TunnelKey>() == 4);
+const _: () = assert!(
+    size_of::<TunnelValue>() == 44 && size_of::<TunnelValue>() == 16 + 16 + 2 + 2 + 1 + 1 + 2 + 4
+);
+const _: () =
+    assert!(size_of::<FlowKey>() == 40 && size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
+const _: () = assert!(size_of::<FlowValue>() == 8);
+const _: () = assert!(size_of::<CounterValue>() == 16);
+const _: () = assert!(align_of::<EndpointKey>() == 4 && align_of::<TunnelValue>() == 4);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip() {
+        let v4: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        for a in [v4, v6] {
+            let (f, b) = addr_to_bytes(a);
+            assert_eq!(addr_from_bytes(f, b), Some(a));
+        }
+        assert_eq!(addr_from_bytes(0, [0; 16]), None);
+        assert_eq!(addr_to_bytes(v4).1[4..], [0; 12]);
+    }
+
+    #[test]
+    fn constructors() {
+        let k = EndpointKey::new(7, "10.244.1.5".parse().unwrap(), 8080, 6);
+        assert_eq!(
+            (k.scope, k.port, k.protocol, k.family),
+            (7, [0x1f, 0x90], 6, FAMILY_IPV4)
+        );
+        let t = TunnelValue::pending(TenantId(2), "198.51.100.1".parse().unwrap(), 6080);
+        assert_eq!((t.state, t.local_port), (TUNNEL_PENDING, [0x17, 0xc0]));
+        let v = t.verified("203.0.113.9".parse().unwrap(), 40000).unwrap();
+        assert_eq!(
+            (v.state, v.remote_port, &v.remote_addr[..4]),
+            (
+                TUNNEL_VERIFIED,
+                40000u16.to_be_bytes(),
+                &[203, 0, 113, 9][..]
+            )
+        );
+        assert_eq!(t.verified("2001:db8::1".parse().unwrap(), 1), None);
+        assert!(
+            FlowKey::new(
+                "10.0.0.1".parse().unwrap(),
+                1,
+                "2001:db8::1".parse().unwrap(),
+                2,
+                6
+            )
+            .is_none()
+        );
+        assert_eq!(EndpointValue::new(TunnelId(9)).tunnel_id, 9);
+        assert_eq!(FlowValue::new(TunnelId(9)).tunnel_id, 9);
+        assert_eq!(TunnelKey::new(TunnelId(9)).tunnel_id, 9);
+    }
+
+    #[test]
+    fn counters_index() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index() as usize, i);
+            assert_eq!(Counter::from_index(i as u32), Some(*c));
+            assert!(!c.name().is_empty());
+        }
+        assert_eq!(Counter::from_index(Counter::COUNT), None);
+    }
+}
