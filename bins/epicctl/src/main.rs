@@ -1,0 +1,49 @@
+//! `epicctl`: the EPIC-RS operator command line.
+//!
+//! Each subcommand is thin wiring around a library crate; its logic lives in
+//! the crate, this binary only parses arguments and prints results.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod gue;
+mod ipam;
+
+/// EPIC-RS operator command line.
+#[derive(Debug, Parser)]
+#[command(name = "epicctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode and encode GUE packets (epic-gue).
+    #[command(subcommand)]
+    Gue(gue::GueCommand),
+    /// Check address pools and dry-run allocations (epic-ipam).
+    #[command(subcommand)]
+    Ipam(ipam::IpamCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gue(cmd) => gue::run(cmd),
+        Command::Ipam(cmd) => ipam::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("epicctl: {err}");
+            let mut source = err.source();
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
