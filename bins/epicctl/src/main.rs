@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod gue;
 mod ipam;
+mod route;
 
 /// EPIC-RS operator command line.
 #[derive(Debug, Parser)]
@@ -26,6 +27,9 @@ enum Command {
     /// Check address pools and dry-run allocations (epic-ipam).
     #[command(subcommand)]
     Ipam(ipam::IpamCommand),
+    /// Show owned routes and generate the BIRD 2 configuration (epic-route).
+    #[command(subcommand)]
+    Route(route::RouteCommand),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gue(cmd) => gue::run(cmd),
         Command::Ipam(cmd) => ipam::run(cmd),
+        Command::Route(cmd) => route::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
