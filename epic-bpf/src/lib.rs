@@ -1,29 +1,76 @@
-//! The EPIC-RS eBPF data path: the programs, embedded, and their loader.
+//! The EPIC-RS eBPF data path: the GUE tunnel programs, embedded, their
+//! loader and map manager, and the hello agent loops that program them.
 //!
 //! The programs live in `epic-bpf/ebpf/` (Rust, `aya-ebpf`, built on nightly
 //! for `bpfel-unknown-none` by this crate's build script with the toolchain
 //! that `cargo xtask setup` installs). The object is embedded in this crate,
 //! so a binary that depends on `epic-bpf` carries its programs with it.
 //!
-//! Today the crate holds the toolchain's proof: [`CounterProgram`], a TC
-//! classifier that counts packets and bytes in per-CPU counters. Attaching it
-//! uses TCX on kernels that have it (6.6 and later).
+//! # Programs and attach points
 //!
-//! Loading and attaching need `CAP_BPF` and `CAP_NET_ADMIN` (root).
+//! All are TC classifiers, attached through TCX (kernel 6.6+) to the node's
+//! uplink (the interface toward the other side of the tunnel):
+//!
+//! | [`Program`] | node | direction | does |
+//! | --- | --- | --- | --- |
+//! | [`Program::GatewayEgress`] | gateway | egress | a packet to a pod endpoint (key: scope = **skb mark** of the proxy's socket, pod address, port, protocol) → its tunnel → encapsulated toward the verified remote; a tunnel without one (pending, expired) or unknown: dropped and counted, never sent in clear. Other packets pass. |
+//! | [`Program::GatewayIngress`] | gateway | ingress | GUE data (UDP 6080) of a known tunnel from exactly its verified remote address and port → decapsulated; other GUE data dropped and counted (`drop_wrong_source`, `drop_tunnel_pending`, `drop_unknown_tunnel`, `drop_malformed`); GUE control messages (hellos) passed up unchanged to the agent's socket. |
+//! | [`Program::ClusterIngress`] | cluster | ingress | as the gateway ingress, and records the reply flow (pod → proxy) with its tunnel id in the LRU reply table. |
+//! | [`Program::ClusterEgress`] | cluster | egress | a packet matching the reply table → encapsulated toward the tunnel's remote (the gateway). |
+//!
+//! The scope of an endpoint is the proxy's socket mark (`SO_MARK`, Envoy's
+//! upstream `socket_options`, or an nftables `meta mark set` per cgroup): on
+//! the uplink's egress hook the proxy's interface is no longer known, the mark
+//! is. Mark 0 is an ordinary scope (single-tenant nodes).
+//!
+//! Outer headers: the tunnel's family (IPv4 or IPv6, any inner family), UDP
+//! source = the tunnel's local port, destination = the verified remote port
+//! (so data matches the NAT mapping the hellos opened), GUE data header with
+//! the tunnel id: byte for byte what `epic_gue::encap::encapsulate` writes
+//! (TTL 64, DF), except the IPv6 outer UDP checksum, which is zero (RFC
+//! 6935/6936 tunnels; the receiver is always one of these programs).
+//!
+//! MTU: an encapsulated packet larger than the device MTU is dropped
+//! (`drop_too_big`); the programs clamp the MSS option of TCP SYN and SYN-ACK
+//! packets they encapsulate to what fits, so TCP never sends such packets.
+//! Oversized UDP datagrams are the sender's business (route MTU).
+//!
+//! # Maps
+//!
+//! | map | kind | key → value (from [`epic_gue::maps`]) | written by |
+//! | --- | --- | --- | --- |
+//! | `ENDPOINTS` | hash, 65536 | [`EndpointKey`] → [`EndpointValue`] | [`DataPath::add_endpoint`] |
+//! | `TUNNELS` | hash, 16384 | [`TunnelKey`] → [`TunnelValue`] | [`DataPath::add_tunnel`], [`DataPath::set_verified_remote`] (only verified hellos) |
+//! | `REPLIES` | LRU hash, 262144 | [`FlowKey`] → [`FlowValue`] | the cluster ingress program; [`DataPath::expire_flows`] |
+//! | `GUE_COUNTERS` | per-CPU array | [`Counter`] → [`CounterValue`] | the programs; [`DataPath::counter`] |
+//!
+//! # Example
 //!
 //! ```no_run
-//! use epic_bpf::{CounterProgram, Direction};
+//! use epic_bpf::{DataPath, Program};
+//! use epic_gue::maps::{Counter, EndpointKey, TunnelValue};
+//! use epic_gue::{TenantId, TunnelId};
 //!
-//! let mut program = CounterProgram::load()?;
-//! program.attach("eth0", Direction::Ingress)?;
-//! // ... traffic flows ...
-//! let counters = program.counters()?;
-//! println!("{} packets, {} bytes", counters.packets, counters.bytes);
-//! // Dropping `program` detaches it and unloads it.
+//! let mut gateway = DataPath::load()?;
+//! gateway.attach(Program::GatewayEgress, "eth0")?;
+//! gateway.attach(Program::GatewayIngress, "eth0")?;
+//! let tunnel = TunnelId(7);
+//! gateway.add_tunnel(tunnel, TunnelValue::pending(TenantId(1), "198.51.100.1".parse().unwrap(), 6080))?;
+//! gateway.add_endpoint(EndpointKey::new(0, "203.0.113.10".parse().unwrap(), 8080, 6), tunnel)?;
+//! // after a verified hello (see `agent`):
+//! gateway.set_verified_remote(tunnel, "198.51.100.254:40000".parse().unwrap())?;
+//! println!("{:?}", gateway.counter(Counter::Encapsulated)?);
+//! // Dropping `gateway` detaches the programs and unloads them.
 //! # Ok::<(), epic_bpf::Error>(())
 //! ```
+//!
+//! [`CounterProgram`] is the counting baseline program (`epic_count`).
+//! Loading and attaching need `CAP_BPF` and `CAP_NET_ADMIN` (root).
 
 #![deny(missing_docs)]
+
+pub mod agent;
+mod datapath;
 
 use std::fmt;
 
@@ -33,6 +80,12 @@ use aya::programs::tc::SchedClassifierLinkId;
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions};
 /// Packet and byte totals (the map value type shared with the eBPF programs).
 pub use epic_gue::maps::CounterValue;
+#[allow(unused_imports)] // used by the docs above
+use epic_gue::maps::{
+    Counter, EndpointKey, EndpointValue, FlowKey, FlowValue, TunnelKey, TunnelValue,
+};
+
+pub use datapath::{DataPath, Program, TestRunOutput};
 
 /// The eBPF object built from `epic-bpf/ebpf`, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/epic-bpf-ebpf.o"));
@@ -54,18 +107,35 @@ mod counter {
 /// The orphan rule keeps `aya::Pod` from being implemented on `epic-gue`'s
 /// types directly, so each one gets a transparent wrapper here.
 mod pod {
-    use epic_gue::maps::CounterValue;
+    use epic_gue::maps::{
+        CounterValue, EndpointKey, EndpointValue, FlowKey, FlowValue, TunnelKey, TunnelValue,
+    };
 
-    /// A `CounterValue` as an aya map value.
-    #[repr(transparent)]
-    #[derive(Clone, Copy)]
-    pub struct PodCounterValue(pub CounterValue);
+    macro_rules! pod {
+        ($($wrapper:ident($inner:ty)),* $(,)?) => {$(
+            #[doc = concat!("A `", stringify!($inner), "` as an aya map key or value.")]
+            #[repr(transparent)]
+            #[derive(Clone, Copy)]
+            pub struct $wrapper(pub $inner);
 
-    // SAFETY: `CounterValue` is `#[repr(C)]`, `Copy`, made of two u64 fields
-    // with no padding (epic-gue asserts its size at compile time), so every
-    // bit pattern is a valid value; the wrapper is `repr(transparent)`.
-    #[allow(unsafe_code)]
-    unsafe impl aya::Pod for PodCounterValue {}
+            // SAFETY: the wrapped type is `#[repr(C)]`, `Copy`, built only from
+            // integers and byte arrays with no implicit padding (epic-gue
+            // asserts each size at compile time), so every bit pattern is a
+            // valid value; the wrapper is `repr(transparent)`.
+            #[allow(unsafe_code)]
+            unsafe impl aya::Pod for $wrapper {}
+        )*};
+    }
+
+    pod!(
+        PodCounterValue(CounterValue),
+        PodEndpointKey(EndpointKey),
+        PodEndpointValue(EndpointValue),
+        PodTunnelKey(TunnelKey),
+        PodTunnelValue(TunnelValue),
+        PodFlowKey(FlowKey),
+        PodFlowValue(FlowValue),
+    );
 }
 
 /// Which way through an interface a program sees packets.
@@ -95,8 +165,8 @@ impl fmt::Display for Direction {
     }
 }
 
-/// Errors from loading, attaching and reading the eBPF programs; each names
-/// the program, map or interface involved.
+/// Errors from loading, attaching and programming the eBPF data path; each
+/// names the program, map, interface or tunnel involved.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The embedded object could not be loaded into the kernel.
@@ -157,6 +227,22 @@ pub enum Error {
         #[source]
         source: Box<MapError>,
     },
+    /// The tunnel is not in the tunnel map.
+    #[error("map `TUNNELS`: no tunnel {tunnel}")]
+    NoSuchTunnel {
+        /// The tunnel id.
+        tunnel: u32,
+    },
+    /// A remote of another family than the tunnel's local address.
+    #[error("map `TUNNELS`: tunnel {tunnel} is {family}, remote {remote} is not")]
+    FamilyMismatch {
+        /// The tunnel id.
+        tunnel: u32,
+        /// The tunnel's family ("IPv4" or "IPv6").
+        family: &'static str,
+        /// The refused remote.
+        remote: std::net::SocketAddr,
+    },
     /// Running the program under `BPF_PROG_TEST_RUN` failed.
     #[error("test run of program `{program}`: {source}")]
     TestRun {
@@ -187,7 +273,7 @@ impl CounterProgram {
     /// Loads the embedded object and the `epic_count` program into the kernel.
     pub fn load() -> Result<Self, Error> {
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| Error::Load(Box::new(e)))?;
-        let program = classifier(&mut ebpf)?;
+        let program = classifier(&mut ebpf, counter::PROGRAM)?;
         program.load().map_err(|source| Error::Program {
             program: counter::PROGRAM,
             source: Box::new(source),
@@ -200,7 +286,7 @@ impl CounterProgram {
 
     /// Attaches the program to `interface` (in the caller's network namespace) in `direction`.
     pub fn attach(&mut self, interface: &str, direction: Direction) -> Result<(), Error> {
-        let program = classifier(&mut self.ebpf)?;
+        let program = classifier(&mut self.ebpf, counter::PROGRAM)?;
         let link = program
             .attach(interface, direction.attach_type())
             .map_err(|source| Error::Attach {
@@ -227,7 +313,7 @@ impl CounterProgram {
             .position(|(name, dir, _)| name == interface && *dir == direction)
             .ok_or_else(|| detach_error("not attached there".to_owned()))?;
         let (_, _, link) = self.links.remove(index);
-        classifier(&mut self.ebpf)?
+        classifier(&mut self.ebpf, counter::PROGRAM)?
             .detach(link)
             .map_err(|e| detach_error(e.to_string()))
     }
@@ -242,60 +328,81 @@ impl CounterProgram {
 
     /// The counters, summed over all CPUs.
     pub fn counters(&self) -> Result<CounterValue, Error> {
-        let map = self
-            .ebpf
-            .map(counter::MAP)
-            .ok_or(Error::MapMissing { map: counter::MAP })?;
-        let array: PerCpuArray<_, pod::PodCounterValue> =
-            PerCpuArray::try_from(map).map_err(|source| Error::Map {
-                map: counter::MAP,
-                source: Box::new(source),
-            })?;
-        let per_cpu = array.get(&counter::SLOT, 0).map_err(|source| Error::Map {
-            map: counter::MAP,
-            source: Box::new(source),
-        })?;
-        Ok(per_cpu
-            .iter()
-            .fold(CounterValue::default(), |sum, cpu| CounterValue {
-                packets: sum.packets.wrapping_add(cpu.0.packets),
-                bytes: sum.bytes.wrapping_add(cpu.0.bytes),
-            }))
+        read_counter(&self.ebpf, counter::MAP, counter::SLOT)
     }
 
     /// Runs the program once over `frame` (an Ethernet frame) with
     /// `BPF_PROG_TEST_RUN`, without any interface, and returns its verdict
     /// (`0` is `TC_ACT_OK`).
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, Error> {
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(counter::PROGRAM)
-            .ok_or(Error::ProgramMissing {
-                program: counter::PROGRAM,
-            })?
-            .try_into()
-            .map_err(|source| Error::Program {
-                program: counter::PROGRAM,
-                source: Box::new(source),
-            })?;
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        let result = program.test_run(opts).map_err(|source| Error::TestRun {
-            program: counter::PROGRAM,
-            source: Box::new(source),
-        })?;
-        Ok(result.return_value)
+        Ok(test_run(&self.ebpf, counter::PROGRAM, frame, None, 1)?.verdict)
+    }
+
+    /// Runs the program `repeat` times over `frame` in one `BPF_PROG_TEST_RUN`
+    /// and returns the kernel's mean time per run.
+    pub fn bench_run(&self, frame: &[u8], repeat: u32) -> Result<std::time::Duration, Error> {
+        Ok(test_run(&self.ebpf, counter::PROGRAM, frame, None, repeat)?.duration)
     }
 }
 
-fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
-    ebpf.program_mut(counter::PROGRAM)
-        .ok_or(Error::ProgramMissing {
-            program: counter::PROGRAM,
-        })?
+fn read_counter(ebpf: &Ebpf, map: &'static str, slot: u32) -> Result<CounterValue, Error> {
+    let data = ebpf.map(map).ok_or(Error::MapMissing { map })?;
+    let array: PerCpuArray<_, pod::PodCounterValue> =
+        PerCpuArray::try_from(data).map_err(|source| Error::Map {
+            map,
+            source: Box::new(source),
+        })?;
+    let per_cpu = array.get(&slot, 0).map_err(|source| Error::Map {
+        map,
+        source: Box::new(source),
+    })?;
+    Ok(per_cpu
+        .iter()
+        .fold(CounterValue::default(), |sum, cpu| CounterValue {
+            packets: sum.packets.wrapping_add(cpu.0.packets),
+            bytes: sum.bytes.wrapping_add(cpu.0.bytes),
+        }))
+}
+
+fn test_run(
+    ebpf: &Ebpf,
+    name: &'static str,
+    frame: &[u8],
+    out: Option<&mut [u8]>,
+    repeat: u32,
+) -> Result<TestRunOutput, Error> {
+    let program: &SchedClassifier = ebpf
+        .program(name)
+        .ok_or(Error::ProgramMissing { program: name })?
         .try_into()
         .map_err(|source| Error::Program {
-            program: counter::PROGRAM,
+            program: name,
+            source: Box::new(source),
+        })?;
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = out;
+    opts.repeat = repeat.max(1);
+    let result = program.test_run(opts).map_err(|source| Error::TestRun {
+        program: name,
+        source: Box::new(source),
+    })?;
+    Ok(TestRunOutput {
+        verdict: result.return_value,
+        len: result.data_size_out as usize,
+        duration: result.duration,
+    })
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, Error> {
+    ebpf.program_mut(name)
+        .ok_or(Error::ProgramMissing { program: name })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            program: name,
             source: Box::new(source),
         })
 }

@@ -1,23 +1,78 @@
-//! EPIC-RS eBPF programs.
+//! EPIC-RS eBPF programs: the GUE data path (TC classifiers).
 //!
-//! `epic_count`: a TC classifier that counts the packets and bytes it sees in
-//! a per-CPU array of `epic_gue::maps::CounterValue` (the one definition the
-//! userspace loader reads too) and lets every packet pass. It proves the toolchain (build,
-//! embed, load, attach through TCX, read maps) end to end; the GUE data path
-//! grows from here.
+//! | program | attach point | does |
+//! | --- | --- | --- |
+//! | `epic_gw_egress` | gateway node, uplink, egress | endpoint lookup (`ENDPOINTS`, scope = skb mark) → tunnel (`TUNNELS`) → encapsulate toward the verified remote; pending/unknown tunnel: drop and count |
+//! | `epic_gw_ingress` | gateway node, uplink, ingress | GUE data from a known, verified tunnel whose outer source is the verified remote → decapsulate; other GUE data dropped and counted; control messages passed up |
+//! | `epic_cl_ingress` | cluster node, uplink, ingress | as `epic_gw_ingress`, and records the reply flow in `REPLIES` (LRU) with the tunnel id |
+//! | `epic_cl_egress` | cluster node, uplink, egress | a packet matching `REPLIES` → encapsulate toward the tunnel's remote |
+//! | `epic_bench_roundtrip` | nowhere (benchmarks) | `epic_gw_egress` then `epic_cl_ingress` on one packet |
+//! | `epic_count` | anywhere | counts packets and bytes in `COUNTERS` slot 0 and passes them: the baseline |
+//!
+//! Encapsulation writes outer IPv4 or IPv6 (the tunnel's family) + UDP (source
+//! = the tunnel's local port, destination = its verified remote port, so the
+//! packets match the NAT's mapping) + GUE data header with the tunnel id, in
+//! exactly the layout of `epic_gue::encap::encapsulate` (TTL 64, DF set), except
+//! that the outer UDP checksum is zero for IPv6 too (RFC 6935/6936: tunnels
+//! may omit it; the receiving end is always one of these programs, which
+//! decapsulate before any UDP checksum check).
+//!
+//! MTU: a packet that would exceed the device MTU once encapsulated is dropped
+//! (`drop_too_big`, checked with `bpf_check_mtu`; GSO packets are re-segmented
+//! by the kernel with the reduced segment size); TCP SYN and SYN-ACK packets
+//! get their MSS option (when it is the first option, as Linux and most stacks
+//! send it) clamped to what fits, so TCP never produces such packets.
+//!
+//! Every access is a bounds-checked `bpf_skb_load_bytes`/`store_bytes` on a
+//! fixed-size header; there are no loops.
 
 #![no_std]
 #![no_main]
 
-use aya_ebpf::bindings::TC_ACT_OK;
+use aya_ebpf::bindings::{
+    BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+    BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_OK, TC_ACT_SHOT,
+    bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+};
+use aya_ebpf::helpers::generated::bpf_check_mtu;
 use aya_ebpf::macros::{classifier, map};
-use aya_ebpf::maps::PerCpuArray;
+use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray};
 use aya_ebpf::programs::TcContext;
-use epic_gue::maps::CounterValue;
+use epic_gue::maps::{
+    Counter, CounterValue, EndpointKey, EndpointValue, FAMILY_IPV4, FAMILY_IPV6, FlowKey,
+    FlowValue, TUNNEL_VERIFIED, TunnelKey, TunnelValue,
+};
+use epic_gue::wire::{FLAG_VNID, GUE_PORT, PROTO_IPV4, PROTO_IPV6};
 
-/// Per-CPU packet and byte counters in slot 0; userspace sums the CPUs.
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const UDP_HLEN: usize = 8;
+/// GUE base word + tunnel id.
+const GUE_HLEN: usize = 8;
+const OUTER_TTL: u8 = 64;
+
+/// Per-CPU packet and byte counters in slot 0 for `epic_count`.
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU GUE counters, indexed by `epic_gue::maps::Counter`.
+#[map(name = "GUE_COUNTERS")]
+static GUE_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Gateway side: (scope, pod address, port, protocol) → tunnel id.
+#[map(name = "ENDPOINTS")]
+static ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::with_max_entries(65536, 0);
+
+/// Both sides: tunnel id → outer addresses and state.
+#[map(name = "TUNNELS")]
+static TUNNELS: HashMap<TunnelKey, TunnelValue> = HashMap::with_max_entries(16384, 0);
+
+/// Cluster side: reply flow (pod → proxy) → tunnel id; LRU.
+#[map(name = "REPLIES")]
+static REPLIES: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(262144, 0);
 
 /// Counts the packet and passes it on unchanged.
 #[classifier]
@@ -33,6 +88,452 @@ pub fn epic_count(ctx: TcContext) -> i32 {
         }
     }
     TC_ACT_OK
+}
+
+/// Gateway egress: encapsulates packets to known pod endpoints.
+#[classifier]
+pub fn epic_gw_egress(ctx: TcContext) -> i32 {
+    gw_egress(&ctx)
+}
+
+#[inline(always)]
+fn gw_egress(ctx: &TcContext) -> i32 {
+    let Some(inner) = parse_ip(ctx, ETH_HLEN) else {
+        return TC_ACT_OK;
+    };
+    // SAFETY: reading the `mark` field of the context the kernel gave us.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    let key = EndpointKey {
+        scope: mark,
+        addr: inner.dst,
+        port: inner.dst_port,
+        protocol: inner.protocol,
+        family: inner.family,
+    };
+    let Some(endpoint) = ENDPOINTS.get_ptr(&key) else {
+        return TC_ACT_OK;
+    };
+    // SAFETY: a successful lookup returns a valid pointer; the value is
+    // copied out at once (`EndpointValue` is plain old data).
+    let tunnel_id = unsafe { (*endpoint).tunnel_id };
+    encap_verdict(ctx, &inner, tunnel_id)
+}
+
+/// Cluster egress: encapsulates replies of recorded flows.
+#[classifier]
+pub fn epic_cl_egress(ctx: TcContext) -> i32 {
+    let Some(inner) = parse_ip(&ctx, ETH_HLEN) else {
+        return TC_ACT_OK;
+    };
+    let key = FlowKey {
+        src_addr: inner.src,
+        dst_addr: inner.dst,
+        src_port: inner.src_port,
+        dst_port: inner.dst_port,
+        protocol: inner.protocol,
+        family: inner.family,
+        _reserved: [0; 2],
+    };
+    let Some(flow) = REPLIES.get_ptr(&key) else {
+        return TC_ACT_OK;
+    };
+    // SAFETY: a successful lookup returns a valid pointer; copied at once.
+    let tunnel_id = unsafe { (*flow).tunnel_id };
+    encap_verdict(&ctx, &inner, tunnel_id)
+}
+
+/// Benchmark only: gateway egress then cluster ingress on the same packet
+/// (use a tunnel whose remote is its own local end), so the packet leaves as
+/// it came and `BPF_PROG_TEST_RUN` can repeat it.
+#[classifier]
+pub fn epic_bench_roundtrip(ctx: TcContext) -> i32 {
+    let verdict = gw_egress(&ctx);
+    if verdict != TC_ACT_OK {
+        return verdict;
+    }
+    decap_verdict(&ctx, true)
+}
+
+/// Gateway ingress: decapsulates GUE data from verified remotes.
+#[classifier]
+pub fn epic_gw_ingress(ctx: TcContext) -> i32 {
+    decap_verdict(&ctx, false)
+}
+
+/// Cluster ingress: decapsulates GUE data and records the reply flow.
+#[classifier]
+pub fn epic_cl_ingress(ctx: TcContext) -> i32 {
+    decap_verdict(&ctx, true)
+}
+
+#[inline(always)]
+fn count(counter: Counter, bytes: u32) {
+    if let Some(slot) = GUE_COUNTERS.get_ptr_mut(counter.index()) {
+        // SAFETY: valid pointer from a per-CPU array lookup; only this CPU
+        // writes its copy while the program runs.
+        unsafe {
+            (*slot).packets += 1;
+            (*slot).bytes += u64::from(bytes);
+        }
+    }
+}
+
+/// An IP packet's identity, as the tables key it.
+struct Ip {
+    family: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    protocol: u8,
+    src_port: [u8; 2],
+    dst_port: [u8; 2],
+    /// Offset of the L4 header.
+    l4: usize,
+    /// IP header length.
+    ip_len: usize,
+}
+
+/// Parses an IPv4/IPv6 + TCP/UDP packet at `off` (ethertype from the frame
+/// for `off == ETH_HLEN`, the version nibble otherwise). `None` for anything
+/// else (other protocols, IPv6 extension headers, non-first fragments).
+#[inline(always)]
+fn parse_ip(ctx: &TcContext, off: usize) -> Option<Ip> {
+    let first: u8 = ctx.load(off).ok()?;
+    let mut ip = Ip {
+        family: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        protocol: 0,
+        src_port: [0; 2],
+        dst_port: [0; 2],
+        l4: 0,
+        ip_len: 0,
+    };
+    match first >> 4 {
+        4 => {
+            let h: [u8; 20] = ctx.load(off).ok()?;
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            if ihl < 20 || (u16::from_be_bytes([h[6], h[7]]) & 0x1fff) != 0 {
+                return None;
+            }
+            ip.family = FAMILY_IPV4;
+            ip.protocol = h[9];
+            ip.src[..4].copy_from_slice(&h[12..16]);
+            ip.dst[..4].copy_from_slice(&h[16..20]);
+            ip.ip_len = ihl;
+        }
+        6 => {
+            let h: [u8; 40] = ctx.load(off).ok()?;
+            ip.family = FAMILY_IPV6;
+            ip.protocol = h[6];
+            ip.src.copy_from_slice(&h[8..24]);
+            ip.dst.copy_from_slice(&h[24..40]);
+            ip.ip_len = 40;
+        }
+        _ => return None,
+    }
+    if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
+        return None;
+    }
+    ip.l4 = off + ip.ip_len;
+    let ports: [u8; 4] = ctx.load(ip.l4).ok()?;
+    ip.src_port = [ports[0], ports[1]];
+    ip.dst_port = [ports[2], ports[3]];
+    Some(ip)
+}
+
+#[inline(always)]
+fn ethertype(ctx: &TcContext) -> Option<u16> {
+    let t: [u8; 2] = ctx.load(12).ok()?;
+    Some(u16::from_be_bytes(t))
+}
+
+/// Encapsulates into `tunnel_id` or drops with the reason.
+#[inline(always)]
+fn encap_verdict(ctx: &TcContext, inner: &Ip, tunnel_id: u32) -> i32 {
+    let len = ctx.len();
+    match encapsulate(ctx, inner, tunnel_id) {
+        Ok(()) => {
+            count(Counter::Encapsulated, len);
+            TC_ACT_OK
+        }
+        Err(reason) => {
+            count(reason, len);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+#[inline(always)]
+fn encapsulate(ctx: &TcContext, inner: &Ip, tunnel_id: u32) -> Result<(), Counter> {
+    let key = TunnelKey { tunnel_id };
+    let tunnel = TUNNELS.get_ptr(&key).ok_or(Counter::DropUnknownTunnel)?;
+    // SAFETY: valid pointer from a successful lookup; the value is copied out
+    // at once (plain old data), so a concurrent update cannot tear our view.
+    let t: TunnelValue = unsafe { core::ptr::read_unaligned(tunnel) };
+    if t.state != TUNNEL_VERIFIED {
+        return Err(Counter::DropTunnelPending);
+    }
+    let outer_ip_len: usize = match t.family {
+        FAMILY_IPV4 => 20,
+        FAMILY_IPV6 => 40,
+        _ => return Err(Counter::DropUnknownTunnel),
+    };
+    let room = outer_ip_len + UDP_HLEN + GUE_HLEN;
+
+    // MTU: the encapsulated packet must fit the device.
+    let mut mtu: u32 = 0;
+    // SAFETY: the context pointer is the program's own skb; `mtu` is a valid
+    // stack slot the helper writes the MTU into.
+    let verdict = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), 0, &mut mtu, room as i32, 0) };
+    if verdict != 0 {
+        return Err(Counter::DropTooBig);
+    }
+    if inner.protocol == IPPROTO_TCP {
+        clamp_mss(
+            ctx,
+            inner,
+            mtu.saturating_sub((room + inner.ip_len + 20) as u32),
+        );
+    }
+
+    let flags = u64::from(BPF_F_ADJ_ROOM_ENCAP_L4_UDP)
+        | u64::from(if t.family == FAMILY_IPV4 {
+            BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+        } else {
+            BPF_F_ADJ_ROOM_ENCAP_L3_IPV6
+        });
+    ctx.adjust_room(room as i32, BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| Counter::DropHelperFailed)?;
+
+    let total = ctx.len() as usize - ETH_HLEN;
+    let inner_proto = if inner.family == FAMILY_IPV4 {
+        PROTO_IPV4
+    } else {
+        PROTO_IPV6
+    };
+    let flag_bytes = FLAG_VNID.to_be_bytes();
+    let id = tunnel_id.to_be_bytes();
+    let gue = [
+        0x01,
+        inner_proto,
+        flag_bytes[0],
+        flag_bytes[1],
+        id[0],
+        id[1],
+        id[2],
+        id[3],
+    ];
+    if t.family == FAMILY_IPV4 {
+        let udp_len = (total - 20) as u16;
+        let mut h = [0u8; 36];
+        h[0] = 0x45;
+        h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        h[6] = 0x40; // don't fragment
+        h[8] = OUTER_TTL;
+        h[9] = IPPROTO_UDP;
+        h[12..16].copy_from_slice(&t.local_addr[..4]);
+        h[16..20].copy_from_slice(&t.remote_addr[..4]);
+        let csum = ipv4_checksum(&h);
+        h[10..12].copy_from_slice(&csum.to_be_bytes());
+        h[20..22].copy_from_slice(&t.local_port);
+        h[22..24].copy_from_slice(&t.remote_port);
+        h[24..26].copy_from_slice(&udp_len.to_be_bytes());
+        h[28..36].copy_from_slice(&gue);
+        ctx.store(ETH_HLEN, &h, 0)
+            .map_err(|_| Counter::DropHelperFailed)?;
+    } else {
+        let udp_len = (total - 40) as u16;
+        let mut h = [0u8; 56];
+        h[0] = 0x60;
+        h[4..6].copy_from_slice(&udp_len.to_be_bytes());
+        h[6] = IPPROTO_UDP;
+        h[7] = OUTER_TTL;
+        h[8..24].copy_from_slice(&t.local_addr);
+        h[24..40].copy_from_slice(&t.remote_addr);
+        h[40..42].copy_from_slice(&t.local_port);
+        h[42..44].copy_from_slice(&t.remote_port);
+        h[44..46].copy_from_slice(&udp_len.to_be_bytes());
+        h[48..56].copy_from_slice(&gue);
+        ctx.store(ETH_HLEN, &h, 0)
+            .map_err(|_| Counter::DropHelperFailed)?;
+    }
+    if t.family != inner.family {
+        let outer_type = if t.family == FAMILY_IPV4 {
+            ETH_P_IP
+        } else {
+            ETH_P_IPV6
+        };
+        ctx.store(12, &outer_type.to_be_bytes(), 0)
+            .map_err(|_| Counter::DropHelperFailed)?;
+    }
+    Ok(())
+}
+
+/// Clamps the MSS option of a SYN (when it is the first option) to `max`.
+#[inline(always)]
+fn clamp_mss(ctx: &TcContext, inner: &Ip, max: u32) {
+    let Ok(tcp) = ctx.load::<[u8; 24]>(inner.l4) else {
+        return;
+    };
+    let data_offset = usize::from(tcp[12] >> 4) * 4;
+    let syn = tcp[13] & 0x02 != 0;
+    if !syn || data_offset < 24 || tcp[20] != 2 || tcp[21] != 4 {
+        return;
+    }
+    let mss = u16::from_be_bytes([tcp[22], tcp[23]]);
+    if u32::from(mss) <= max || max == 0 {
+        return;
+    }
+    let new = max as u16;
+    if ctx.store(inner.l4 + 22, &new.to_be_bytes(), 0).is_ok() {
+        let _ = ctx.l4_csum_replace(
+            inner.l4 + 16,
+            u64::from(mss.to_be()),
+            u64::from(new.to_be()),
+            2,
+        );
+    }
+}
+
+#[inline(always)]
+fn ipv4_checksum(h: &[u8; 36]) -> u16 {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 20 {
+        sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Decapsulates GUE data or drops it with the reason; passes the rest.
+#[inline(always)]
+fn decap_verdict(ctx: &TcContext, record_flow: bool) -> i32 {
+    let len = ctx.len();
+    match decapsulate(ctx, record_flow) {
+        Ok(Some(counter)) => {
+            count(counter, len);
+            TC_ACT_OK
+        }
+        Ok(None) => TC_ACT_OK,
+        Err(reason) => {
+            count(reason, len);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// `Ok(None)`: not GUE, passed; `Ok(Some(counter))`: passed/decapsulated.
+#[inline(always)]
+fn decapsulate(ctx: &TcContext, record_flow: bool) -> Result<Option<Counter>, Counter> {
+    let Some(ethertype) = ethertype(ctx) else {
+        return Ok(None);
+    };
+    let mut src = [0u8; 16];
+    let (outer_family, ip_len) = match ethertype {
+        ETH_P_IP => {
+            let Ok(h) = ctx.load::<[u8; 20]>(ETH_HLEN) else {
+                return Ok(None);
+            };
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            if h[0] >> 4 != 4
+                || ihl < 20
+                || h[9] != IPPROTO_UDP
+                || (u16::from_be_bytes([h[6], h[7]]) & 0x3fff) != 0
+            {
+                return Ok(None);
+            }
+            src[..4].copy_from_slice(&h[12..16]);
+            (FAMILY_IPV4, ihl)
+        }
+        ETH_P_IPV6 => {
+            let Ok(h) = ctx.load::<[u8; 40]>(ETH_HLEN) else {
+                return Ok(None);
+            };
+            if h[6] != IPPROTO_UDP {
+                return Ok(None);
+            }
+            src.copy_from_slice(&h[8..24]);
+            (FAMILY_IPV6, 40)
+        }
+        _ => return Ok(None),
+    };
+    let udp_off = ETH_HLEN + ip_len;
+    let Ok(udp) = ctx.load::<[u8; 8]>(udp_off) else {
+        return Ok(None);
+    };
+    if u16::from_be_bytes([udp[2], udp[3]]) != GUE_PORT {
+        return Ok(None);
+    }
+    let gue: [u8; 8] = ctx
+        .load(udp_off + UDP_HLEN)
+        .map_err(|_| Counter::DropMalformed)?;
+    if gue[0] >> 6 != 0 {
+        return Err(Counter::DropMalformed);
+    }
+    if gue[0] & 0x20 != 0 {
+        return Ok(Some(Counter::ControlPassed));
+    }
+    let inner_family = match gue[1] {
+        PROTO_IPV4 => FAMILY_IPV4,
+        PROTO_IPV6 => FAMILY_IPV6,
+        _ => return Err(Counter::DropMalformed),
+    };
+    if gue[0] & 0x1f != 1 || u16::from_be_bytes([gue[2], gue[3]]) != FLAG_VNID {
+        return Err(Counter::DropMalformed);
+    }
+    let tunnel_id = u32::from_be_bytes([gue[4], gue[5], gue[6], gue[7]]);
+    let tunnel = TUNNELS
+        .get_ptr(&TunnelKey { tunnel_id })
+        .ok_or(Counter::DropUnknownTunnel)?;
+    // SAFETY: valid pointer from a successful lookup; copied out at once.
+    let t: TunnelValue = unsafe { core::ptr::read_unaligned(tunnel) };
+    if t.state != TUNNEL_VERIFIED {
+        return Err(Counter::DropTunnelPending);
+    }
+    if t.family != outer_family || t.remote_addr != src || t.remote_port != [udp[0], udp[1]] {
+        return Err(Counter::DropWrongSource);
+    }
+    let room = ip_len + UDP_HLEN + GUE_HLEN;
+    if record_flow {
+        if let Some(request) = parse_ip(ctx, ETH_HLEN + room) {
+            let key = FlowKey {
+                src_addr: request.dst,
+                dst_addr: request.src,
+                src_port: request.dst_port,
+                dst_port: request.src_port,
+                protocol: request.protocol,
+                family: request.family,
+                _reserved: [0; 2],
+            };
+            let value = FlowValue {
+                tunnel_id,
+                _reserved: 0,
+            };
+            // A full LRU evicts the oldest flow; a failure only loses the
+            // reply path of this flow, the request is still delivered.
+            let _ = REPLIES.insert(&key, &value, 0);
+        }
+    }
+    let flags = match (outer_family, inner_family) {
+        (FAMILY_IPV4, FAMILY_IPV6) => u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV6),
+        (FAMILY_IPV6, FAMILY_IPV4) => u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV4),
+        _ => 0,
+    };
+    ctx.adjust_room(-(room as i32), BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| Counter::DropHelperFailed)?;
+    if outer_family != inner_family {
+        let inner_type = if inner_family == FAMILY_IPV4 {
+            ETH_P_IP
+        } else {
+            ETH_P_IPV6
+        };
+        ctx.store(12, &inner_type.to_be_bytes(), 0)
+            .map_err(|_| Counter::DropHelperFailed)?;
+    }
+    Ok(Some(Counter::Decapsulated))
 }
 
 #[cfg(not(test))]

@@ -1,0 +1,215 @@
+//! The hello agent loops: `epic-gue`'s sans-IO [`HelloSender`] and
+//! [`HelloVerifier`] over a UDP socket on port 6080, wired to a [`DataPath`].
+//!
+//! - [`ClusterHelloAgent`] (cluster node): sends each tunnel's hellos from the
+//!   node's port 6080 to the gateway node's port 6080, which opens (and keeps
+//!   open) the NAT mapping the gateway's data then uses.
+//! - [`GatewayHelloAgent`] (gateway node): receives the hellos the gateway
+//!   ingress program passed up, feeds them to the verifier, and writes only
+//!   verified results into the tunnel map: `Learned`/`Rebound` set the
+//!   remote, `Expired` sets the tunnel back to pending (its packets are then
+//!   dropped as `drop_tunnel_pending`). Rejected hellos change nothing.
+//!
+//! Both loops run for a bounded time per call (`run_for`), so a caller (a
+//! binary's main loop, or a test) decides how long and how often.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant as StdInstant};
+
+use epic_gue::HelloEvent;
+use epic_gue::hello::clock::MonotonicClock;
+use epic_gue::hello::{HelloSender, HelloVerifier, TunnelSlot};
+
+use crate::{DataPath, Error};
+
+/// Errors of the agent loops.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A socket operation failed.
+    #[error("hello socket {local}: {what}: {source}")]
+    Socket {
+        /// The socket's local address, if known.
+        local: String,
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Programming the data path failed.
+    #[error(transparent)]
+    DataPath(#[from] Box<Error>),
+}
+
+fn socket_error(socket: &UdpSocket, what: &'static str, source: std::io::Error) -> AgentError {
+    AgentError::Socket {
+        local: socket
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+        what,
+        source,
+    }
+}
+
+/// Writes a verified hello result into the data path's tunnel map.
+pub fn apply_event(datapath: &mut DataPath, event: &HelloEvent) -> Result<(), Error> {
+    match *event {
+        HelloEvent::Learned { tunnel, addr } | HelloEvent::Refreshed { tunnel, addr } => {
+            // Refreshed rewrites the same value: it also repairs a map entry
+            // someone reset while the hellos kept coming.
+            datapath.set_verified_remote(tunnel, addr)
+        }
+        HelloEvent::Rebound { tunnel, new, .. } => datapath.set_verified_remote(tunnel, new),
+        HelloEvent::Expired { tunnel, .. } => datapath.set_pending(tunnel),
+        HelloEvent::Rejected { .. } => Ok(()),
+    }
+}
+
+/// Gateway side: verifies received hellos and programs the tunnel map.
+pub struct GatewayHelloAgent {
+    socket: UdpSocket,
+    verifier: HelloVerifier<Vec<TunnelSlot>>,
+    clock: MonotonicClock,
+}
+
+impl std::fmt::Debug for GatewayHelloAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHelloAgent")
+            .field("socket", &self.socket.local_addr().ok())
+            .field("tunnels", &self.verifier.len())
+            .finish()
+    }
+}
+
+impl GatewayHelloAgent {
+    /// An agent reading hellos from `socket` (bound to port 6080) and
+    /// checking them with `verifier` (whose tunnels it knows).
+    pub fn new(socket: UdpSocket, verifier: HelloVerifier<Vec<TunnelSlot>>) -> Self {
+        GatewayHelloAgent {
+            socket,
+            verifier,
+            clock: MonotonicClock::new(),
+        }
+    }
+
+    /// The verifier, to add or remove tunnels.
+    pub fn verifier_mut(&mut self) -> &mut HelloVerifier<Vec<TunnelSlot>> {
+        &mut self.verifier
+    }
+
+    /// Receives and handles hellos for `budget`, applying every verified
+    /// result (and expiries) to `datapath`; returns the events in order.
+    pub fn run_for(
+        &mut self,
+        datapath: &mut DataPath,
+        budget: Duration,
+    ) -> Result<Vec<HelloEvent>, AgentError> {
+        let deadline = StdInstant::now() + budget;
+        let mut events = Vec::new();
+        let mut buf = [0u8; 1500];
+        loop {
+            while let Some(event) = self.verifier.poll(self.clock.now()) {
+                apply_event(datapath, &event).map_err(Box::new)?;
+                events.push(event);
+            }
+            let left = deadline.saturating_duration_since(StdInstant::now());
+            if left.is_zero() {
+                return Ok(events);
+            }
+            let wait = left.min(Duration::from_millis(100));
+            self.socket
+                .set_read_timeout(Some(wait))
+                .map_err(|e| socket_error(&self.socket, "set timeout", e))?;
+            match self.socket.recv_from(&mut buf) {
+                Ok((len, source)) => {
+                    let event = self.verifier.handle(
+                        self.clock.now(),
+                        source,
+                        buf.get(..len).unwrap_or(&[]),
+                    );
+                    apply_event(datapath, &event).map_err(Box::new)?;
+                    events.push(event);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(socket_error(&self.socket, "receive", e)),
+            }
+        }
+    }
+}
+
+/// Cluster side: sends each tunnel's hellos to the gateway node.
+pub struct ClusterHelloAgent {
+    socket: UdpSocket,
+    gateway: SocketAddr,
+    senders: Vec<HelloSender>,
+    clock: MonotonicClock,
+}
+
+impl std::fmt::Debug for ClusterHelloAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterHelloAgent")
+            .field("socket", &self.socket.local_addr().ok())
+            .field("gateway", &self.gateway)
+            .field("tunnels", &self.senders.len())
+            .finish()
+    }
+}
+
+impl ClusterHelloAgent {
+    /// An agent sending from `socket` (bound to the node's port 6080) to
+    /// `gateway`; `senders` were created with `clock.now()` as their start.
+    pub fn new(
+        socket: UdpSocket,
+        gateway: SocketAddr,
+        senders: Vec<HelloSender>,
+        clock: MonotonicClock,
+    ) -> Self {
+        ClusterHelloAgent {
+            socket,
+            gateway,
+            senders,
+            clock,
+        }
+    }
+
+    /// Sends the hellos that are due now; returns how many were sent.
+    pub fn send_due(&mut self) -> Result<usize, AgentError> {
+        let now = self.clock.now();
+        let mut sent = 0;
+        for sender in &mut self.senders {
+            while let Some(hello) = sender.poll_transmit(now) {
+                self.socket
+                    .send_to(hello.as_bytes(), self.gateway)
+                    .map_err(|e| socket_error(&self.socket, "send", e))?;
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Sends due hellos for `budget`, sleeping until the next is due;
+    /// returns how many were sent.
+    pub fn run_for(&mut self, budget: Duration) -> Result<usize, AgentError> {
+        let deadline = StdInstant::now() + budget;
+        let mut sent = 0;
+        loop {
+            sent += self.send_due()?;
+            let now = self.clock.now();
+            let next = self
+                .senders
+                .iter()
+                .map(|s| s.next_timeout().saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_millis(100));
+            let left = deadline.saturating_duration_since(StdInstant::now());
+            if left.is_zero() {
+                return Ok(sent);
+            }
+            std::thread::sleep(next.min(left).max(Duration::from_millis(1)));
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The GUE programs under BPF_PROG_TEST_RUN, checked byte by byte against
+//! `epic_gue::encap`: encapsulation, decapsulation, drops and their counters.
+
+use std::net::{IpAddr, SocketAddr};
+
+use epic_bpf::{DataPath, Program};
+use epic_gue::encap::{OuterRepr, encapsulate};
+use epic_gue::maps::{Counter, EndpointKey, FlowKey, TunnelValue};
+use epic_gue::{GUE_PORT, GueRepr, InnerProto, TenantId, TunnelId};
+use epic_test_support::require_root;
+
+mod common;
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TUNNEL: TunnelId = TunnelId(0x0102_0304);
+/// The NAT's public port for the cluster node's hellos.
+const NAT_PORT: u16 = 40001;
+
+struct Case {
+    name: &'static str,
+    gateway: IpAddr,
+    nat: IpAddr,
+    proxy: IpAddr,
+    pod: IpAddr,
+}
+
+fn cases() -> Vec<Case> {
+    let v4 = (
+        "198.51.100.1",
+        "198.51.100.254",
+        "198.51.100.1",
+        "203.0.113.10",
+    );
+    let v6 = (
+        "2001:db8:1::1",
+        "2001:db8:1::fe",
+        "2001:db8:1::1",
+        "2001:db8:3::10",
+    );
+    let mk = |name, outer: (&str, &str, &str, &str), inner: (&str, &str, &str, &str)| Case {
+        name,
+        gateway: outer.0.parse().unwrap(),
+        nat: outer.1.parse().unwrap(),
+        proxy: inner.2.parse().unwrap(),
+        pod: inner.3.parse().unwrap(),
+    };
+    vec![
+        mk("v4 in v4", v4, v4),
+        mk("v6 in v6", v6, v6),
+        mk("v6 in v4", v4, v6),
+        mk("v4 in v6", v6, v4),
+    ]
+}
+
+/// What `epic_gue::encap` makes of `inner` in this tunnel, in an Ethernet frame.
+fn expected_frame(src: SocketAddr, dst: SocketAddr, inner: &[u8]) -> Vec<u8> {
+    let outer = OuterRepr {
+        src,
+        dst,
+        hop_limit: 64,
+        dont_fragment: true,
+    };
+    let proto = if inner[0] >> 4 == 4 {
+        InnerProto::Ipv4
+    } else {
+        InnerProto::Ipv6
+    };
+    let mut buf = vec![0u8; inner.len() + 128];
+    let len = encapsulate(&outer, &GueRepr::data(TUNNEL, proto), inner, &mut buf).unwrap();
+    let mut frame = common::frame(&buf[..len]);
+    if src.is_ipv6() {
+        // The programs send a zero outer UDP checksum over IPv6 (RFC 6935).
+        frame[14 + 40 + 6..14 + 40 + 8].fill(0);
+    }
+    frame
+}
+
+/// What the NAT does to a tunnel packet: toward the cluster, destination
+/// port NAT_PORT → 6080; toward the gateway, source port 6080 → NAT_PORT.
+/// (Only ports change; the outer UDP checksums are zero.)
+fn nat(frame: &[u8], toward_cluster: bool) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let udp = 14 + if f[12] == 0x08 { 20 } else { 40 };
+    let (at, from, to) = if toward_cluster {
+        (udp + 2, NAT_PORT, GUE_PORT)
+    } else {
+        (udp, GUE_PORT, NAT_PORT)
+    };
+    assert_eq!(f[at..at + 2], from.to_be_bytes());
+    f[at..at + 2].copy_from_slice(&to.to_be_bytes());
+    f
+}
+
+fn run(dp: &DataPath, program: Program, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = dp.test_run(program, frame, &mut out).unwrap();
+    out.truncate(r.len);
+    (r.verdict, out)
+}
+
+/// Gateway and cluster data paths with the tunnel programmed as after a
+/// verified hello: the gateway sends to the NAT mapping, the cluster to the gateway.
+fn gateway_and_cluster(c: &Case) -> (DataPath, DataPath) {
+    let mut gw = DataPath::load().unwrap();
+    gw.add_tunnel(
+        TUNNEL,
+        TunnelValue::pending(TenantId(1), c.gateway, GUE_PORT),
+    )
+    .unwrap();
+    gw.set_verified_remote(TUNNEL, SocketAddr::new(c.nat, NAT_PORT))
+        .unwrap();
+    gw.add_endpoint(EndpointKey::new(0, c.pod, 8080, 6), TUNNEL)
+        .unwrap();
+    gw.add_endpoint(EndpointKey::new(0, c.pod, 5353, 17), TUNNEL)
+        .unwrap();
+    let mut cl = DataPath::load().unwrap();
+    // The cluster node's address is the NAT's here (the NAT only changes
+    // ports in these tests, see `nat`): it sends from 6080 to the gateway's 6080.
+    let value = TunnelValue::pending(TenantId(1), c.nat, GUE_PORT)
+        .verified(c.gateway, GUE_PORT)
+        .unwrap();
+    cl.add_tunnel(TUNNEL, value).unwrap();
+    (gw, cl)
+}
+
+#[test]
+fn encapsulation_matches_epic_gue_and_decapsulation_restores_the_packet() {
+    if !require_root("encapsulation_matches_epic_gue_and_decapsulation_restores_the_packet") {
+        return;
+    }
+    for c in cases() {
+        let (gw, cl) = gateway_and_cluster(&c);
+        for (protocol, port, payload) in [(6u8, 8080u16, 0usize), (17, 5353, 100), (17, 5353, 1300)]
+        {
+            let what = format!("{} proto {protocol} payload {payload}", c.name);
+            let request = common::ip_packet(c.proxy, 41000, c.pod, port, protocol, payload);
+            let frame = common::frame(&request);
+
+            // Gateway egress: exactly epic_gue's encapsulation toward the NAT mapping.
+            let (verdict, encapsulated) = run(&gw, Program::GatewayEgress, &frame);
+            assert_eq!(verdict, TC_ACT_OK, "{what}");
+            let expected = expected_frame(
+                SocketAddr::new(c.gateway, GUE_PORT),
+                SocketAddr::new(c.nat, NAT_PORT),
+                &request,
+            );
+            assert_eq!(encapsulated, expected, "{what}: encapsulation");
+
+            // Cluster ingress: the original frame again, and the reply flow recorded.
+            let (verdict, decapsulated) =
+                run(&cl, Program::ClusterIngress, &nat(&encapsulated, true));
+            assert_eq!(
+                (verdict, &decapsulated),
+                (TC_ACT_OK, &frame),
+                "{what}: decapsulation"
+            );
+            let reply_key = FlowKey::new(c.pod, port, c.proxy, 41000, protocol).unwrap();
+            assert!(
+                cl.flows()
+                    .unwrap()
+                    .iter()
+                    .any(|(k, v)| *k == reply_key && v.tunnel_id == TUNNEL.0),
+                "{what}: reply flow recorded"
+            );
+
+            // Cluster egress: the reply goes back in the tunnel, to the gateway.
+            let reply = common::ip_packet(c.pod, port, c.proxy, 41000, protocol, payload);
+            let reply_frame = common::frame(&reply);
+            let (verdict, encapsulated_reply) = run(&cl, Program::ClusterEgress, &reply_frame);
+            assert_eq!(verdict, TC_ACT_OK, "{what}");
+            let expected = expected_frame(
+                SocketAddr::new(c.nat, GUE_PORT),
+                SocketAddr::new(c.gateway, GUE_PORT),
+                &reply,
+            );
+            assert_eq!(encapsulated_reply, expected, "{what}: reply encapsulation");
+
+            // Gateway ingress: from the verified remote (the NAT mapping), decapsulated.
+            let (verdict, decapsulated) = run(
+                &gw,
+                Program::GatewayIngress,
+                &nat(&encapsulated_reply, false),
+            );
+            assert_eq!(
+                (verdict, &decapsulated),
+                (TC_ACT_OK, &reply_frame),
+                "{what}: reply decapsulation"
+            );
+        }
+        assert_eq!(
+            gw.counter(Counter::Encapsulated).unwrap().packets,
+            3,
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            gw.counter(Counter::Decapsulated).unwrap().packets,
+            3,
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            cl.counter(Counter::Encapsulated).unwrap().packets,
+            3,
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            cl.counter(Counter::Decapsulated).unwrap().packets,
+            3,
+            "{}",
+            c.name
+        );
+        let drops: u64 = gw
+            .counters()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.name().starts_with("drop"))
+            .map(|(_, v)| v.packets)
+            .sum();
+        assert_eq!(drops, 0, "{}", c.name);
+    }
+}
+
+#[test]
+fn unrelated_traffic_passes_unchanged() {
+    if !require_root("unrelated_traffic_passes_unchanged") {
+        return;
+    }
+    let c = &cases()[0];
+    let (gw, cl) = gateway_and_cluster(c);
+    // No endpoint for this port, no reply flow for this packet, not GUE.
+    let frame = common::frame(&common::ip_packet(c.proxy, 41000, c.pod, 9999, 6, 0));
+    for (dp, program) in [
+        (&gw, Program::GatewayEgress),
+        (&gw, Program::GatewayIngress),
+        (&cl, Program::ClusterEgress),
+        (&cl, Program::ClusterIngress),
+    ] {
+        assert_eq!(
+            run(dp, program, &frame),
+            (TC_ACT_OK, frame.clone()),
+            "{program}"
+        );
+    }
+    let arp = [&common::ETH[..], &[0x08, 0x06], &[0u8; 28]].concat();
+    assert_eq!(
+        run(&gw, Program::GatewayEgress, &arp),
+        (TC_ACT_OK, arp.clone())
+    );
+    for (counter, value) in gw.counters().unwrap() {
+        assert_eq!(value.packets, 0, "{}", counter.name());
+    }
+}
+
+#[test]
+fn pending_and_unknown_tunnels_drop_with_their_reason() {
+    if !require_root("pending_and_unknown_tunnels_drop_with_their_reason") {
+        return;
+    }
+    for c in cases() {
+        let (mut gw, _cl) = gateway_and_cluster(&c);
+        let request = common::frame(&common::ip_packet(c.proxy, 41000, c.pod, 8080, 6, 0));
+        gw.set_pending(TUNNEL).unwrap();
+        assert_eq!(
+            run(&gw, Program::GatewayEgress, &request).0,
+            TC_ACT_SHOT,
+            "{}",
+            c.name
+        );
+        let pending = gw.counter(Counter::DropTunnelPending).unwrap();
+        assert_eq!(
+            (pending.packets, pending.bytes),
+            (1, request.len() as u64),
+            "{}",
+            c.name
+        );
+
+        gw.remove_tunnel(TUNNEL).unwrap();
+        assert_eq!(
+            run(&gw, Program::GatewayEgress, &request).0,
+            TC_ACT_SHOT,
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            gw.counter(Counter::DropUnknownTunnel).unwrap().packets,
+            1,
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            gw.counter(Counter::Encapsulated).unwrap().packets,
+            0,
+            "{}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn gue_data_from_a_wrong_source_or_unverified_tunnel_is_dropped() {
+    if !require_root("gue_data_from_a_wrong_source_or_unverified_tunnel_is_dropped") {
+        return;
+    }
+    for c in cases() {
+        let (mut gw, _cl) = gateway_and_cluster(&c);
+        let reply = common::ip_packet(c.pod, 8080, c.proxy, 41000, 6, 0);
+        let remote = SocketAddr::new(c.nat, NAT_PORT);
+        let to_gateway = SocketAddr::new(c.gateway, GUE_PORT);
+        // Right address, wrong port; wrong address, right port.
+        let wrong_port = expected_frame(SocketAddr::new(c.nat, NAT_PORT + 1), to_gateway, &reply);
+        let other: IpAddr = if c.nat.is_ipv4() {
+            "198.51.100.99"
+        } else {
+            "2001:db8:1::99"
+        }
+        .parse()
+        .unwrap();
+        let wrong_addr = expected_frame(SocketAddr::new(other, NAT_PORT), to_gateway, &reply);
+        for frame in [&wrong_port, &wrong_addr] {
+            assert_eq!(
+                run(&gw, Program::GatewayIngress, frame).0,
+                TC_ACT_SHOT,
+                "{}",
+                c.name
+            );
+        }
+        assert_eq!(
+            gw.counter(Counter::DropWrongSource).unwrap().packets,
+            2,
+            "{}",
+            c.name
+        );
+
+        // The right source, but the tunnel expired: pending.
+        let good = expected_frame(remote, to_gateway, &reply);
+        gw.set_pending(TUNNEL).unwrap();
+        assert_eq!(
+            run(&gw, Program::GatewayIngress, &good).0,
+            TC_ACT_SHOT,
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            gw.counter(Counter::DropTunnelPending).unwrap().packets,
+            1,
+            "{}",
+            c.name
+        );
+
+        // A malformed data header (Hlen 2) is dropped as such.
+        let mut bad = good.clone();
+        let gue = 14 + if c.nat.is_ipv4() { 20 } else { 40 } + 8;
+        bad[gue] = 0x02;
+        assert_eq!(
+            run(&gw, Program::GatewayIngress, &bad).0,
+            TC_ACT_SHOT,
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            gw.counter(Counter::DropMalformed).unwrap().packets,
+            1,
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            gw.counter(Counter::Decapsulated).unwrap().packets,
+            0,
+            "{}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn control_messages_are_passed_up_unchanged() {
+    if !require_root("control_messages_are_passed_up_unchanged") {
+        return;
+    }
+    use epic_gue::NodeId;
+    use epic_gue::hello::{HelloKey, HelloSender, Instant, SenderConfig};
+    let c = &cases()[0];
+    let (gw, _cl) = gateway_and_cluster(c);
+    let mut sender = HelloSender::new(
+        &SenderConfig::new(
+            TUNNEL,
+            HelloKey::new([7; 32]),
+            TenantId(1),
+            NodeId::from_name("n"),
+        ),
+        Instant::ZERO,
+        1_700_000_000_000_000_000,
+    );
+    let hello = sender.poll_transmit(Instant::ZERO).unwrap();
+    // A UDP datagram from the NAT mapping to the gateway's port 6080.
+    let mut packet = vec![
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 51, 100, 254, 198, 51, 100, 1,
+    ];
+    packet.extend_from_slice(&NAT_PORT.to_be_bytes());
+    packet.extend_from_slice(&GUE_PORT.to_be_bytes());
+    packet.extend_from_slice(&((8 + hello.as_bytes().len()) as u16).to_be_bytes());
+    packet.extend_from_slice(&[0, 0]);
+    packet.extend_from_slice(hello.as_bytes());
+    let total = packet.len() as u16;
+    packet[2..4].copy_from_slice(&total.to_be_bytes());
+    let csum = epic_gue::encap::internet_checksum(&packet[..20]);
+    packet[10..12].copy_from_slice(&csum.to_be_bytes());
+    let frame = common::frame(&packet);
+    assert_eq!(
+        run(&gw, Program::GatewayIngress, &frame),
+        (TC_ACT_OK, frame.clone())
+    );
+    assert_eq!(gw.counter(Counter::ControlPassed).unwrap().packets, 1);
+    assert_eq!(gw.counter(Counter::Decapsulated).unwrap().packets, 0);
+}
+
+#[test]
+fn map_operations_list_and_expire() {
+    if !require_root("map_operations_list_and_expire") {
+        return;
+    }
+    let c = &cases()[0];
+    let (mut gw, mut cl) = gateway_and_cluster(c);
+    assert_eq!(gw.tunnels().unwrap().len(), 1);
+    assert_eq!(gw.endpoints().unwrap().len(), 2);
+    assert!(
+        gw.remove_endpoint(EndpointKey::new(0, c.pod, 8080, 6))
+            .unwrap()
+    );
+    assert!(
+        !gw.remove_endpoint(EndpointKey::new(0, c.pod, 8080, 6))
+            .unwrap()
+    );
+    assert_eq!(
+        gw.endpoints().unwrap(),
+        vec![(EndpointKey::new(0, c.pod, 5353, 17), TUNNEL)]
+    );
+    let err = gw
+        .set_verified_remote(TunnelId(99), "198.51.100.7:1".parse().unwrap())
+        .unwrap_err();
+    assert!(err.to_string().contains("no tunnel 99"), "{err}");
+    let err = gw
+        .set_verified_remote(TUNNEL, "[2001:db8::7]:1".parse().unwrap())
+        .unwrap_err();
+    assert!(err.to_string().contains("TUNNELS"), "{err}");
+
+    // Flows recorded by the cluster ingress go away with their tunnel.
+    let request = common::frame(&common::ip_packet(c.proxy, 41000, c.pod, 5353, 17, 10));
+    let (_, encapsulated) = run(&gw, Program::GatewayEgress, &request);
+    run(&cl, Program::ClusterIngress, &nat(&encapsulated, true));
+    assert_eq!(cl.flows().unwrap().len(), 1);
+    assert_eq!(cl.expire_flows(TunnelId(5)).unwrap(), 0);
+    assert_eq!(cl.expire_flows(TUNNEL).unwrap(), 1);
+    assert!(cl.flows().unwrap().is_empty());
+    assert!(cl.remove_tunnel(TUNNEL).unwrap());
+    assert!(!cl.remove_tunnel(TUNNEL).unwrap());
+}
