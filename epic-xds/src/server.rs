@@ -1,0 +1,308 @@
+//! The ADS gRPC server (SotW and delta) over tonic.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::cache::{NodeId, SnapshotCache, StreamKind};
+use crate::delta::DeltaStream;
+use crate::sotw::SotwStream;
+
+/// Responses buffered per stream before the stream task waits for the client.
+const STREAM_BUFFER: usize = 16;
+
+/// Decides whether a node may connect.
+pub trait NodeAuthorizer: Send + Sync + 'static {
+    /// `Ok` if the node maps to a tenant and gateway this server serves, else why not.
+    fn authorize(&self, node: &NodeId) -> Result<(), String>;
+}
+
+impl<F: Fn(&NodeId) -> bool + Send + Sync + 'static> NodeAuthorizer for F {
+    fn authorize(&self, node: &NodeId) -> Result<(), String> {
+        if self(node) {
+            Ok(())
+        } else {
+            Err(format!(
+                "tenant {:?} gateway {:?} is not served here",
+                node.tenant, node.gateway
+            ))
+        }
+    }
+}
+
+/// The set of (tenant, gateway) pairs a server accepts nodes for.
+#[derive(Debug, Default, Clone)]
+pub struct KnownGateways(Arc<RwLock<HashSet<(String, String)>>>);
+
+impl KnownGateways {
+    /// An empty set: every node is refused until its gateway is added.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Accepts nodes of this tenant's gateway.
+    pub fn insert(&self, tenant: &str, gateway: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((tenant.into(), gateway.into()));
+    }
+
+    /// Stops accepting new streams from this gateway's nodes.
+    pub fn remove(&self, tenant: &str, gateway: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(tenant.to_string(), gateway.to_string()));
+    }
+}
+
+impl NodeAuthorizer for KnownGateways {
+    fn authorize(&self, node: &NodeId) -> Result<(), String> {
+        let known = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(node.tenant.clone(), node.gateway.clone()));
+        if known {
+            Ok(())
+        } else {
+            Err(format!(
+                "tenant {:?} has no gateway {:?} on this control plane",
+                node.tenant, node.gateway
+            ))
+        }
+    }
+}
+
+/// Errors from running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The gRPC transport failed.
+    #[error("xDS gRPC transport failed")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The Aggregated Discovery Service, serving a [`SnapshotCache`].
+#[derive(Clone)]
+pub struct AdsServer {
+    cache: SnapshotCache,
+    authorizer: Arc<dyn NodeAuthorizer>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl fmt::Debug for AdsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdsServer")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdsServer {
+    /// A server for `cache`, admitting nodes that `authorizer` accepts.
+    pub fn new(cache: SnapshotCache, authorizer: impl NodeAuthorizer) -> Self {
+        AdsServer {
+            cache,
+            authorizer: Arc::new(authorizer),
+            shutdown: watch::channel(false).0,
+        }
+    }
+
+    /// The cache this server serves.
+    pub fn cache(&self) -> &SnapshotCache {
+        &self.cache
+    }
+
+    /// The tonic service, to mount on your own `tonic::transport::Server`.
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<AdsServer> {
+        AggregatedDiscoveryServiceServer::new(self)
+            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(16 << 20)
+    }
+
+    /// Ends every open stream (clients reconnect elsewhere or later).
+    pub fn close_streams(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Serves ADS on `listener` until `signal` completes, then closes every
+    /// stream and waits for connections to finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let this = self.clone();
+        let signal = async move {
+            signal.await;
+            tracing::info!("xDS server shutting down");
+            this.close_streams();
+        };
+        tonic::transport::Server::builder()
+            .serve_with_incoming_shutdown(
+                self.into_service(),
+                TcpListenerStream::new(listener),
+                signal,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reads the first request and checks its node id.
+    fn admit(&self, node: Option<&str>) -> Result<String, Status> {
+        let id = node.unwrap_or_default();
+        let parsed: NodeId = id
+            .parse()
+            .map_err(|e: crate::cache::NodeIdError| Status::invalid_argument(e.to_string()))?;
+        self.authorizer.authorize(&parsed).map_err(|why| {
+            tracing::warn!(node = id, %why, "xDS stream refused");
+            Status::permission_denied(format!("node {id:?} refused: {why}"))
+        })?;
+        Ok(id.to_string())
+    }
+}
+
+type Outbound<R> = mpsc::Sender<Result<R, Status>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = match inbound.next().await {
+            Some(r) => r?,
+            None => return Err(Status::cancelled("stream closed before its first request")),
+        };
+        let node = self.admit(first.node.as_ref().map(|n| n.id.as_str()))?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let span = tracing::info_span!("ads", node = %node, kind = "sotw");
+        tokio::spawn(run_sotw(self.clone(), node, first, inbound, tx).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = match inbound.next().await {
+            Some(r) => r?,
+            None => return Err(Status::cancelled("stream closed before its first request")),
+        };
+        let node = self.admit(first.node.as_ref().map(|n| n.id.as_str()))?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let span = tracing::info_span!("ads", node = %node, kind = "delta");
+        tokio::spawn(run_delta(self.clone(), node, first, inbound, tx).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Generates the stream task for one protocol flavour.
+macro_rules! stream_task {
+    ($name:ident, $core:ty, $req:ty, $resp:ty, $kind:expr) => {
+        async fn $name(
+            server: AdsServer,
+            node: String,
+            first: $req,
+            mut inbound: Streaming<$req>,
+            tx: Outbound<$resp>,
+        ) {
+            let cache = server.cache.clone();
+            let id = cache.register_stream(&node, $kind);
+            tracing::info!(stream = id, "stream opened");
+            let mut snapshots = cache.subscribe(&node);
+            let mut shutdown = server.shutdown.subscribe();
+            let mut core = <$core>::default();
+            let current = snapshots.borrow_and_update().clone();
+            let mut ok = true;
+            if let Some(p) = current {
+                ok = deliver(&cache, &node, id, core.on_snapshot(p), &tx).await;
+            }
+            if ok {
+                ok = deliver(&cache, &node, id, core.on_request(first), &tx).await;
+            }
+            while ok && !*shutdown.borrow_and_update() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => {
+                        let _ = tx.send(Err(Status::unavailable("control plane shutting down"))).await;
+                        break;
+                    }
+                    changed = snapshots.changed() => {
+                        if changed.is_err() { break; }
+                        let p = snapshots.borrow_and_update().clone();
+                        if let Some(p) = p {
+                            ok = deliver(&cache, &node, id, core.on_snapshot(p), &tx).await;
+                        }
+                    }
+                    msg = inbound.next() => match msg {
+                        Some(Ok(req)) => {
+                            ok = deliver(&cache, &node, id, core.on_request(req), &tx).await;
+                        }
+                        Some(Err(status)) => {
+                            tracing::debug!(%status, "stream error");
+                            break;
+                        }
+                        None => break,
+                    },
+                }
+            }
+            cache.unregister_stream(&node, id);
+            tracing::info!(stream = id, "stream closed");
+        }
+    };
+}
+
+stream_task!(
+    run_sotw,
+    SotwStream,
+    DiscoveryRequest,
+    DiscoveryResponse,
+    StreamKind::Sotw
+);
+stream_task!(
+    run_delta,
+    DeltaStream,
+    DeltaDiscoveryRequest,
+    DeltaDiscoveryResponse,
+    StreamKind::Delta
+);
+
+/// Records events and sends responses; `false` once the client is gone.
+async fn deliver<R>(
+    cache: &SnapshotCache,
+    node: &str,
+    id: u64,
+    out: crate::sotw::Output<R>,
+    tx: &Outbound<R>,
+) -> bool {
+    for e in &out.events {
+        cache.record(node, id, e);
+    }
+    for r in out.responses {
+        if tx.send(Ok(r)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
