@@ -1,7 +1,7 @@
 //! The allocator: addresses per owner, sharing, release and restore.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -92,7 +92,66 @@ pub struct Allocator {
     tenant_names: Vec<Arc<str>>,
     tenant_ids: BTreeMap<Arc<str>, u32>,
     /// Owners per (tenant, sharing key).
-    groups: BTreeMap<(u32, Arc<str>), BTreeSet<Arc<str>>>,
+    groups: Groups,
+}
+
+/// The ports and the chosen addresses (indexed by family) of a request.
+type Prepared = (Box<[PortSpec]>, [Option<Choice>; 2]);
+
+/// A restored record: its owner, the record, its addresses by family.
+type Restored<'r> = (Arc<str>, &'r AllocationRecord, [Option<Choice>; 2]);
+
+/// Addresses claimed by records, with the owner when the record restores.
+type Claims = Vec<(u128, Option<Arc<str>>)>;
+
+/// Owners per (tenant, sharing key).
+type Groups = BTreeMap<(u32, Arc<str>), BTreeSet<Arc<str>>>;
+
+/// The id of `tenant`, interning it when new.
+fn intern(names: &mut Vec<Arc<str>>, ids: &mut BTreeMap<Arc<str>, u32>, tenant: &str) -> u32 {
+    if let Some(id) = ids.get(tenant) {
+        return *id;
+    }
+    let id = names.len() as u32;
+    let name: Arc<str> = Arc::from(tenant);
+    names.push(name.clone());
+    ids.insert(name, id);
+    id
+}
+
+/// Makes `owner` a holder of each chosen address and a member of its sharing
+/// group; returns its entry (for the caller to insert into the owners).
+fn hold_all<'a>(
+    spaces: &mut [[Space; 2]],
+    groups: &mut Groups,
+    owner: &Arc<str>,
+    tenant: u32,
+    key: Option<Arc<str>>,
+    ports: Box<[PortSpec]>,
+    choices: impl IntoIterator<Item = &'a Choice>,
+) -> OwnerEntry {
+    let mut entry = OwnerEntry {
+        tenant,
+        sharing: key.map(|key| Box::new(Sharing { key, ports })),
+        v4: None,
+        v6: None,
+    };
+    for choice in choices {
+        if let Some(spaces) = spaces.get_mut(choice.pool) {
+            spaces[choice.family.index()].hold(choice.value, owner.clone());
+        }
+        match from_u128(choice.family, choice.value) {
+            IpAddr::V4(a) => entry.v4 = Some(a),
+            IpAddr::V6(a) => entry.v6 = Some(a),
+        }
+    }
+    if let Some(key) = entry.key() {
+        groups
+            .entry((tenant, key.clone()))
+            .or_default()
+            .insert(owner.clone());
+    }
+    entry
 }
 
 impl PartialEq for Allocator {
@@ -102,7 +161,13 @@ impl PartialEq for Allocator {
     }
 }
 
-fn normalize_ports(ports: &[PortSpec]) -> Box<[PortSpec]> {
+/// The sorted, deduplicated ports; only owners with a sharing key keep (and
+/// are checked against) ports, so without one this is empty and allocates
+/// nothing.
+fn normalize_ports(ports: &[PortSpec], key: Option<&str>) -> Box<[PortSpec]> {
+    if key.is_none() || ports.is_empty() {
+        return Box::default();
+    }
     let mut ports = ports.to_vec();
     ports.sort_unstable();
     ports.dedup();
@@ -178,14 +243,7 @@ impl Allocator {
     }
 
     fn intern_tenant(&mut self, tenant: &str) -> u32 {
-        if let Some(id) = self.tenant_ids.get(tenant) {
-            return *id;
-        }
-        let id = self.tenant_names.len() as u32;
-        let name: Arc<str> = Arc::from(tenant);
-        self.tenant_names.push(name.clone());
-        self.tenant_ids.insert(name, id);
-        id
+        intern(&mut self.tenant_names, &mut self.tenant_ids, tenant)
     }
 
     fn space(&self, pool: usize, family: Family) -> Option<&Space> {
@@ -266,10 +324,11 @@ impl Allocator {
         address: IpAddr,
         claim: &Claim<'_>,
     ) -> Result<(), IpamError> {
-        if !space.is_held(to_u128(address)) {
+        // One look-up: free addresses have no holders.
+        let holders = space.holders(to_u128(address));
+        if holders.is_empty() {
             return Ok(());
         }
-        let holders = space.holders(to_u128(address));
         let mut taken = false;
         let mut conflicting = Vec::new();
         let mut ports = Vec::new();
@@ -315,6 +374,21 @@ impl Allocator {
         claim: &Claim<'_>,
         named: Option<usize>,
     ) -> Result<Choice, IpamError> {
+        let choice = self.locate(address, claim.tenant, named)?;
+        if let Some(space) = self.space(choice.pool, choice.family) {
+            self.check_shareable(space, address, claim)?;
+        }
+        Ok(choice)
+    }
+
+    /// Checks that `address` may be allocated to `tenant` (from pool
+    /// `named`, if given), whoever holds it.
+    fn locate(
+        &self,
+        address: IpAddr,
+        tenant: &str,
+        named: Option<usize>,
+    ) -> Result<Choice, IpamError> {
         let pool = self
             .pools
             .index_of(address)
@@ -328,9 +402,9 @@ impl Allocator {
                 pool: self.pools.pools()[named].name().to_owned(),
             });
         }
-        if !spec.permits(claim.tenant) {
+        if !spec.permits(tenant) {
             return Err(IpamError::TenantNotPermitted {
-                tenant: claim.tenant.to_owned(),
+                tenant: tenant.to_owned(),
                 pool: spec.name().to_owned(),
             });
         }
@@ -341,10 +415,9 @@ impl Allocator {
             });
         }
         let family = Family::of(address);
-        let space = self
-            .space(pool, family)
-            .ok_or(IpamError::NotInAnyPool { address })?;
-        self.check_shareable(space, address, claim)?;
+        if self.space(pool, family).is_none() {
+            return Err(IpamError::NotInAnyPool { address });
+        }
         Ok(Choice {
             pool,
             family,
@@ -361,14 +434,15 @@ impl Allocator {
         named: Option<usize>,
     ) -> Result<Choice, IpamError> {
         let pools = self.pools.pools();
-        let candidates: Vec<usize> = (0..pools.len())
-            .filter(|&p| match named {
+        // Candidate pools in pool (priority) order; no allocation on the hot path.
+        let is_candidate = |p: usize| {
+            (match named {
                 Some(n) => p == n,
                 None => pools[p].auto_assign() && pools[p].permits(claim.tenant),
-            })
-            .filter(|&p| pools[p].has_family(family))
-            .collect();
-        if candidates.is_empty() {
+            }) && pools[p].has_family(family)
+        };
+        let candidates = || (0..pools.len()).filter(move |&p| is_candidate(p));
+        if candidates().next().is_none() {
             return Err(IpamError::FamilyNotAvailable {
                 family,
                 tenant: claim.tenant.to_owned(),
@@ -383,9 +457,10 @@ impl Allocator {
                 .iter()
                 .filter_map(|o| self.owners.get(o)?.address(family))
                 .filter_map(|a| Some((self.pools.index_of(a)?, a)))
-                .filter(|(p, _)| candidates.contains(p))
+                .filter(|&(p, _)| is_candidate(p))
                 .collect();
-            addresses.sort_by_key(|&(p, a)| (candidates.iter().position(|c| *c == p), a));
+            // Candidates are in pool order, so this is candidate order.
+            addresses.sort_unstable();
             addresses.dedup();
             for (pool, address) in addresses {
                 if let Some(space) = self.space(pool, family)
@@ -399,7 +474,7 @@ impl Allocator {
                 }
             }
         }
-        for &pool in &candidates {
+        for pool in candidates() {
             if let Some(value) = self.space(pool, family).and_then(Space::lowest_free) {
                 return Ok(Choice {
                     pool,
@@ -410,10 +485,7 @@ impl Allocator {
         }
         Err(IpamError::PoolExhausted {
             family,
-            pools: candidates
-                .iter()
-                .map(|&p| pools[p].name().to_owned())
-                .collect(),
+            pools: candidates().map(|p| pools[p].name().to_owned()).collect(),
         })
     }
 
@@ -432,12 +504,78 @@ impl Allocator {
                 owner: request.owner.clone(),
             });
         }
-        if let Some(entry) = self.owners.get(request.owner.as_str()) {
-            return Err(IpamError::AlreadyAllocated {
-                owner: request.owner.clone(),
+        // An owner that already holds addresses is reported before any other
+        // problem. Checking for it on the error path and when inserting (one
+        // owner look-up on success instead of two) keeps that order.
+        let (ports, choices) = match self.prepare(request) {
+            Ok(prepared) => prepared,
+            Err(error) => return Err(self.already_allocated(&request.owner).unwrap_or(error)),
+        };
+        let key = normalize_key(request.sharing_key.as_ref()).map(Arc::from);
+        let Allocator {
+            owners,
+            spaces,
+            groups,
+            tenant_names,
+            tenant_ids,
+            ..
+        } = self;
+        let slot = match owners.entry(Arc::from(request.owner.as_str())) {
+            btree_map::Entry::Occupied(held) => {
+                return Err(IpamError::AlreadyAllocated {
+                    owner: request.owner.clone(),
+                    addresses: held.get().addresses().collect(),
+                });
+            }
+            btree_map::Entry::Vacant(slot) => slot,
+        };
+        let tenant = intern(tenant_names, tenant_ids, &request.tenant);
+        let entry = hold_all(
+            spaces,
+            groups,
+            slot.key(),
+            tenant,
+            key,
+            ports,
+            choices.iter().flatten(),
+        );
+        slot.insert(entry);
+        let addresses = choices
+            .iter()
+            .flatten()
+            .map(|c| {
+                let address = from_u128(c.family, c.value);
+                let pool = &self.pools.pools()[c.pool];
+                AllocatedAddress {
+                    address,
+                    pool: pool.name().to_owned(),
+                    prefix: pool.announced_prefix(address),
+                    shared: self
+                        .space(c.pool, c.family)
+                        .is_some_and(|s| s.is_shared(c.value)),
+                }
+            })
+            .collect();
+        Ok(Allocation {
+            owner: request.owner.clone(),
+            tenant: request.tenant.clone(),
+            addresses,
+        })
+    }
+
+    /// The error for an owner that already holds addresses, if it does.
+    fn already_allocated(&self, owner: &str) -> Option<IpamError> {
+        self.owners
+            .get(owner)
+            .map(|entry| IpamError::AlreadyAllocated {
+                owner: owner.to_owned(),
                 addresses: entry.addresses().collect(),
-            });
-        }
+            })
+    }
+
+    /// Checks `request` (but not whether its owner exists) and chooses its
+    /// addresses, indexed by family; changes nothing.
+    fn prepare(&self, request: &AllocationRequest) -> Result<Prepared, IpamError> {
         let named = match &request.pool {
             None => None,
             Some(name) => {
@@ -472,13 +610,14 @@ impl Allocator {
                 return Err(IpamError::DuplicateFamily { family });
             }
         }
-        let ports = normalize_ports(&request.ports);
+        let key = normalize_key(request.sharing_key.as_ref());
+        let ports = normalize_ports(&request.ports, key);
         let claim = Claim {
             tenant: &request.tenant,
-            key: normalize_key(request.sharing_key.as_ref()),
+            key,
             ports: &ports,
         };
-        let mut choices = Vec::with_capacity(2);
+        let mut choices = [None, None];
         let mut first_error = None;
         for family in Family::ALL.into_iter().filter(|f| wanted[f.index()]) {
             let result = match specific[family.index()] {
@@ -486,7 +625,7 @@ impl Allocator {
                 None => self.choose_auto(family, &claim, named),
             };
             match result {
-                Ok(choice) => choices.push(choice),
+                Ok(choice) => choices[family.index()] = Some(choice),
                 Err(e)
                     if request.family == FamilyPolicy::PreferDualStack
                         && specific[family.index()].is_none() =>
@@ -496,35 +635,14 @@ impl Allocator {
                 Err(e) => return Err(e),
             }
         }
-        if choices.is_empty() {
+        if choices.iter().all(Option::is_none) {
             return Err(first_error.unwrap_or(IpamError::FamilyNotAvailable {
                 family: Family::V4,
                 tenant: request.tenant.clone(),
                 pool: request.pool.clone(),
             }));
         }
-        let key = claim.key.map(Arc::from);
-        self.commit(&request.owner, &request.tenant, key, ports, &choices);
-        let addresses = choices
-            .iter()
-            .map(|c| {
-                let address = from_u128(c.family, c.value);
-                let pool = &self.pools.pools()[c.pool];
-                AllocatedAddress {
-                    address,
-                    pool: pool.name().to_owned(),
-                    prefix: pool.announced_prefix(address),
-                    shared: self
-                        .space(c.pool, c.family)
-                        .is_some_and(|s| s.is_shared(c.value)),
-                }
-            })
-            .collect();
-        Ok(Allocation {
-            owner: request.owner.clone(),
-            tenant: request.tenant.clone(),
-            addresses,
-        })
+        Ok((ports, choices))
     }
 
     fn commit(
@@ -537,27 +655,15 @@ impl Allocator {
     ) {
         let tenant = self.intern_tenant(tenant);
         let owner: Arc<str> = Arc::from(owner);
-        let mut entry = OwnerEntry {
+        let entry = hold_all(
+            &mut self.spaces,
+            &mut self.groups,
+            &owner,
             tenant,
-            sharing: key.map(|key| Box::new(Sharing { key, ports })),
-            v4: None,
-            v6: None,
-        };
-        for choice in choices {
-            if let Some(spaces) = self.spaces.get_mut(choice.pool) {
-                spaces[choice.family.index()].hold(choice.value, owner.clone());
-            }
-            match from_u128(choice.family, choice.value) {
-                IpAddr::V4(a) => entry.v4 = Some(a),
-                IpAddr::V6(a) => entry.v6 = Some(a),
-            }
-        }
-        if let Some(key) = entry.key() {
-            self.groups
-                .entry((tenant, key.clone()))
-                .or_default()
-                .insert(owner.clone());
-        }
+            key,
+            ports,
+            choices,
+        );
         self.owners.insert(owner, entry);
     }
 
@@ -606,9 +712,18 @@ impl Allocator {
         &mut self,
         records: impl IntoIterator<Item = R>,
     ) -> RestoreReport {
+        let records: Vec<R> = records.into_iter().collect();
+        let records: Vec<&AllocationRecord> = records.iter().map(Borrow::borrow).collect();
+        if let Some(report) = self.restore_in_bulk(&records) {
+            return report;
+        }
+        self.restore_one_by_one(&records)
+    }
+
+    /// The general restore: records applied one at a time.
+    fn restore_one_by_one(&mut self, records: &[&AllocationRecord]) -> RestoreReport {
         let mut report = RestoreReport::default();
-        for record in records {
-            let record = record.borrow();
+        for &record in records {
             let before = report.conflicts.len();
             let conflict = |address: Option<IpAddr>, error: IpamError| RestoreConflict {
                 owner: record.owner.clone(),
@@ -638,10 +753,11 @@ impl Allocator {
                 ));
                 continue;
             }
-            let ports = normalize_ports(&record.ports);
+            let key = normalize_key(record.sharing_key.as_ref());
+            let ports = normalize_ports(&record.ports, key);
             let claim = Claim {
                 tenant: &record.tenant,
-                key: normalize_key(record.sharing_key.as_ref()),
+                key,
                 ports: &ports,
             };
             let mut seen = [false; 2];
@@ -673,6 +789,157 @@ impl Allocator {
             self.compact();
         }
         report
+    }
+
+    /// The usual restore — every record into an empty allocator, as at
+    /// start — done in bulk: the trees are built from sorted data instead of
+    /// by one insert per record, in random address order.
+    ///
+    /// Records interact only through owners (a duplicate owner) and addresses
+    /// (an address claimed twice); the result differs from
+    /// [`Allocator::restore_one_by_one`] only when they do. So this first
+    /// checks each record on its own, and gives up — returning `None`, having
+    /// changed nothing — when the allocator is not empty, when two records
+    /// that reach the owner check name the same owner, or when two records
+    /// that reach the sharing check claim the same address. Otherwise every
+    /// record's outcome is the one it gets on its own, in record order, as
+    /// one by one.
+    fn restore_in_bulk(&mut self, records: &[&AllocationRecord]) -> Option<RestoreReport> {
+        if !self.owners.is_empty()
+            || !self.groups.is_empty()
+            || self.spaces.iter().flatten().any(|s| s.allocated() > 0)
+        {
+            return None;
+        }
+        // Owners that reach the duplicate-owner check must be distinct
+        // (records usually come sorted by owner, which shows it at once).
+        let mut checked: Vec<&str> = records
+            .iter()
+            .filter(|r| !r.owner.is_empty() && !r.tenant.is_empty())
+            .map(|r| r.owner.as_str())
+            .collect();
+        if !checked.is_sorted_by(|a, b| a < b) {
+            checked.sort_unstable();
+            if checked.windows(2).any(|w| w[0] == w[1]) {
+                return None;
+            }
+        }
+        drop(checked);
+
+        let mut report = RestoreReport::default();
+        // Every address that reaches the sharing check, per pool and family,
+        // with its owner when the record is restored.
+        let mut claims: Vec<[Claims; 2]> = self.spaces.iter().map(|_| Default::default()).collect();
+        let mut restored: Vec<Restored<'_>> = Vec::with_capacity(records.len());
+        for &record in records {
+            let conflict = |address: Option<IpAddr>, error: IpamError| RestoreConflict {
+                owner: record.owner.clone(),
+                address,
+                error,
+            };
+            if record.owner.is_empty() {
+                report.conflicts.push(conflict(None, IpamError::EmptyOwner));
+                continue;
+            }
+            if record.tenant.is_empty() {
+                report.conflicts.push(conflict(
+                    None,
+                    IpamError::EmptyTenant {
+                        owner: record.owner.clone(),
+                    },
+                ));
+                continue;
+            }
+            let before = report.conflicts.len();
+            let mut choices: [Option<Choice>; 2] = [None, None];
+            let mut seen = [false; 2];
+            for &address in &record.addresses {
+                let family = Family::of(address);
+                if std::mem::replace(&mut seen[family.index()], true) {
+                    report.conflicts.push(conflict(
+                        Some(address),
+                        IpamError::DuplicateFamily { family },
+                    ));
+                    continue;
+                }
+                match self.locate(address, &record.tenant, None) {
+                    Ok(choice) => choices[family.index()] = Some(choice),
+                    Err(error) => report.conflicts.push(conflict(Some(address), error)),
+                }
+            }
+            let ok = report.conflicts.len() == before;
+            let owner = (ok && choices.iter().any(Option::is_some))
+                .then(|| Arc::<str>::from(record.owner.as_str()));
+            for choice in choices.iter().flatten() {
+                claims[choice.pool][choice.family.index()].push((choice.value, owner.clone()));
+            }
+            if ok {
+                report.restored += 1;
+                if let Some(owner) = owner {
+                    restored.push((owner, record, choices));
+                }
+            }
+        }
+        for claims in claims.iter_mut().flatten() {
+            claims.sort_unstable_by_key(|c| c.0);
+            if claims.windows(2).any(|w| w[0].0 == w[1].0) {
+                return None;
+            }
+        }
+
+        // No interactions: build the state.
+        for (spaces, claims) in self.spaces.iter_mut().zip(claims) {
+            for (space, claims) in spaces.iter_mut().zip(claims) {
+                space.fill_sorted(claims.into_iter().filter_map(|(v, o)| Some((v, o?))));
+            }
+        }
+        let mut last_tenant: Option<(&str, u32)> = None;
+        // (tenant, key) -> the key (one copy for the group) and the owners
+        type Members = (Arc<str>, Vec<Arc<str>>);
+        let mut groups: BTreeMap<(u32, &str), Members> = BTreeMap::new();
+        let mut owners = Vec::with_capacity(restored.len());
+        for (owner, record, choices) in restored {
+            let tenant = match last_tenant {
+                Some((name, id)) if name == record.tenant => id,
+                _ => {
+                    let id = self.intern_tenant(&record.tenant);
+                    last_tenant = Some((&record.tenant, id));
+                    id
+                }
+            };
+            let key = normalize_key(record.sharing_key.as_ref());
+            let ports = normalize_ports(&record.ports, key);
+            let sharing = key.map(|key| {
+                let (key, members) = groups
+                    .entry((tenant, key))
+                    .or_insert_with(|| (Arc::from(key), Vec::new()));
+                members.push(owner.clone());
+                Box::new(Sharing {
+                    key: key.clone(),
+                    ports,
+                })
+            });
+            let mut entry = OwnerEntry {
+                tenant,
+                sharing,
+                v4: None,
+                v6: None,
+            };
+            for choice in choices.iter().flatten() {
+                match from_u128(choice.family, choice.value) {
+                    IpAddr::V4(a) => entry.v4 = Some(a),
+                    IpAddr::V6(a) => entry.v6 = Some(a),
+                }
+            }
+            owners.push((owner, entry));
+        }
+        // Sorted input (checked above to be duplicate-free): a bulk build.
+        self.owners = owners.into_iter().collect();
+        self.groups = groups
+            .into_iter()
+            .map(|((tenant, _), (key, members))| ((tenant, key), members.into_iter().collect()))
+            .collect();
+        Some(report)
     }
 
     /// Rebuilds the B-trees with full nodes (records arrive in key order,

@@ -31,6 +31,14 @@ pub(crate) struct Space {
 const CHUNK: u128 = 16;
 type Chunk = [Option<Arc<str>>; CHUNK as usize];
 
+/// Whether nothing usable lies strictly between `left` and `right`
+/// (`left < right`): then runs ending at `left` and starting at `right` are
+/// one run.
+fn gap_free(usable: &Usable, left: u128, right: u128) -> bool {
+    left.checked_add(1)
+        .is_none_or(|n| n == right || usable.next_at_or_after(n).is_none_or(|n| n >= right))
+}
+
 fn split(value: u128) -> (u128, usize) {
     (value & !(CHUNK - 1), (value & (CHUNK - 1)) as usize)
 }
@@ -73,11 +81,6 @@ impl Space {
     /// Whether more than one owner holds `value`.
     pub(crate) fn is_shared(&self, value: u128) -> bool {
         self.shared.contains_key(&value)
-    }
-
-    /// Whether anyone holds `value`.
-    pub(crate) fn is_held(&self, value: u128) -> bool {
-        self.first_holder(value).is_some()
     }
 
     /// The holders of `value`, sorted; empty when free.
@@ -165,51 +168,50 @@ impl Space {
         true
     }
 
+    /// Adds newly held `value` to the runs: extends or merges neighbours in
+    /// place (one removal at most), or starts a run.
     fn insert_run(&mut self, value: u128) {
-        let mut start = value;
-        let mut end = value;
-        if let Some((left_start, left_end)) =
-            self.runs.range(..value).next_back().map(|(s, e)| (*s, *e))
-        {
-            // Merge when nothing usable lies strictly between the left run and `value`.
-            let gap_free = left_end
-                .checked_add(1)
-                .and_then(|n| self.usable.next_at_or_after(n))
-                .is_none_or(|n| n >= value);
-            if gap_free {
-                self.runs.remove(&left_start);
-                start = left_start;
-                end = end.max(left_end);
-            }
-        }
-        if let Some((right_start, right_end)) = value
+        let right = value
             .checked_add(1)
             .and_then(|n| self.runs.range(n..).next())
             .map(|(s, e)| (*s, *e))
-        {
-            let gap_free = value
-                .checked_add(1)
-                .and_then(|n| self.usable.next_at_or_after(n))
-                .is_none_or(|n| n >= right_start);
-            if gap_free {
-                self.runs.remove(&right_start);
-                end = end.max(right_end);
+            .filter(|&(start, _)| gap_free(&self.usable, value, start));
+        let end = match right {
+            Some((start, end)) => {
+                self.runs.remove(&start);
+                end
             }
+            None => value,
+        };
+        if let Some((_, left_end)) = self.runs.range_mut(..value).next_back()
+            && gap_free(&self.usable, *left_end, value)
+        {
+            *left_end = (*left_end).max(end);
+            return;
         }
-        self.runs.insert(start, end);
+        self.runs.insert(value, end);
     }
 
+    /// Removes newly freed `value` from the runs, trimming in place when it
+    /// can.
     fn remove_run(&mut self, value: u128) {
-        let Some((start, end)) = self.run_containing(value) else {
+        let Some((&start, run_end)) = self.runs.range_mut(..=value).next_back() else {
             return;
         };
-        self.runs.remove(&start);
+        let end = *run_end;
+        if end < value {
+            return;
+        }
         // Trim both pieces to allocated ends: usable addresses in a run are held.
-        if start < value
-            && let Some(left_end) = self.usable.prev_at_or_before(value - 1)
-            && left_end >= start
-        {
-            self.runs.insert(start, left_end);
+        let left_end = (start < value)
+            .then(|| self.usable.prev_at_or_before(value - 1))
+            .flatten()
+            .filter(|&e| e >= start);
+        match left_end {
+            Some(left_end) => *run_end = left_end,
+            None => {
+                self.runs.remove(&start);
+            }
         }
         if value < end
             && let Some(right_start) = self.usable.next_at_or_after(value + 1)
@@ -217,6 +219,32 @@ impl Space {
         {
             self.runs.insert(right_start, end);
         }
+    }
+
+    /// Fills an empty space from `held`, sorted by address without
+    /// duplicates: the trees are built in bulk, with full nodes.
+    pub(crate) fn fill_sorted(&mut self, held: impl IntoIterator<Item = (u128, Arc<str>)>) {
+        debug_assert!(self.count == 0 && self.held.is_empty() && self.shared.is_empty());
+        let mut chunks: Vec<(u128, Box<Chunk>)> = Vec::new();
+        let mut runs: Vec<(u128, u128)> = Vec::new();
+        for (value, owner) in held {
+            let (base, slot) = split(value);
+            match chunks.last_mut() {
+                Some((b, chunk)) if *b == base => chunk[slot] = Some(owner),
+                _ => {
+                    let mut chunk: Box<Chunk> = Box::default();
+                    chunk[slot] = Some(owner);
+                    chunks.push((base, chunk));
+                }
+            }
+            self.count += 1;
+            match runs.last_mut() {
+                Some((_, end)) if gap_free(&self.usable, *end, value) => *end = value,
+                _ => runs.push((value, value)),
+            }
+        }
+        self.held = chunks.into_iter().collect();
+        self.runs = runs.into_iter().collect();
     }
 
     /// Rebuilds the B-trees with full nodes.

@@ -25,9 +25,13 @@ fn uid(i: usize) -> String {
     )
 }
 
+/// Bytes still held. `stats_alloc` already adds a reallocation's growth to
+/// `bytes_allocated` (and its shrinkage to `bytes_deallocated`), so
+/// `bytes_reallocated` must not be added again: that counted every growth
+/// step of a vector twice, even of one freed since.
 fn net_bytes(region: &Region<'_, System>) -> isize {
     let s = region.change();
-    s.bytes_allocated as isize - s.bytes_deallocated as isize + s.bytes_reallocated
+    s.bytes_allocated as isize - s.bytes_deallocated as isize
 }
 
 fn requests(family: FamilyPolicy) -> Vec<AllocationRequest> {

@@ -612,3 +612,182 @@ fn huge_pools_are_cheap() {
     ipam.release("b");
     assert!(ipam.is_empty());
 }
+
+/// Pools for the bulk-restore tests: exclusions, skipped `.0`/`.255`, a
+/// tenant restriction, IPv6, and the top of the address space.
+fn restore_pools() -> PoolSet {
+    let mut small = PoolSpec::new("small", ["192.0.2.0-192.0.2.9"]);
+    small.exclude = vec!["192.0.2.3".into()];
+    let mut buggy = PoolSpec::new("buggy", ["192.0.2.254/31", "192.0.3.0/30"]);
+    buggy.avoid_buggy_ips = true;
+    let mut acme = PoolSpec::new("acme-only", ["198.51.100.0/30", "2001:db8::/126"]);
+    acme.tenants = Some(["acme".to_string()].into());
+    let top = PoolSpec::new("top", ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124"]);
+    PoolSet::new([small, buggy, acme, top]).unwrap()
+}
+
+const RESTORE_ADDRESSES: &[&str] = &[
+    "192.0.2.0",
+    "192.0.2.1",
+    "192.0.2.2",
+    "192.0.2.3",
+    "192.0.2.4",
+    "192.0.2.5",
+    "192.0.2.9",
+    "192.0.2.254",
+    "192.0.2.255",
+    "192.0.3.0",
+    "192.0.3.1",
+    "192.0.3.2",
+    "198.51.100.1",
+    "198.51.100.2",
+    "203.0.113.1",
+    "2001:db8::1",
+    "2001:db8::2",
+    "2001:db8::9",
+    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
+    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+];
+
+/// Restores `records` both ways into fresh allocators; when the bulk path
+/// applies, report and state must be identical. Returns whether it applied.
+fn bulk_matches_one_by_one(records: &[AllocationRecord]) -> bool {
+    let refs: Vec<&AllocationRecord> = records.iter().collect();
+    let mut one = Allocator::new(restore_pools());
+    let want = one.restore_one_by_one(&refs);
+    let mut bulk = Allocator::new(restore_pools());
+    let Some(got) = bulk.restore_in_bulk(&refs) else {
+        // gave up without touching anything
+        assert_eq!(
+            format!("{bulk:?}"),
+            format!("{:?}", Allocator::new(restore_pools()))
+        );
+        return false;
+    };
+    assert_eq!(got, want, "{records:?}");
+    // same owners, holders, runs, groups and tenants
+    assert_eq!(format!("{bulk:?}"), format!("{one:?}"), "{records:?}");
+    bulk.check_invariants().unwrap();
+    // and allocation carries on identically
+    for family in [FamilyPolicy::Ipv4, FamilyPolicy::Ipv6] {
+        let req = AllocationRequest::new("next", "acme", family);
+        assert_eq!(
+            bulk.allocate(&req).map(|a| addresses(&a)),
+            one.allocate(&req).map(|a| addresses(&a))
+        );
+    }
+    true
+}
+
+#[test]
+fn bulk_restore_reports_standalone_conflicts() {
+    let rec = |owner: &str, tenant: &str, addrs: &[&str], key: Option<&str>| AllocationRecord {
+        owner: owner.into(),
+        tenant: tenant.into(),
+        addresses: addrs.iter().map(|a| ip(a)).collect(),
+        sharing_key: key.map(Into::into),
+        ports: vec![PortSpec::tcp(53), PortSpec::tcp(53)],
+    };
+    let records = vec![
+        rec("a", "acme", &["192.0.2.1", "2001:db8::1"], Some("k")),
+        rec("b", "acme", &["203.0.113.1", "2001:db8::2"], None),
+        rec("c", "acme", &["192.0.2.3"], None),
+        rec("d", "globex", &["198.51.100.1"], None),
+        rec("e", "acme", &["192.0.2.4", "192.0.2.5"], None),
+        rec("", "acme", &["192.0.2.9"], None),
+        rec("f", "", &["192.0.2.9"], None),
+        rec("g", "acme", &[], None),
+        rec(
+            "h",
+            "acme",
+            &["192.0.2.0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"],
+            Some("k"),
+        ),
+        rec("i", "globex", &["192.0.3.1"], Some("k")),
+    ];
+    assert!(bulk_matches_one_by_one(&records));
+    let (ipam, report) = Allocator::with_records(restore_pools(), &records);
+    assert_eq!(report.restored, 4);
+    assert_eq!(report.conflicts.len(), 6, "{report:?}");
+    assert_eq!(ipam.holders(ip("192.0.2.1")), ["a"]);
+    assert_eq!(ipam.records()[0].ports, [PortSpec::tcp(53)]);
+}
+
+#[test]
+fn bulk_restore_gives_up_on_interacting_records() {
+    let rec = |owner: &str, addr: &str| AllocationRecord {
+        owner: owner.into(),
+        tenant: "acme".into(),
+        addresses: vec![ip(addr)],
+        sharing_key: None,
+        ports: vec![],
+    };
+    // the same owner twice, the same address twice (even when the first
+    // claimant conflicts otherwise), and into a non-empty allocator
+    assert!(!bulk_matches_one_by_one(&[
+        rec("a", "192.0.2.1"),
+        rec("a", "192.0.2.2")
+    ]));
+    assert!(!bulk_matches_one_by_one(&[
+        rec("a", "192.0.2.1"),
+        rec("b", "192.0.2.1")
+    ]));
+    let mut twice = rec("a", "192.0.2.1");
+    twice.addresses.push(ip("192.0.2.4"));
+    assert!(!bulk_matches_one_by_one(&[twice, rec("b", "192.0.2.1")]));
+    let mut ipam = Allocator::new(restore_pools());
+    ipam.allocate(&v4("z")).unwrap();
+    assert!(ipam.restore_in_bulk(&[&rec("a", "192.0.2.5")]).is_none());
+}
+
+mod bulk_restore {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record() -> impl Strategy<Value = AllocationRecord> {
+        (
+            0..24usize,
+            proptest::sample::select(&["acme", "acme", "globex", ""][..]),
+            proptest::collection::vec(proptest::sample::select(RESTORE_ADDRESSES), 0..=2),
+            proptest::option::weighted(0.4, proptest::sample::select(&["k", "j", ""][..])),
+            proptest::sample::subsequence(vec![PortSpec::tcp(53), PortSpec::udp(53)], 0..=2),
+        )
+            .prop_map(|(owner, tenant, addresses, key, ports)| AllocationRecord {
+                owner: if owner == 0 {
+                    String::new()
+                } else {
+                    format!("o{owner}")
+                },
+                tenant: tenant.into(),
+                addresses: addresses.iter().map(|a| ip(a)).collect(),
+                sharing_key: key.map(Into::into),
+                ports,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whenever the bulk restore applies, it is exactly the one-by-one
+        /// restore.
+        #[test]
+        fn bulk_restore_is_one_by_one(records in proptest::collection::vec(record(), 0..6)) {
+            bulk_matches_one_by_one(&records);
+        }
+
+        /// Records of a state take the bulk path unless an address is
+        /// shared (shared addresses are restored one by one).
+        #[test]
+        fn records_of_a_state_restore_in_bulk(
+            records in proptest::collection::vec(record(), 0..12),
+        ) {
+            let mut ipam = Allocator::new(restore_pools());
+            ipam.restore(&records);
+            let records = ipam.records();
+            let mut held: Vec<IpAddr> = records.iter().flat_map(|r| r.addresses.clone()).collect();
+            held.sort();
+            let shared = held.windows(2).any(|w| w[0] == w[1]);
+            prop_assert_eq!(bulk_matches_one_by_one(&records), !shared);
+        }
+    }
+}
