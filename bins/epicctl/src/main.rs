@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod gue;
 mod ipam;
+mod render;
 mod route;
 mod xds;
 
@@ -31,6 +32,8 @@ enum Command {
     /// Show owned routes and generate the BIRD 2 configuration (epic-route).
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// Render a gateway template into Envoy resources (epic-templates).
+    Render(render::RenderArgs),
     /// Show the state of an xDS control plane (epic-xds admin endpoint).
     #[command(subcommand)]
     Xds(xds::XdsCommand),
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Gue(cmd) => gue::run(cmd),
         Command::Ipam(cmd) => ipam::run(cmd),
         Command::Route(cmd) => route::run(cmd),
+        Command::Render(args) => render::run(args),
         Command::Xds(cmd) => xds::run(cmd),
     };
     match result {
