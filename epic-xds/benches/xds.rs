@@ -1,9 +1,11 @@
 //! criterion benchmarks: snapshot build+encode at scale, and pushing one
-//! endpoint change to 100 subscribed gRPC streams in-process (loopback).
+//! endpoint change to 100 subscribed gRPC streams in-process (loopback), and
+//! the memory of 100 nodes sharing one 10k-cluster snapshot.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -19,6 +21,7 @@ use pb::envoy::config::endpoint::v3::{
 };
 use pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use prost::Message;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -81,41 +84,98 @@ fn rss_bytes() -> usize {
         .unwrap_or(0)
 }
 
+/// The system allocator, counting live heap while `COUNTING` is on: the bytes
+/// asked for, and the bytes glibc's malloc really holds for them (chunk
+/// header and 16-byte rounding, 32 bytes at least).
+struct CountingAlloc;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static LIVE_CHUNKS: AtomicIsize = AtomicIsize::new(0);
+
+fn chunk(size: usize) -> isize {
+    ((size + 8 + 15) & !15).max(32) as isize
+}
+
+fn count(size: usize, sign: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE.fetch_add(sign * size as isize, Ordering::Relaxed);
+        LIVE_CHUNKS.fetch_add(sign * chunk(size), Ordering::Relaxed);
+    }
+}
+
+// GlobalAlloc is an unsafe trait; this forwards every call to `System` unchanged.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size(), 1);
+        // SAFETY: the caller's contract is forwarded as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(layout.size(), -1);
+        // SAFETY: the caller's contract is forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(layout.size(), -1);
+        count(new_size, 1);
+        // SAFETY: the caller's contract is forwarded as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Live heap (asked, held by malloc) while counting.
+fn live() -> (isize, isize) {
+    (
+        LIVE.load(Ordering::Relaxed),
+        LIVE_CHUNKS.load(Ordering::Relaxed),
+    )
+}
+
 fn build_encode(c: &mut Criterion) {
     let clusters: Vec<_> = (0..10_000).map(cluster).collect();
     let cla: Vec<_> = (0..10_000).map(|i| assignment(i, 10, 0)).collect();
 
     // Memory: one snapshot shared by 100 nodes, against its encoded size.
-    // RSS growth is an upper bound (it includes the builder's freed garbage);
-    // the structural estimate counts what the snapshot retains.
-    let before = rss_bytes();
+    // The heap the snapshot retains and what 100 nodes add to it are counted
+    // exactly; RSS growth is an upper bound (it keeps the builder's freed
+    // garbage).
+    COUNTING.store(true, Ordering::Relaxed);
+    let rss0 = rss_bytes();
+    let heap0 = live();
     let snapshot = Arc::new(build(&clusters, &cla));
+    let heap1 = live();
+    let rss1 = rss_bytes();
     let cache = SnapshotCache::new();
     for p in 0..100 {
         cache.set_snapshot(&format!("bench/gw/p{p}"), snapshot.clone());
     }
-    let grown = rss_bytes().saturating_sub(before);
-    let encoded = snapshot.encoded_len();
-    let retained: usize = ResourceType::ALL
-        .iter()
-        .flat_map(|k| snapshot.resources(*k).resources())
-        .map(|r| {
-            r.encoded_len()
-                + r.name().len()
-                + size_of::<epic_xds::EncodedResource>()
-                + 2 * size_of::<usize>() // Arc counts
-                + size_of::<epic_xds::SharedResource>() // slot in the set
-        })
-        .sum();
-    let mib = |b: usize| b as f64 / 1048576.0;
+    let heap2 = live();
+    let rss2 = rss_bytes();
+    COUNTING.store(false, Ordering::Relaxed);
+    let encoded = snapshot.encoded_len() as f64;
+    let mib = |b: f64| b / 1048576.0;
+    let snap = ((heap1.0 - heap0.0) as f64, (heap1.1 - heap0.1) as f64);
+    let nodes = ((heap2.0 - heap1.0) as f64, (heap2.1 - heap1.1) as f64);
     eprintln!(
-        "memory: 10k clusters + 100k endpoints shared by 100 nodes: encoded {:.2} MiB, \
-         retained (structural) {:.2} MiB = {:.2}x, RSS growth {:.2} MiB = {:.2}x (upper bound)",
+        "memory: 10k clusters + 100k endpoints, encoded {:.2} MiB; snapshot heap {:.2} MiB \
+         ({:.2} MiB in malloc chunks); 100 nodes sharing it add {:.1} KiB ({:.0} B/node); \
+         total {:.2}x encoded ({:.2}x asked); RSS growth {:.2} MiB = {:.2}x (upper bound; \
+         nodes {:.0} KiB)",
         mib(encoded),
-        mib(retained),
-        retained as f64 / encoded as f64,
-        mib(grown),
-        grown as f64 / encoded as f64
+        mib(snap.0),
+        mib(snap.1),
+        nodes.1 / 1024.0,
+        nodes.1 / 100.0,
+        (snap.1 + nodes.1) / encoded,
+        (snap.0 + nodes.0) / encoded,
+        mib(rss2.saturating_sub(rss0) as f64),
+        rss2.saturating_sub(rss0) as f64 / encoded,
+        rss2.saturating_sub(rss1) as f64 / 1024.0,
     );
     drop(cache);
     drop(snapshot);
@@ -127,18 +187,35 @@ fn build_encode(c: &mut Criterion) {
     g.finish();
 }
 
-/// Counts responses received by all clients.
+/// Which change the clients wait for, and how many streams have seen it.
+///
+/// A stream counts once it received a response carrying `target` (the
+/// endpoint type version of the new snapshot) and `cluster-0` in it, so the
+/// figure is the time until every one of the streams has the change.
 #[derive(Default)]
-struct Received {
-    count: AtomicU64,
+struct Progress {
+    target: std::sync::Mutex<String>,
+    reached: AtomicU64,
     notify: Notify,
 }
 
-impl Received {
+impl Progress {
+    fn arm(&self, version: &str) {
+        *self.target.lock().unwrap() = version.to_string();
+        self.reached.store(0, Ordering::Release);
+    }
+
+    fn saw(&self, version: &str, has_cluster_0: bool) {
+        if has_cluster_0 && *self.target.lock().unwrap() == version {
+            self.reached.fetch_add(1, Ordering::AcqRel);
+            self.notify.notify_waiters();
+        }
+    }
+
     async fn wait_for(&self, target: u64) {
         loop {
             let n = self.notify.notified();
-            if self.count.load(Ordering::Acquire) >= target {
+            if self.reached.load(Ordering::Acquire) >= target {
                 return;
             }
             n.await;
@@ -146,7 +223,7 @@ impl Received {
     }
 }
 
-async fn delta_client(addr: String, node: String, names: Vec<String>, rx_count: Arc<Received>) {
+async fn delta_client(addr: String, node: String, names: Vec<String>, progress: Arc<Progress>) {
     let mut client = AggregatedDiscoveryServiceClient::connect(addr)
         .await
         .unwrap();
@@ -168,6 +245,8 @@ async fn delta_client(addr: String, node: String, names: Vec<String>, rx_count: 
         .unwrap()
         .into_inner();
     while let Ok(Some(resp)) = inbound.message().await {
+        let has = resp.resources.iter().any(|r| r.name == "cluster-0");
+        progress.saw(&resp.system_version_info, has);
         let ack = DeltaDiscoveryRequest {
             type_url: resp.type_url,
             response_nonce: resp.nonce,
@@ -176,12 +255,10 @@ async fn delta_client(addr: String, node: String, names: Vec<String>, rx_count: 
         if tx.send(ack).await.is_err() {
             break;
         }
-        rx_count.count.fetch_add(1, Ordering::AcqRel);
-        rx_count.notify.notify_waiters();
     }
 }
 
-async fn sotw_client(addr: String, node: String, names: Vec<String>, rx_count: Arc<Received>) {
+async fn sotw_client(addr: String, node: String, names: Vec<String>, progress: Arc<Progress>) {
     let mut client = AggregatedDiscoveryServiceClient::connect(addr)
         .await
         .unwrap();
@@ -202,6 +279,11 @@ async fn sotw_client(addr: String, node: String, names: Vec<String>, rx_count: A
         .unwrap()
         .into_inner();
     while let Ok(Some(resp)) = inbound.message().await {
+        let has = resp.resources.iter().any(|r| {
+            ClusterLoadAssignment::decode(r.value.as_slice())
+                .is_ok_and(|a| a.cluster_name == "cluster-0")
+        });
+        progress.saw(&resp.version_info, has);
         let ack = DiscoveryRequest {
             type_url: resp.type_url,
             version_info: resp.version_info,
@@ -212,11 +294,29 @@ async fn sotw_client(addr: String, node: String, names: Vec<String>, rx_count: A
         if tx.send(ack).await.is_err() {
             break;
         }
-        rx_count.count.fetch_add(1, Ordering::AcqRel);
-        rx_count.notify.notify_waiters();
     }
 }
 
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5); index 11 and 12 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Time from `set_snapshot` (one endpoint of `cluster-0` moved) to every one of
+/// 100 streams — one per node, each subscribed to the 100 assignments of a
+/// 100-cluster snapshot — having received the change.
 fn push(c: &mut Criterion) {
     const STREAMS: usize = 100;
     const CLUSTERS: usize = 100;
@@ -233,6 +333,10 @@ fn push(c: &mut Criterion) {
             Arc::new(build(&clusters, &cla))
         })
         .collect();
+    let versions: Vec<String> = variants
+        .iter()
+        .map(|v| v.resources(ResourceType::Endpoint).version().to_string())
+        .collect();
     let names: Vec<String> = clusters.iter().map(|c| c.name.clone()).collect();
 
     let mut g = c.benchmark_group("push");
@@ -242,38 +346,40 @@ fn push(c: &mut Criterion) {
         for n in &nodes {
             cache.set_snapshot(n, variants[0].clone());
         }
-        let received = Arc::new(Received::default());
+        let progress = Arc::new(Progress::default());
+        progress.arm(&versions[0]);
         let server = AdsServer::new(cache.clone(), |_: &epic_xds::NodeId| true);
         rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(server.clone().serve(listener, std::future::pending()));
             for n in &nodes {
-                let (a, n, names, r) = (addr.clone(), n.clone(), names.clone(), received.clone());
+                let (a, n, names, p) = (addr.clone(), n.clone(), names.clone(), progress.clone());
                 if delta {
-                    tokio::spawn(delta_client(a, n, names, r));
+                    tokio::spawn(delta_client(a, n, names, p));
                 } else {
-                    tokio::spawn(sotw_client(a, n, names, r));
+                    tokio::spawn(sotw_client(a, n, names, p));
                 }
             }
-            tokio::time::timeout(Duration::from_secs(30), received.wait_for(STREAMS as u64))
+            tokio::time::timeout(Duration::from_secs(30), progress.wait_for(STREAMS as u64))
                 .await
                 .expect("initial sync");
         });
         let mut turn = 0usize;
         let mut samples = Vec::new();
+        let cpu_before = cpu_time();
         let mut step = || {
             turn += 1;
             let next = variants[turn % 2].clone();
-            let target = received.count.load(Ordering::Acquire) + STREAMS as u64;
+            progress.arm(&versions[turn % 2]);
             let start = Instant::now();
             rt.block_on(async {
                 for n in &nodes {
                     cache.set_snapshot(n, next.clone());
                 }
-                tokio::time::timeout(Duration::from_secs(10), received.wait_for(target))
+                tokio::time::timeout(Duration::from_secs(10), progress.wait_for(STREAMS as u64))
                     .await
-                    .expect("all streams received the change");
+                    .expect("every stream received the change");
             });
             let took = start.elapsed();
             samples.push(took);
@@ -287,15 +393,17 @@ fn push(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| (0..iters).map(|_| step()).sum())
         });
+        let cpu = cpu_time().saturating_sub(cpu_before);
         samples.sort();
         if !samples.is_empty() {
-            let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
+            let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
             eprintln!(
-                "{name}: {} pushes, p50 {:?}, p99 {:?}, max {:?}",
+                "{name}: {} pushes, p50 {:?}, p99 {:?}, max {:?}, process CPU {:?} per push",
                 samples.len(),
                 pct(0.50),
                 pct(0.99),
-                samples[samples.len() - 1]
+                samples[samples.len() - 1],
+                cpu / samples.len() as u32,
             );
         }
         server.close_streams();

@@ -67,6 +67,16 @@ pub enum CacheError {
         /// The requested revision.
         revision: u64,
     },
+    /// A restored revision number is not past the node's existing revisions.
+    #[error("node {node:?} cannot restore revision {revision}: the next revision is {next}")]
+    StaleRevision {
+        /// The node.
+        node: String,
+        /// The revision asked for.
+        revision: u64,
+        /// The lowest revision number still free.
+        next: u64,
+    },
 }
 
 /// Cache tuning.
@@ -336,6 +346,38 @@ impl SnapshotCache {
         n
     }
 
+    /// Seeds a node after a control-plane restart: publishes `snapshot` as
+    /// revision `revision` (the number recorded before the restart), so that
+    /// revision numbers continue instead of starting again at 1.
+    ///
+    /// Snapshot versions are content hashes and need no seeding: the same
+    /// resources get the same versions after a restart. Refused if the node
+    /// already has a revision at or past `revision`.
+    pub fn restore_snapshot(
+        &self,
+        node: &str,
+        revision: u64,
+        snapshot: impl Into<Arc<Snapshot>>,
+    ) -> Result<u64, CacheError> {
+        let history = self.options.history;
+        let mut st = self.lock();
+        let entry = st
+            .nodes
+            .entry(node.to_string())
+            .or_insert_with(NodeEntry::new);
+        if revision == 0 || revision < entry.next_revision {
+            return Err(CacheError::StaleRevision {
+                node: node.into(),
+                revision,
+                next: entry.next_revision,
+            });
+        }
+        entry.next_revision = revision;
+        let n = entry.publish(snapshot.into(), None, history);
+        tracing::debug!(node, revision = n, "snapshot restored");
+        Ok(n)
+    }
+
     /// The node's current snapshot and revision.
     pub fn snapshot(&self, node: &str) -> Option<Published> {
         self.lock().nodes.get(node).and_then(NodeEntry::current)
@@ -433,13 +475,28 @@ impl SnapshotCache {
     }
 
     /// Applies what a stream reported.
+    #[cfg(test)]
     pub(crate) fn record(&self, node: &str, id: StreamId, event: &StreamEvent) {
-        let history = self.options.history;
-        let auto_rollback = self.options.auto_rollback;
+        self.record_all(node, id, std::slice::from_ref(event));
+    }
+
+    /// Applies what a stream reported, in order, under one lock.
+    pub(crate) fn record_all(&self, node: &str, id: StreamId, events: &[StreamEvent]) {
+        if events.is_empty() {
+            return;
+        }
         let mut st = self.lock();
         let Some(entry) = st.nodes.get_mut(node) else {
             return;
         };
+        for event in events {
+            self.apply(node, entry, id, event);
+        }
+    }
+
+    fn apply(&self, node: &str, entry: &mut NodeEntry, id: StreamId, event: &StreamEvent) {
+        let history = self.options.history;
+        let auto_rollback = self.options.auto_rollback;
         match event {
             StreamEvent::Sent { kind, .. } => {
                 if let Some(s) = entry.streams.get_mut(&id) {
@@ -601,6 +658,33 @@ mod tests {
         assert_eq!(revs.iter().map(|r| r.number).collect::<Vec<_>>(), [4, 5, 6]);
         assert_eq!(cur.snapshot.version(), revs[0].version);
         assert_eq!(revs[2].rollback_of, Some(4));
+    }
+
+    #[test]
+    fn restored_revision_numbers_continue() {
+        let cache = SnapshotCache::new();
+        assert_eq!(
+            cache.restore_snapshot("n", 41, basic(1).build().unwrap()),
+            Ok(41)
+        );
+        // The same content again is a no-op; a change continues the numbering.
+        assert_eq!(cache.set_snapshot("n", basic(1).build().unwrap()), 41);
+        assert_eq!(cache.set_snapshot("n", basic(2).build().unwrap()), 42);
+        assert_eq!(
+            cache.restore_snapshot("n", 42, basic(3).build().unwrap()),
+            Err(CacheError::StaleRevision {
+                node: "n".into(),
+                revision: 42,
+                next: 43
+            })
+        );
+        assert!(
+            cache
+                .restore_snapshot("m", 0, basic(1).build().unwrap())
+                .is_err()
+        );
+        let revs: Vec<u64> = cache.revisions("n").iter().map(|r| r.number).collect();
+        assert_eq!(revs, [41, 42]);
     }
 
     #[test]

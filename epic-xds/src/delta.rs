@@ -1,13 +1,14 @@
 //! Sans-IO state machine of one incremental (delta) ADS stream.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 
 use crate::cache::{Published, StreamEvent};
-use crate::resource::ResourceType;
+use crate::resource::{ResourceType, SharedResource};
 use crate::snapshot::ResourceSet;
 use crate::sotw::Output;
 
@@ -19,20 +20,103 @@ struct TypeState {
     subscribed: bool,
     wildcard: bool,
     names: BTreeSet<String>,
-    /// Resource versions the client has (or has been sent), by name.
+    /// Resource versions the client has (or has been sent), by name; only
+    /// names the client wants.
     known: HashMap<String, String>,
+    /// The set `known` was last brought up to date with: the next set only
+    /// needs the (shared) diff from it.
+    base: Option<Arc<ResourceSet>>,
     /// Sent responses awaiting ACK/NACK: (nonce, type version, revision).
     outstanding: VecDeque<(String, String, u64)>,
     acked_version: Option<String>,
+    /// The last answered response was a NACK.
+    rejected: bool,
     /// The client subscribed for the first time and needs an answer even if empty.
     initial: bool,
-    /// Version of the type's set at the last snapshot seen, to skip unchanged types.
-    seen_set: Option<String>,
 }
 
 impl TypeState {
     fn wants(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
+    }
+
+    /// Queues `r` unless the client already has this version.
+    fn update(&mut self, r: &SharedResource, out: &mut Vec<Resource>) {
+        if self.known.get(r.name()).map(String::as_str) != Some(r.version()) {
+            self.known
+                .insert(r.name().to_string(), r.version().to_string());
+            out.push(Resource {
+                name: r.name().to_string(),
+                version: r.version().to_string(),
+                resource: Some(r.to_any()),
+                ..Default::default()
+            });
+        }
+    }
+
+    /// Compares everything the client wants and has with `set`.
+    fn reconcile(&mut self, set: &Arc<ResourceSet>) -> (Vec<Resource>, Vec<String>) {
+        let mut updates = Vec::new();
+        if self.wildcard {
+            for r in set.resources() {
+                self.update(r, &mut updates);
+            }
+        } else {
+            let wanted: Vec<SharedResource> = self
+                .names
+                .iter()
+                .filter_map(|n| set.get(n).cloned())
+                .collect();
+            for r in &wanted {
+                self.update(r, &mut updates);
+            }
+        }
+        let mut removed: Vec<String> = self
+            .known
+            .keys()
+            .filter(|n| set.get(n).is_none() || !self.wants(n))
+            .cloned()
+            .collect();
+        removed.sort();
+        for n in &removed {
+            self.known.remove(n);
+        }
+        self.base = Some(set.clone());
+        (updates, removed)
+    }
+
+    /// Brings the client from its base set to `set`, touching only what changed.
+    fn advance(&mut self, set: &Arc<ResourceSet>) -> (Vec<Resource>, Vec<String>) {
+        let Some(base) = self.base.clone() else {
+            return self.reconcile(set);
+        };
+        let diff = ResourceSet::diff(&base, set);
+        let mut updates = Vec::new();
+        for r in &diff.changed {
+            if self.wants(r.name()) {
+                self.update(r, &mut updates);
+            }
+        }
+        let removed = diff
+            .removed
+            .iter()
+            .filter_map(|r| self.known.remove_entry(r.name()).map(|(n, _)| n))
+            .collect();
+        self.base = Some(set.clone());
+        (updates, removed)
+    }
+
+    /// The type moved to `version` with nothing for this client: once it has
+    /// applied what it was sent, it runs `version`.
+    fn nothing_to_send(&mut self, version: &str, revision: u64) {
+        match self.outstanding.back_mut() {
+            Some(last) => {
+                last.1 = version.to_string();
+                last.2 = revision;
+            }
+            None if !self.rejected => self.acked_version = Some(version.to_string()),
+            None => {}
+        }
     }
 }
 
@@ -68,6 +152,7 @@ impl DeltaStream {
                 match req.error_detail {
                     Some(err) => {
                         tracing::warn!(%kind, %version, error = %err.message, "delta NACK");
+                        t.rejected = true;
                         out.events.push(StreamEvent::Nack {
                             kind,
                             version,
@@ -76,6 +161,7 @@ impl DeltaStream {
                         });
                     }
                     None => {
+                        t.rejected = false;
                         t.acked_version = Some(version.clone());
                         out.events.push(StreamEvent::Ack {
                             kind,
@@ -88,34 +174,56 @@ impl DeltaStream {
                 tracing::debug!(%kind, nonce = %req.response_nonce, "stale delta nonce");
             }
         }
+        // A plain ACK changes no subscription and needs no comparison.
+        let mut everything = false;
         if !t.subscribed {
             t.subscribed = true;
             t.initial = true;
             t.wildcard = req.resource_names_subscribe.is_empty() && kind.wildcard_by_default();
             t.known = req.initial_resource_versions;
+            everything = true;
         }
+        let mut added = Vec::new();
         for name in req.resource_names_subscribe {
             if name == "*" {
+                everything |= !t.wildcard;
                 t.wildcard = true;
-            } else {
-                t.names.insert(name);
+            } else if t.names.insert(name.clone()) && !t.wildcard {
+                added.push(name);
             }
         }
         for name in req.resource_names_unsubscribe {
             if name == "*" {
                 t.wildcard = false;
+                let names = &t.names;
+                t.known.retain(|n, _| names.contains(n));
             } else {
                 t.names.remove(&name);
+                if !t.wildcard {
+                    t.known.remove(&name);
+                }
             }
-            t.known.remove(&name);
         }
-        if !t.wildcard {
-            let names = &t.names;
-            t.known.retain(|n, _| names.contains(n));
-        }
-        if let Some(p) = self.published.clone() {
+        if let Some(p) = &self.published {
             let set = p.snapshot.shared_set(kind).clone();
-            self.respond(kind, &set, true, true, p.revision, &mut out);
+            let revision = p.revision;
+            let t = &mut self.types[kind.index()];
+            let in_step = t.base.as_ref().is_some_and(|b| Arc::ptr_eq(b, &set));
+            let (updates, removed) = if everything || !in_step {
+                t.reconcile(&set)
+            } else {
+                let mut updates = Vec::new();
+                for name in &added {
+                    if let Some(r) = set.get(name) {
+                        t.update(r, &mut updates);
+                    }
+                }
+                (updates, Vec::new())
+            };
+            let initial = t.initial;
+            if !updates.is_empty() || !removed.is_empty() || initial {
+                self.respond(kind, updates, removed, set.version(), revision, &mut out);
+            }
         }
         self.check_applied(&mut out);
         out
@@ -124,96 +232,74 @@ impl DeltaStream {
     /// Handles a new snapshot: updates in type order, then removals in reverse order.
     pub(crate) fn on_snapshot(&mut self, p: Published) -> Output<DeltaDiscoveryResponse> {
         let mut out = Output::default();
-        self.published = Some(p.clone());
-        // A type whose set did not change since the last snapshot has nothing to send.
-        let changed = ResourceType::ALL.map(|kind| {
+        let mut removals: [Vec<String>; 5] = Default::default();
+        for kind in ResourceType::ALL {
             let t = &mut self.types[kind.index()];
-            let version = p.snapshot.resources(kind).version();
-            let changed = t.seen_set.as_deref() != Some(version);
-            t.seen_set = Some(version.to_string());
-            changed
-        });
-        for kind in ResourceType::ALL.into_iter().filter(|k| changed[k.index()]) {
-            let set = p.snapshot.shared_set(kind).clone();
-            self.respond(kind, &set, true, false, p.revision, &mut out);
+            if !t.subscribed {
+                continue;
+            }
+            let set = p.snapshot.shared_set(kind);
+            let (updates, removed) = t.advance(set);
+            if updates.is_empty() && removed.is_empty() && !t.initial {
+                t.nothing_to_send(set.version(), p.revision);
+                continue;
+            }
+            if !updates.is_empty() {
+                self.respond(
+                    kind,
+                    updates,
+                    Vec::new(),
+                    set.version(),
+                    p.revision,
+                    &mut out,
+                );
+            }
+            removals[kind.index()] = removed;
         }
-        for kind in ResourceType::ALL
-            .into_iter()
-            .rev()
-            .filter(|k| changed[k.index()])
-        {
-            let set = p.snapshot.shared_set(kind).clone();
-            self.respond(kind, &set, false, true, p.revision, &mut out);
+        for kind in ResourceType::ALL.into_iter().rev() {
+            let removed = std::mem::take(&mut removals[kind.index()]);
+            if !removed.is_empty() || self.types[kind.index()].initial {
+                let set = p.snapshot.shared_set(kind);
+                self.respond(
+                    kind,
+                    Vec::new(),
+                    removed,
+                    set.version(),
+                    p.revision,
+                    &mut out,
+                );
+            }
         }
+        self.published = Some(p);
+        self.check_applied(&mut out);
         out
     }
 
     fn respond(
         &mut self,
         kind: ResourceType,
-        set: &ResourceSet,
-        updates: bool,
-        removals: bool,
+        resources: Vec<Resource>,
+        removed: Vec<String>,
+        version: &str,
         revision: u64,
         out: &mut Output<DeltaDiscoveryResponse>,
     ) {
         let t = &mut self.types[kind.index()];
-        if !t.subscribed {
-            return;
-        }
-        let mut resources = Vec::new();
-        if updates {
-            let push = |r: &crate::resource::SharedResource| {
-                if t.known.get(r.name()).map(String::as_str) != Some(r.version()) {
-                    resources.push(Resource {
-                        name: r.name().to_string(),
-                        version: r.version().to_string(),
-                        resource: Some(r.to_any()),
-                        ..Default::default()
-                    });
-                }
-            };
-            if t.wildcard {
-                set.resources().iter().for_each(push);
-            } else {
-                t.names.iter().filter_map(|n| set.get(n)).for_each(push);
-            }
-        }
-        let mut removed = Vec::new();
-        if removals {
-            removed = t
-                .known
-                .keys()
-                .filter(|n| set.get(n).is_none() || !t.wants(n))
-                .cloned()
-                .collect();
-            removed.sort();
-        }
-        if resources.is_empty() && removed.is_empty() && !(t.initial && removals) {
-            return;
-        }
         t.initial = false;
-        for r in &resources {
-            t.known.insert(r.name.clone(), r.version.clone());
-        }
-        for n in &removed {
-            t.known.remove(n);
-        }
         self.nonce += 1;
         let nonce = self.nonce.to_string();
-        let version = set.version().to_string();
         t.outstanding
-            .push_back((nonce.clone(), version.clone(), revision));
+            .push_back((nonce.clone(), version.to_string(), revision));
         if t.outstanding.len() > OUTSTANDING {
             t.outstanding.pop_front();
         }
         out.events.push(StreamEvent::Sent {
             kind,
-            version: version.clone(),
+            version: version.to_string(),
             revision,
         });
         out.responses.push(DeltaDiscoveryResponse {
-            system_version_info: version,
+            system_version_info: version.to_string(),
             resources,
             type_url: kind.type_url().to_string(),
             removed_resources: removed,
@@ -297,6 +383,29 @@ mod tests {
             .collect();
         assert_eq!(names, ["c1"]);
         assert!(out.responses[0].removed_resources.is_empty());
+    }
+
+    #[test]
+    fn plain_acks_send_nothing_and_unrelated_changes_count_as_applied() {
+        let mut s = DeltaStream::default();
+        s.on_snapshot(published(1, two_clusters(1000)));
+        let out = s.on_request(req(ResourceType::Endpoint, &["c2"], &[], ""));
+        assert_eq!(out.responses.len(), 1);
+        let nonce = out.responses[0].nonce.clone();
+        let ack = s.on_request(req(ResourceType::Endpoint, &[], &[], &nonce));
+        assert!(ack.responses.is_empty());
+        // c1 changed, the stream only wants c2: nothing to send, revision applied.
+        let out = s.on_snapshot(published(2, two_clusters(1001)));
+        assert!(out.responses.is_empty());
+        assert!(out.events.contains(&StreamEvent::Applied { revision: 2 }));
+        // Subscribing to c1 later sends just c1.
+        let out = s.on_request(req(ResourceType::Endpoint, &["c1"], &[], ""));
+        let names: Vec<_> = out.responses[0]
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["c1"]);
     }
 
     #[test]

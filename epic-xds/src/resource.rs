@@ -61,6 +61,12 @@ impl ResourceType {
         matches!(self, ResourceType::Cluster | ResourceType::Listener)
     }
 
+    /// Whether a state-of-the-world response must carry every resource the
+    /// client wants (CDS, LDS); other types may carry only what changed.
+    pub(crate) fn complete_in_sotw(self) -> bool {
+        matches!(self, ResourceType::Cluster | ResourceType::Listener)
+    }
+
     /// Index into per-type arrays.
     pub(crate) fn index(self) -> usize {
         self as usize
@@ -77,25 +83,29 @@ impl fmt::Display for ResourceType {
 /// One resource, encoded once and versioned by its content.
 ///
 /// Shared through `Arc` by every snapshot, node and stream that serves it;
-/// kept compact (name, encoded bytes, inline version) so that a snapshot costs
-/// little more than its encoded size.
+/// kept compact (inline version, name and encoded bytes in one allocation)
+/// so that a snapshot costs little more than its encoded size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedResource {
     kind: ResourceType,
-    name: Box<str>,
     version: [u8; 16],
-    value: Box<[u8]>,
+    name_len: u32,
+    /// The name's bytes, then the encoded message.
+    bytes: Box<[u8]>,
 }
 
 impl EncodedResource {
     /// Encodes `message` as a resource of type `kind` named `name`.
     pub(crate) fn encode<M: Message>(kind: ResourceType, name: &str, message: &M) -> Self {
-        let value = message.encode_to_vec().into_boxed_slice();
+        let mut bytes = Vec::with_capacity(name.len() + message.encoded_len());
+        bytes.extend_from_slice(name.as_bytes());
+        // Encoding into a Vec sized by encoded_len cannot run out of space.
+        let _ = message.encode(&mut bytes);
         EncodedResource {
             kind,
-            name: name.into(),
-            version: content_version(&value),
-            value,
+            version: content_version(&bytes[name.len()..]),
+            name_len: u32::try_from(name.len()).unwrap_or(u32::MAX),
+            bytes: bytes.into_boxed_slice(),
         }
     }
 
@@ -106,7 +116,12 @@ impl EncodedResource {
 
     /// The resource name.
     pub fn name(&self) -> &str {
-        &self.name
+        std::str::from_utf8(self.name_bytes()).unwrap_or_default()
+    }
+
+    /// The resource name as bytes (byte order is `str` order).
+    pub(crate) fn name_bytes(&self) -> &[u8] {
+        &self.bytes[..self.name_len as usize]
     }
 
     /// The content version: hex of a SHA-256 prefix of the encoded bytes.
@@ -114,22 +129,27 @@ impl EncodedResource {
         std::str::from_utf8(&self.version).unwrap_or_default()
     }
 
+    /// Whether `other` has the same name and content.
+    pub(crate) fn same_as(&self, other: &EncodedResource) -> bool {
+        self.version == other.version && self.name_bytes() == other.name_bytes()
+    }
+
     /// The encoded message.
     pub fn value(&self) -> &[u8] {
-        &self.value
+        &self.bytes[self.name_len as usize..]
     }
 
     /// The resource as a protobuf `Any`, ready for a response.
     pub fn to_any(&self) -> Any {
         Any {
             type_url: self.kind.type_url().to_string(),
-            value: self.value.to_vec(),
+            value: self.value().to_vec(),
         }
     }
 
     /// Size of the encoded message in bytes.
     pub fn encoded_len(&self) -> usize {
-        self.value.len()
+        self.bytes.len() - self.name_len as usize
     }
 }
 
@@ -208,5 +228,8 @@ mod tests {
         assert!(ea.version().bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(ea.to_any().type_url, ResourceType::Cluster.type_url());
         assert_eq!(ea.to_any().value, a.encode_to_vec());
+        assert_eq!(ea.name(), "a");
+        assert_eq!(ea.encoded_len(), a.encoded_len());
+        assert!(ea.same_as(&enc(&a)) && !ea.same_as(&enc(&b)));
     }
 }

@@ -14,7 +14,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -156,7 +157,7 @@ impl AdsServer {
         tonic::transport::Server::builder()
             .serve_with_incoming_shutdown(
                 self.into_service(),
-                TcpListenerStream::new(listener),
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
                 signal,
             )
             .await?;
@@ -296,9 +297,7 @@ async fn deliver<R>(
     out: crate::sotw::Output<R>,
     tx: &Outbound<R>,
 ) -> bool {
-    for e in &out.events {
-        cache.record(node, id, e);
-    }
+    cache.record_all(node, id, &out.events);
     for r in out.responses {
         if tx.send(Ok(r)).await.is_err() {
             return false;

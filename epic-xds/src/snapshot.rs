@@ -1,6 +1,9 @@
 //! Immutable, consistency-checked snapshots of one node's configuration.
 
-use std::sync::Arc;
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
@@ -64,16 +67,57 @@ pub enum SnapshotError {
     },
 }
 
+/// Diffs a resource set remembers (from the sets that preceded it).
+const DIFF_MEMO: usize = 4;
+
 /// One resource type's resources in a snapshot, sorted by name, with the set's version.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Default)]
 pub struct ResourceSet {
     version: String,
     resources: Vec<SharedResource>,
+    /// Diffs from earlier sets, computed once and shared by every stream.
+    diffs: Mutex<VecDeque<(Weak<ResourceSet>, Arc<SetDiff>)>>,
+}
+
+/// What changed from one resource set to the next, computed once per pair of
+/// sets and shared by every stream that moves between them.
+#[derive(Debug, Default)]
+pub(crate) struct SetDiff {
+    /// Resources that are new or whose content changed, sorted by name.
+    pub(crate) changed: Vec<SharedResource>,
+    /// Resources of the old set that the new one no longer has, sorted by name.
+    pub(crate) removed: Vec<SharedResource>,
+}
+
+impl fmt::Debug for ResourceSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResourceSet")
+            .field("version", &self.version)
+            .field("resources", &self.resources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for ResourceSet {
+    fn clone(&self) -> Self {
+        ResourceSet {
+            version: self.version.clone(),
+            resources: self.resources.clone(),
+            diffs: Mutex::default(),
+        }
+    }
+}
+
+impl PartialEq for ResourceSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && self.resources == other.resources
+    }
 }
 
 impl ResourceSet {
     /// `resources` must be sorted by name without duplicates.
-    fn new(resources: Vec<SharedResource>) -> Self {
+    fn new(mut resources: Vec<SharedResource>) -> Self {
+        resources.shrink_to_fit();
         let mut h = SetHasher::default();
         for r in &resources {
             h.add(r.name());
@@ -82,6 +126,7 @@ impl ResourceSet {
         ResourceSet {
             version: h.finish(),
             resources,
+            diffs: Mutex::default(),
         }
     }
 
@@ -98,7 +143,7 @@ impl ResourceSet {
     /// Looks a resource up by name.
     pub fn get(&self, name: &str) -> Option<&SharedResource> {
         self.resources
-            .binary_search_by(|r| r.name().cmp(name))
+            .binary_search_by(|r| r.name_bytes().cmp(name.as_bytes()))
             .ok()
             .map(|i| &self.resources[i])
     }
@@ -111,6 +156,67 @@ impl ResourceSet {
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.resources.is_empty()
+    }
+
+    /// What changed from `old` to `new`.
+    ///
+    /// Computed once per pair and remembered by `new` (for its last few
+    /// predecessors), so a hundred streams moving between the same two sets
+    /// share one diff instead of each comparing whole sets.
+    pub(crate) fn diff(old: &Arc<ResourceSet>, new: &Arc<ResourceSet>) -> Arc<SetDiff> {
+        if Arc::ptr_eq(old, new) || old.version == new.version {
+            return Arc::default();
+        }
+        let mut memo = new.diffs.lock().unwrap_or_else(|p| p.into_inner());
+        // A Weak keeps its allocation, so the address cannot be reused while
+        // the entry exists: pointer equality identifies the set.
+        if let Some((_, d)) = memo.iter().find(|(w, _)| w.as_ptr() == Arc::as_ptr(old)) {
+            return d.clone();
+        }
+        let d = Arc::new(SetDiff::between(&old.resources, &new.resources));
+        memo.push_back((Arc::downgrade(old), d.clone()));
+        if memo.len() > DIFF_MEMO {
+            memo.pop_front();
+        }
+        d
+    }
+}
+
+impl SetDiff {
+    /// Merges two name-sorted resource lists.
+    fn between(old: &[SharedResource], new: &[SharedResource]) -> SetDiff {
+        let mut d = SetDiff::default();
+        let (mut i, mut j) = (0, 0);
+        loop {
+            match (old.get(i), new.get(j)) {
+                (Some(o), Some(n)) => match o.name_bytes().cmp(n.name_bytes()) {
+                    Ordering::Less => {
+                        d.removed.push(o.clone());
+                        i += 1;
+                    }
+                    Ordering::Greater => {
+                        d.changed.push(n.clone());
+                        j += 1;
+                    }
+                    Ordering::Equal => {
+                        if !Arc::ptr_eq(o, n) && !o.same_as(n) {
+                            d.changed.push(n.clone());
+                        }
+                        i += 1;
+                        j += 1;
+                    }
+                },
+                (Some(o), None) => {
+                    d.removed.push(o.clone());
+                    i += 1;
+                }
+                (None, Some(n)) => {
+                    d.changed.push(n.clone());
+                    j += 1;
+                }
+                (None, None) => return d,
+            }
+        }
     }
 }
 
@@ -156,14 +262,17 @@ impl Snapshot {
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
     sets: [Vec<SharedResource>; 5],
-    eds_refs: Vec<(String, String)>,
+    /// EDS clusters and the service name they ask for, if not their own name.
+    eds_refs: Vec<(SharedResource, Option<String>)>,
     rds_refs: Vec<(String, String)>,
     errors: Vec<SnapshotError>,
 }
 
 impl SnapshotBuilder {
-    fn push<M: Message>(&mut self, kind: ResourceType, name: &str, m: &M) {
-        self.sets[kind.index()].push(Arc::new(EncodedResource::encode(kind, name, m)));
+    fn push<M: Message>(&mut self, kind: ResourceType, name: &str, m: &M) -> SharedResource {
+        let r = Arc::new(EncodedResource::encode(kind, name, m));
+        self.sets[kind.index()].push(r.clone());
+        r
     }
 
     /// Adds a cluster; EDS clusters must get a matching [`endpoints`](Self::endpoints).
@@ -175,12 +284,12 @@ impl SnapshotBuilder {
                 .eds_cluster_config
                 .as_ref()
                 .map(|c| c.service_name.as_str())
-                .filter(|s| !s.is_empty())
-                .unwrap_or(&cluster.name);
-            self.eds_refs
-                .push((cluster.name.clone(), service.to_string()));
+                .filter(|s| !s.is_empty() && *s != cluster.name);
+            let encoded = self.push(ResourceType::Cluster, &cluster.name, cluster);
+            self.eds_refs.push((encoded, service.map(str::to_string)));
+        } else {
+            self.push(ResourceType::Cluster, &cluster.name, cluster);
         }
-        self.push(ResourceType::Cluster, &cluster.name, cluster);
         self
     }
 
@@ -253,7 +362,7 @@ impl SnapshotBuilder {
         let mut sets = self.sets;
         for kind in ResourceType::ALL {
             let set = &mut sets[kind.index()];
-            set.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+            set.sort_unstable_by(|a, b| a.name_bytes().cmp(b.name_bytes()));
             if set.first().is_some_and(|r| r.name().is_empty()) {
                 return Err(SnapshotError::EmptyName { kind });
             }
@@ -266,21 +375,23 @@ impl SnapshotBuilder {
         }
         let has = |kind: ResourceType, name: &str| {
             sets[kind.index()]
-                .binary_search_by(|r| r.name().cmp(name))
+                .binary_search_by(|r| r.name_bytes().cmp(name.as_bytes()))
                 .is_ok()
         };
+        let mut wanted: Vec<&str> = Vec::with_capacity(self.eds_refs.len());
         for (cluster, service) in &self.eds_refs {
+            let service = service.as_deref().unwrap_or(cluster.name());
             if !has(ResourceType::Endpoint, service) {
                 return Err(SnapshotError::MissingEndpoints {
-                    cluster: cluster.clone(),
-                    service: service.clone(),
+                    cluster: cluster.name().to_string(),
+                    service: service.to_string(),
                 });
             }
+            wanted.push(service);
         }
-        let wanted: std::collections::HashSet<&str> =
-            self.eds_refs.iter().map(|(_, s)| s.as_str()).collect();
+        wanted.sort_unstable();
         for r in &sets[ResourceType::Endpoint.index()] {
-            if !wanted.contains(r.name()) {
+            if wanted.binary_search(&r.name()).is_err() {
                 return Err(SnapshotError::OrphanEndpoints {
                     name: r.name().to_string(),
                 });
@@ -333,6 +444,42 @@ mod tests {
         );
         assert_eq!(a.resources(ResourceType::Cluster).len(), 1);
         assert!(a.encoded_len() > 0);
+    }
+
+    #[test]
+    fn diffs_are_computed_once_and_shared() {
+        let a = Arc::new(
+            Snapshot::builder()
+                .cluster(&eds_cluster("c1"))
+                .endpoints(&cla("c1", 1000))
+                .cluster(&eds_cluster("c2"))
+                .endpoints(&cla("c2", 1000))
+                .build()
+                .unwrap(),
+        );
+        let b = Arc::new(
+            Snapshot::builder()
+                .cluster(&eds_cluster("c1"))
+                .endpoints(&cla("c1", 1001))
+                .cluster(&eds_cluster("c3"))
+                .endpoints(&cla("c3", 1000))
+                .build()
+                .unwrap(),
+        );
+        let eds = |s: &Snapshot| s.shared_set(ResourceType::Endpoint).clone();
+        let d = ResourceSet::diff(&eds(&a), &eds(&b));
+        let names =
+            |v: &[SharedResource]| v.iter().map(|r| r.name().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&d.changed), ["c1", "c3"]);
+        assert_eq!(names(&d.removed), ["c2"]);
+        assert!(
+            Arc::ptr_eq(&d, &ResourceSet::diff(&eds(&a), &eds(&b))),
+            "memoised"
+        );
+        // Same content, other allocation: nothing changed.
+        let again = Arc::new(basic(1).build().unwrap());
+        let same = ResourceSet::diff(&eds(&again), &eds(&Arc::new(basic(1).build().unwrap())));
+        assert!(same.changed.is_empty() && same.removed.is_empty());
     }
 
     #[test]

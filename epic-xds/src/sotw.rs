@@ -1,12 +1,17 @@
 //! Sans-IO state machine of one state-of-the-world ADS stream.
+//!
+//! CDS and LDS responses carry every resource the client wants; EDS, RDS and
+//! SDS responses carry only what changed (or was newly requested), as the
+//! xDS protocol allows for those types ("grouping resources into responses").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
 
 use crate::cache::{Published, StreamEvent};
-use crate::resource::ResourceType;
+use crate::resource::{ResourceType, SharedResource};
 use crate::snapshot::ResourceSet;
 
 /// Suffix of the version of a transitional CDS response that still holds removed clusters.
@@ -17,14 +22,90 @@ struct TypeState {
     subscribed: bool,
     wildcard: bool,
     names: BTreeSet<String>,
+    /// The resource names of the last request, as sent.
+    requested: Vec<String>,
     /// A subscription change that needs an answer.
     dirty: bool,
+    /// Names the last subscription change added (for types sent by resource).
+    added: Vec<String>,
     last_nonce: String,
     sent_version: Option<String>,
     sent_revision: u64,
     sent_set: Option<Arc<ResourceSet>>,
     acked_version: Option<String>,
     nacked_version: Option<String>,
+    /// Types sent by resource: resource versions sent, by name (only wanted names).
+    sent: HashMap<String, String>,
+    /// Types sent by resource: the set `sent` was last brought up to date with.
+    base: Option<Arc<ResourceSet>>,
+}
+
+impl TypeState {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// Queues `r` unless this version was sent already.
+    fn update(&mut self, r: &SharedResource, out: &mut Vec<Any>) {
+        if self.sent.get(r.name()).map(String::as_str) != Some(r.version()) {
+            self.sent
+                .insert(r.name().to_string(), r.version().to_string());
+            out.push(r.to_any());
+        }
+    }
+
+    /// Types sent by resource: what `set` has that the client wants and was
+    /// not sent; only the shared diff from the base set when in step.
+    fn changes(&mut self, set: &Arc<ResourceSet>, everything: bool) -> Vec<Any> {
+        let mut out = Vec::new();
+        let added = std::mem::take(&mut self.added);
+        match self.base.clone() {
+            Some(base) if !everything => {
+                let diff = ResourceSet::diff(&base, set);
+                for r in &diff.removed {
+                    self.sent.remove(r.name());
+                }
+                for r in &diff.changed {
+                    if self.wants(r.name()) {
+                        self.update(r, &mut out);
+                    }
+                }
+                for name in &added {
+                    if let Some(r) = set.get(name) {
+                        self.update(r, &mut out);
+                    }
+                }
+            }
+            _ => {
+                let wanted: Vec<SharedResource> = if self.wildcard {
+                    set.resources().to_vec()
+                } else {
+                    self.names
+                        .iter()
+                        .filter_map(|n| set.get(n).cloned())
+                        .collect()
+                };
+                self.sent.retain(|n, _| set.get(n).is_some());
+                for r in &wanted {
+                    self.update(r, &mut out);
+                }
+            }
+        }
+        self.base = Some(set.clone());
+        out
+    }
+
+    /// The type moved to `version` with nothing for this client: once it has
+    /// applied what it was sent, it runs `version`.
+    fn nothing_to_send(&mut self, version: &str, revision: u64) {
+        if self.sent_version.is_some() && self.nacked_version != self.sent_version {
+            if self.acked_version == self.sent_version {
+                self.acked_version = Some(version.to_string());
+            }
+            self.sent_version = Some(version.to_string());
+            self.sent_revision = revision;
+        }
+    }
 }
 
 /// What the shell must do after feeding the state machine.
@@ -78,9 +159,32 @@ impl SotwStream {
                 });
             }
         }
-        let names: BTreeSet<String> = req.resource_names.into_iter().collect();
+        // Clients repeat their whole subscription in every ACK: the same list
+        // as last time is the same subscription, without building a set.
+        let repeated = t.subscribed && req.resource_names == t.requested;
+        let names: BTreeSet<String> = if repeated {
+            BTreeSet::new()
+        } else {
+            req.resource_names.iter().cloned().collect()
+        };
         let wildcard = names.contains("*") || (names.is_empty() && kind.wildcard_by_default());
-        if !t.subscribed || names != t.names || wildcard != t.wildcard {
+        if !repeated {
+            t.requested = req.resource_names;
+        }
+        if !repeated && (!t.subscribed || names != t.names || wildcard != t.wildcard) {
+            let everything = !t.subscribed || (wildcard && !t.wildcard);
+            if everything {
+                // Compare everything against the current set.
+                t.base = None;
+            } else if !kind.complete_in_sotw() {
+                // The client must get newly requested resources even if it
+                // was sent them before, and no longer has the others.
+                t.added = names.difference(&t.names).cloned().collect();
+                t.sent.retain(|n, _| wildcard || names.contains(n));
+                for n in &t.added {
+                    t.sent.remove(n);
+                }
+            }
             t.subscribed = true;
             t.dirty = true;
             t.names = names;
@@ -90,7 +194,14 @@ impl SotwStream {
             && let Some(p) = self.published.clone()
         {
             let set = p.snapshot.shared_set(kind).clone();
-            self.respond(kind, &set, None, p.revision, &mut out);
+            if kind.complete_in_sotw() {
+                self.respond(kind, &set, None, p.revision, &mut out);
+            } else {
+                let t = &mut self.types[kind.index()];
+                let everything = t.base.is_none();
+                let resources = t.changes(&set, everything);
+                self.respond_with(kind, &set, resources, p.revision, &mut out);
+            }
         }
         self.check_applied(&mut out);
         out
@@ -119,6 +230,16 @@ impl SotwStream {
             if !needs(&self.types[kind.index()], set) {
                 continue;
             }
+            if !kind.complete_in_sotw() {
+                let t = &mut self.types[kind.index()];
+                let resources = t.changes(set, false);
+                if resources.is_empty() && !t.dirty {
+                    t.nothing_to_send(set.version(), p.revision);
+                } else {
+                    self.respond_with(kind, set, resources, p.revision, &mut out);
+                }
+                continue;
+            }
             let t = &self.types[kind.index()];
             let removed: Vec<_> = match &t.sent_set {
                 Some(old) if kind == ResourceType::Cluster && later_changes => old
@@ -141,20 +262,20 @@ impl SotwStream {
         if let Some(set) = final_cds {
             self.respond(ResourceType::Cluster, &set, None, p.revision, &mut out);
         }
+        self.check_applied(&mut out);
         out
     }
 
+    /// Sends every resource of `set` the client wants (CDS, LDS), plus `keep`.
     fn respond(
         &mut self,
         kind: ResourceType,
         set: &Arc<ResourceSet>,
-        keep: Option<&[crate::resource::SharedResource]>,
+        keep: Option<&[SharedResource]>,
         revision: u64,
         out: &mut Output<DiscoveryResponse>,
     ) {
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
-        let t = &mut self.types[kind.index()];
+        let t = &self.types[kind.index()];
         let mut resources: Vec<_> = if t.wildcard {
             set.resources().iter().map(|r| r.to_any()).collect()
         } else {
@@ -169,6 +290,34 @@ impl SotwStream {
             resources.extend(keep.iter().map(|r| r.to_any()));
             version.push_str(TRANSITION);
         }
+        self.send(kind, set, version, resources, revision, out);
+    }
+
+    /// Sends `resources` of `set` (EDS, RDS, SDS: what changed or was requested).
+    fn respond_with(
+        &mut self,
+        kind: ResourceType,
+        set: &Arc<ResourceSet>,
+        resources: Vec<Any>,
+        revision: u64,
+        out: &mut Output<DiscoveryResponse>,
+    ) {
+        let version = set.version().to_string();
+        self.send(kind, set, version, resources, revision, out);
+    }
+
+    fn send(
+        &mut self,
+        kind: ResourceType,
+        set: &Arc<ResourceSet>,
+        version: String,
+        resources: Vec<Any>,
+        revision: u64,
+        out: &mut Output<DiscoveryResponse>,
+    ) {
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        let t = &mut self.types[kind.index()];
         t.dirty = false;
         t.last_nonce = nonce.clone();
         t.sent_version = Some(version.clone());
@@ -336,6 +485,74 @@ pub(crate) mod tests {
         assert_eq!(kinds(&out), vec![ResourceType::Endpoint]);
     }
 
+    fn names_in(r: &DiscoveryResponse) -> Vec<String> {
+        use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+        use prost::Message;
+        r.resources
+            .iter()
+            .map(|a| {
+                ClusterLoadAssignment::decode(a.value.as_slice())
+                    .unwrap()
+                    .cluster_name
+            })
+            .collect()
+    }
+
+    fn two_clusters(port: u32) -> Snapshot {
+        Snapshot::builder()
+            .cluster(&eds_cluster("c1"))
+            .endpoints(&cla("c1", port))
+            .cluster(&eds_cluster("c2"))
+            .endpoints(&cla("c2", 2000))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn eds_sends_only_changed_and_newly_requested_assignments() {
+        let mut s = SotwStream::default();
+        s.on_snapshot(published(1, two_clusters(1000)));
+        let out = s.on_request(req(ResourceType::Endpoint, &["c1", "c2"], ""));
+        assert_eq!(names_in(&out.responses[0]), ["c1", "c2"]);
+        let nonce = out.responses[0].nonce.clone();
+        s.on_request(req(ResourceType::Endpoint, &["c1", "c2"], &nonce));
+
+        // One assignment changed: only it is sent, at the new type version.
+        let p2 = published(2, two_clusters(1001));
+        let v2 = p2
+            .snapshot
+            .resources(ResourceType::Endpoint)
+            .version()
+            .to_string();
+        let out = s.on_snapshot(p2);
+        assert_eq!(out.responses.len(), 1);
+        assert_eq!(names_in(&out.responses[0]), ["c1"]);
+        assert_eq!(out.responses[0].version_info, v2);
+        let nonce = out.responses[0].nonce.clone();
+        let ack = s.on_request(req(ResourceType::Endpoint, &["c1", "c2"], &nonce));
+        assert!(ack.events.contains(&StreamEvent::Applied { revision: 2 }));
+
+        // Dropping and re-adding a name resends it although it did not change.
+        let out = s.on_request(req(ResourceType::Endpoint, &["c1"], &nonce));
+        assert!(names_in(&out.responses[0]).is_empty());
+        let nonce = out.responses[0].nonce.clone();
+        let out = s.on_request(req(ResourceType::Endpoint, &["c1", "c2"], &nonce));
+        assert_eq!(names_in(&out.responses[0]), ["c2"]);
+        let nonce = out.responses[0].nonce.clone();
+        s.on_request(req(ResourceType::Endpoint, &["c1", "c2"], &nonce));
+
+        // A change to an assignment the client did not ask for sends nothing,
+        // and the client counts as running the new revision.
+        let mut s1 = SotwStream::default();
+        s1.on_snapshot(published(1, two_clusters(1000)));
+        let out = s1.on_request(req(ResourceType::Endpoint, &["c2"], ""));
+        let nonce = out.responses[0].nonce.clone();
+        s1.on_request(req(ResourceType::Endpoint, &["c2"], &nonce));
+        let out = s1.on_snapshot(published(2, two_clusters(1001)));
+        assert!(out.responses.is_empty());
+        assert!(out.events.contains(&StreamEvent::Applied { revision: 2 }));
+    }
+
     #[test]
     fn stale_nonce_is_ignored() {
         let mut s = synced(published(1, basic(1000).build().unwrap()));
@@ -399,11 +616,11 @@ pub(crate) mod tests {
             .build()
             .unwrap();
         let out = s.on_snapshot(published(2, next));
+        // c1's assignment did not change: EDS has nothing to send.
         assert_eq!(
             kinds(&out),
             vec![
                 ResourceType::Cluster,
-                ResourceType::Endpoint,
                 ResourceType::Listener,
                 ResourceType::Cluster
             ]
@@ -414,6 +631,6 @@ pub(crate) mod tests {
             "transitional CDS keeps the removed cluster"
         );
         assert!(out.responses[0].version_info.ends_with(TRANSITION));
-        assert_eq!(out.responses[3].resources.len(), 1, "final CDS removes it");
+        assert_eq!(out.responses[2].resources.len(), 1, "final CDS removes it");
     }
 }
