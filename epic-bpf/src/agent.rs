@@ -8,7 +8,8 @@
 //!   ingress program passed up, feeds them to the verifier, and writes only
 //!   verified results into the tunnel map: `Learned`/`Rebound` set the
 //!   remote, `Expired` sets the tunnel back to pending (its packets are then
-//!   dropped as `drop_tunnel_pending`). Rejected hellos change nothing.
+//!   dropped as `drop_tunnel_pending`). Rejected hellos change nothing; they
+//!   are counted by reason in [`HelloStats`].
 //!
 //! Both loops run for a bounded time per call (`run_for`), so a caller (a
 //! binary's main loop, or a test) decides how long and how often.
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use epic_gue::HelloEvent;
 use epic_gue::hello::clock::MonotonicClock;
-use epic_gue::hello::{HelloSender, HelloVerifier, TunnelSlot};
+use epic_gue::hello::{HelloSender, HelloVerifier, RejectReason, TunnelSlot};
 
 use crate::{DataPath, Error};
 
@@ -65,11 +66,53 @@ pub fn apply_event(datapath: &mut DataPath, event: &HelloEvent) -> Result<(), Er
     }
 }
 
+/// How many hellos a [`GatewayHelloAgent`] handled, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HelloStats {
+    /// `Learned` events (first verified hello, or first after expiry).
+    pub learned: u64,
+    /// `Refreshed` events (same remote).
+    pub refreshed: u64,
+    /// `Rebound` events (the NAT mapping changed).
+    pub rebound: u64,
+    /// `Expired` events (hellos stopped).
+    pub expired: u64,
+    /// Rejected datagrams, all reasons.
+    pub rejected: u64,
+    /// Of the rejected: replays (a counter already accepted, or older).
+    pub replayed: u64,
+    /// Of the rejected: MACs that did not verify (forgeries, wrong keys).
+    pub bad_mac: u64,
+}
+
+impl HelloStats {
+    /// Counts one event.
+    pub fn record(&mut self, event: &HelloEvent) {
+        match event {
+            HelloEvent::Learned { .. } => self.learned += 1,
+            HelloEvent::Refreshed { .. } => self.refreshed += 1,
+            HelloEvent::Rebound { .. } => self.rebound += 1,
+            HelloEvent::Expired { .. } => self.expired += 1,
+            HelloEvent::Rejected { reason } => {
+                self.rejected += 1;
+                match reason {
+                    RejectReason::Replayed { .. } | RejectReason::Stale { .. } => {
+                        self.replayed += 1;
+                    }
+                    RejectReason::BadMac { .. } => self.bad_mac += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// Gateway side: verifies received hellos and programs the tunnel map.
 pub struct GatewayHelloAgent {
     socket: UdpSocket,
     verifier: HelloVerifier<Vec<TunnelSlot>>,
     clock: MonotonicClock,
+    stats: HelloStats,
 }
 
 impl std::fmt::Debug for GatewayHelloAgent {
@@ -77,6 +120,7 @@ impl std::fmt::Debug for GatewayHelloAgent {
         f.debug_struct("GatewayHelloAgent")
             .field("socket", &self.socket.local_addr().ok())
             .field("tunnels", &self.verifier.len())
+            .field("stats", &self.stats)
             .finish()
     }
 }
@@ -89,7 +133,13 @@ impl GatewayHelloAgent {
             socket,
             verifier,
             clock: MonotonicClock::new(),
+            stats: HelloStats::default(),
         }
+    }
+
+    /// What the agent has handled so far.
+    pub fn stats(&self) -> HelloStats {
+        self.stats
     }
 
     /// The verifier, to add or remove tunnels.
@@ -110,6 +160,7 @@ impl GatewayHelloAgent {
         loop {
             while let Some(event) = self.verifier.poll(self.clock.now()) {
                 apply_event(datapath, &event).map_err(Box::new)?;
+                self.stats.record(&event);
                 events.push(event);
             }
             let left = deadline.saturating_duration_since(StdInstant::now());
@@ -128,6 +179,7 @@ impl GatewayHelloAgent {
                         buf.get(..len).unwrap_or(&[]),
                     );
                     apply_event(datapath, &event).map_err(Box::new)?;
+                    self.stats.record(&event);
                     events.push(event);
                 }
                 Err(e)

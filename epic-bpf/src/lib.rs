@@ -30,10 +30,23 @@
 //! (TTL 64, DF), except the IPv6 outer UDP checksum, which is zero (RFC
 //! 6935/6936 tunnels; the receiver is always one of these programs).
 //!
-//! MTU: an encapsulated packet larger than the device MTU is dropped
-//! (`drop_too_big`); the programs clamp the MSS option of TCP SYN and SYN-ACK
-//! packets they encapsulate to what fits, so TCP never sends such packets.
-//! Oversized UDP datagrams are the sender's business (route MTU).
+//! MTU — the choice is **TCP MSS clamping, no ICMP**: every TCP SYN and
+//! SYN-ACK crossing the tunnel has its MSS option clamped at *both* ends, on
+//! encapsulation to what fits the sending uplink and on decapsulation to what
+//! fits the receiving uplink (its replies leave through it), so neither TCP
+//! end sends a segment that would not fit once encapsulated (IPv4 outer:
+//! MSS ≤ MTU − 36 − inner IP − 20; IPv6 outer: − 56). Anything that still
+//! would not fit the device MTU (non-TCP, or GSO segments) is dropped as
+//! `drop_too_big`; oversized UDP datagrams are the sender's business (route
+//! MTU). The uplinks' MTU must therefore be the path MTU: a narrower link
+//! *between* the two uplinks is not discovered (ICMP errors about outer
+//! packets are not translated for the inner senders). Uplinks are assumed to
+//! have an MTU of at least 1280; encapsulated packets up to that size skip
+//! the MTU check. Outer IPv4 headers with options are not decapsulated (the
+//! programs never send them).
+//!
+//! Reply flows are written to the LRU reply table only when new or moved to
+//! another tunnel, not on every packet.
 //!
 //! # Maps
 //!

@@ -1,350 +1,93 @@
-//! End to end through real namespaces: gateway ns ↔ NAT ns (nftables
-//! masquerade, no new connections inward) ↔ cluster-node ns ↔ pod ns. The
-//! cluster agent's hello opens the NAT mapping, the gateway agent verifies it
-//! and programs the tunnel, then TCP and UDP echo through the GUE tunnel.
+//! End to end through real namespaces (see `topology`): client ns → gateway
+//! ns (proxy stand-in relay) → NAT ns (nftables masquerade, no new
+//! connections inward) → cluster-node ns → pod ns (echo servers). The cluster
+//! agent's hello opens the NAT mapping, the gateway agent verifies it and
+//! programs the tunnel; the client's TCP and UDP then reach the pod through
+//! the relay and the GUE tunnel. Also: forged, replayed and misdirected
+//! messages, NAT rebinding, expiry, and a lower MTU on the cluster side.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
 
-use epic_bpf::agent::{ClusterHelloAgent, GatewayHelloAgent};
-use epic_bpf::{DataPath, Program};
 use epic_gue::hello::clock::{MonotonicClock, wall_clock_nanos};
-use epic_gue::hello::{
-    HelloKey, HelloSender, HelloVerifier, SenderConfig, TunnelConfig, VerifierConfig,
-};
-use epic_gue::maps::{Counter, EndpointKey, TUNNEL_VERIFIED, TunnelValue};
-use epic_gue::{GUE_PORT, HelloEvent, NodeId, TenantId, TunnelId};
-use epic_test_support::{Netns, require_root};
+use epic_gue::hello::{HelloKey, HelloSender, SenderConfig, VerifierConfig};
+use epic_gue::maps::{Counter, TUNNEL_PENDING, TUNNEL_VERIFIED};
+use epic_gue::{GUE_PORT, HelloEvent, RejectReason};
+use epic_test_support::require_root;
 
-const TUNNEL: TunnelId = TunnelId(42);
-const TCP_PORT: u16 = 7000;
-const UDP_PORT: u16 = 7001;
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+mod topology;
 
-struct Plan {
-    v6: bool,
-    gateway: &'static str,
-    nat_outside: &'static str,
-    nat_inside: &'static str,
-    node: &'static str,
-    node_pod_side: &'static str,
-    pod: &'static str,
-    prefix: u8,
-    pod_net: &'static str,
-}
+use topology::{Harness, NAT_PORTS, Options, Plan, TUNNEL, V4, V6, ip};
 
-const V4: Plan = Plan {
-    v6: false,
-    gateway: "198.51.100.1",
-    nat_outside: "198.51.100.254",
-    nat_inside: "192.0.2.254",
-    node: "192.0.2.1",
-    node_pod_side: "203.0.113.1",
-    pod: "203.0.113.10",
-    prefix: 24,
-    pod_net: "203.0.113.0/24",
-};
-
-const V6: Plan = Plan {
-    v6: true,
-    gateway: "2001:db8:1::1",
-    nat_outside: "2001:db8:1::fe",
-    nat_inside: "2001:db8:2::fe",
-    node: "2001:db8:2::1",
-    node_pod_side: "2001:db8:3::1",
-    pod: "2001:db8:3::10",
-    prefix: 64,
-    pod_net: "2001:db8:3::/64",
-};
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-struct Topology {
-    gw: Netns,
-    nat: Netns,
-    node: Netns,
-    pod: Netns,
-}
-
-fn topology(p: &Plan) -> Topology {
-    let t = Topology {
-        gw: Netns::new("e2e-gw").unwrap(),
-        nat: Netns::new("e2e-nat").unwrap(),
-        node: Netns::new("e2e-node").unwrap(),
-        pod: Netns::new("e2e-pod").unwrap(),
-    };
-    let cidr = |a: &str| format!("{a}/{}", p.prefix);
-    t.gw.add_veth("gw0", &t.nat, "nat0").unwrap();
-    t.nat.add_veth("nat1", &t.node, "node0").unwrap();
-    t.node.add_veth("podh", &t.pod, "pod0").unwrap();
-    t.gw.add_address("gw0", &cidr(p.gateway)).unwrap();
-    t.nat.add_address("nat0", &cidr(p.nat_outside)).unwrap();
-    t.nat.add_address("nat1", &cidr(p.nat_inside)).unwrap();
-    t.node.add_address("node0", &cidr(p.node)).unwrap();
-    t.node.add_address("podh", &cidr(p.node_pod_side)).unwrap();
-    t.pod.add_address("pod0", &cidr(p.pod)).unwrap();
-    let fam = if p.v6 { "-6" } else { "-4" };
-    // The gateway reaches pods only through the NAT (i.e. only through the tunnel).
-    t.gw.ip([fam, "route", "add", p.pod_net, "via", p.nat_outside])
-        .unwrap();
-    t.node
-        .ip([fam, "route", "add", "default", "via", p.nat_inside])
-        .unwrap();
-    t.pod
-        .ip([fam, "route", "add", "default", "via", p.node_pod_side])
-        .unwrap();
-    for ns in [&t.nat, &t.node] {
-        let key = if p.v6 {
-            "net.ipv6.conf.all.forwarding=1"
-        } else {
-            "net.ipv4.ip_forward=1"
-        };
-        ns.exec("sysctl", ["-qw", key]).unwrap();
-    }
-    let family = if p.v6 { "ip6" } else { "ip" };
-    let rules = format!(
-        "table {family} epic_nat {{\n\
-           chain post {{ type nat hook postrouting priority 100; oifname \"nat0\" meta l4proto udp masquerade to :20000-30000; oifname \"nat0\" masquerade; }}\n\
-           chain inward {{ type filter hook forward priority 0; policy accept;\n\
-             ct state established,related accept; iifname \"nat0\" drop; }}\n\
-         }}\n"
-    );
-    let path = std::env::temp_dir().join(format!("{}.nft", t.nat.name()));
-    std::fs::write(&path, rules).unwrap();
-    t.nat.exec("nft", ["-f", path.to_str().unwrap()]).unwrap();
-    let _ = std::fs::remove_file(&path);
-    t
-}
-
-fn run_tunnel(p: &Plan, name: &str) {
+fn echo_through_the_tunnel(p: &'static Plan, name: &str) {
     if !require_root(name) {
         return;
     }
-    let t = topology(p);
-    let key = HelloKey::new([9; 32]);
-    let node_id = NodeId::from_name("node-1");
-    let tenant = TenantId(3);
+    let mut h = Harness::new(p, Options::default());
+    let client = h.client_udp();
 
-    // Gateway: programs, tunnel pending, two endpoints (mark 0 = the proxy's scope).
-    let (mut gw_dp, gw_socket) =
-        t.gw.run_in(|| {
-            let mut dp = DataPath::load().unwrap();
-            dp.attach(Program::GatewayEgress, "gw0").unwrap();
-            dp.attach(Program::GatewayIngress, "gw0").unwrap();
-            let socket = UdpSocket::bind(SocketAddr::new(ip(p.gateway), GUE_PORT)).unwrap();
-            (dp, socket)
-        })
-        .unwrap();
-    gw_dp
-        .add_tunnel(
-            TUNNEL,
-            TunnelValue::pending(tenant, ip(p.gateway), GUE_PORT),
-        )
-        .unwrap();
-    gw_dp
-        .add_endpoint(EndpointKey::new(0, ip(p.pod), TCP_PORT, 6), TUNNEL)
-        .unwrap();
-    gw_dp
-        .add_endpoint(EndpointKey::new(0, ip(p.pod), UDP_PORT, 17), TUNNEL)
-        .unwrap();
-    let mut verifier = HelloVerifier::with_capacity(8, VerifierConfig::default());
-    verifier
-        .add_tunnel(&TunnelConfig::new(TUNNEL, key.clone(), tenant, node_id))
-        .unwrap();
-    let mut gw_agent = GatewayHelloAgent::new(gw_socket, verifier);
-
-    // Cluster node: programs, tunnel toward the gateway (known address, verified by configuration).
-    let (mut cl_dp, cl_socket) = t
-        .node
-        .run_in(|| {
-            let mut dp = DataPath::load().unwrap();
-            dp.attach(Program::ClusterIngress, "node0").unwrap();
-            dp.attach(Program::ClusterEgress, "node0").unwrap();
-            let socket = UdpSocket::bind(SocketAddr::new(ip(p.node), GUE_PORT)).unwrap();
-            (dp, socket)
-        })
-        .unwrap();
-    let value = TunnelValue::pending(tenant, ip(p.node), GUE_PORT)
-        .verified(ip(p.gateway), GUE_PORT)
-        .unwrap();
-    cl_dp.add_tunnel(TUNNEL, value).unwrap();
-    let clock = MonotonicClock::new();
-    let mut sender_cfg = SenderConfig::new(TUNNEL, key, tenant, node_id);
-    sender_cfg.interval = Duration::from_millis(500);
-    let sender = HelloSender::new(&sender_cfg, clock.now(), wall_clock_nanos());
-    let mut cl_agent = ClusterHelloAgent::new(
-        cl_socket,
-        SocketAddr::new(ip(p.gateway), GUE_PORT),
-        vec![sender],
-        clock,
-    );
-
-    // Pod: echo servers.
-    let (tcp_listener, udp_echo) = t
-        .pod
-        .run_in(|| {
-            (
-                TcpListener::bind(SocketAddr::new(ip(p.pod), TCP_PORT)).unwrap(),
-                UdpSocket::bind(SocketAddr::new(ip(p.pod), UDP_PORT)).unwrap(),
-            )
-        })
-        .unwrap();
-    let tcp_server = std::thread::spawn(move || {
-        let (mut conn, _) = tcp_listener.accept().unwrap();
-        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let mut buf = [0u8; 16384];
-        let mut echoed = 0usize;
-        loop {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => return echoed,
-                Ok(n) => {
-                    conn.write_all(&buf[..n]).unwrap();
-                    echoed += n;
-                }
-            }
-        }
-    });
-    udp_echo.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let udp_server = std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        let mut n_echoed = 0;
-        for _ in 0..6 {
-            let Ok((n, from)) = udp_echo.recv_from(&mut buf) else {
-                break;
-            };
-            udp_echo.send_to(&buf[..n], from).unwrap();
-            n_echoed += 1;
-        }
-        n_echoed
-    });
-
-    // The proxy stand-in's UDP socket, in the gateway namespace.
-    let udp_client =
-        t.gw.run_in(|| UdpSocket::bind(SocketAddr::new(ip(p.gateway), 0)).unwrap())
-            .unwrap();
-    udp_client
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let pod_udp = SocketAddr::new(ip(p.pod), UDP_PORT);
-
-    // 1. No verified remote yet: dropped with the reason, never sent in clear.
-    udp_client.send_to(b"too early", pod_udp).unwrap();
-    let mut buf = [0u8; 2048];
-    assert!(
-        udp_client.recv_from(&mut buf).is_err(),
-        "no answer before the hello"
-    );
+    // 1. No verified remote yet: the relay's datagram is dropped with the
+    //    reason, never sent in clear; the client hears nothing.
+    assert!(!h.udp_echo(&client, 1), "no answer before the hello");
     assert_eq!(
-        gw_dp.counter(Counter::DropTunnelPending).unwrap().packets,
+        h.gw_dp.counter(Counter::DropTunnelPending).unwrap().packets,
         1
     );
 
     // 2. The hello crosses the NAT; the gateway learns the mapping.
-    assert_eq!(cl_agent.send_due().unwrap(), 1);
-    let events = gw_agent
-        .run_for(&mut gw_dp, Duration::from_millis(500))
-        .unwrap();
-    let learned = match events.as_slice() {
-        [HelloEvent::Learned { tunnel, addr }] if *tunnel == TUNNEL => *addr,
-        other => panic!("expected one Learned event, got {other:?}"),
-    };
+    let learned = h.learn();
     assert_eq!(learned.ip(), ip(p.nat_outside), "the NAT's address");
     assert!(
-        (20000..=30000).contains(&learned.port()),
+        (NAT_PORTS.0..=NAT_PORTS.1).contains(&learned.port()),
         "the NAT's port: {learned}"
     );
-    let tunnel = gw_dp.tunnel(TUNNEL).unwrap().unwrap();
+    let tunnel = h.gw_dp.tunnel(TUNNEL).unwrap().unwrap();
     assert_eq!(tunnel.state, TUNNEL_VERIFIED);
     assert_eq!(tunnel.remote_port, learned.port().to_be_bytes());
 
-    // 3. UDP echo through the tunnel.
-    //    (Bounded retries: the first datagram may wait for neighbour discovery.)
-    let mut echoed = 0;
-    for attempt in 0..6u8 {
-        let msg = [attempt; 1000];
-        udp_client.send_to(&msg, pod_udp).unwrap();
-        if let Ok((n, from)) = udp_client.recv_from(&mut buf) {
-            // A late echo of an earlier attempt is as good.
-            assert_eq!((n, from), (msg.len(), pod_udp));
-            assert!(buf[0] <= attempt && buf[..n].iter().all(|b| *b == buf[0]));
-            echoed += 1;
-            if echoed == 2 {
-                break;
-            }
-        }
-    }
-    assert_eq!(echoed, 2, "UDP echo through the tunnel");
+    // 3. UDP and TCP (1 MB: segments that would not fit after encapsulation
+    //    without MSS clamping) from the client to the pod and back.
+    assert!(h.udp_echo(&client, 6), "UDP echo through the tunnel");
+    assert!(h.tcp_echo(1_000_000).unwrap(), "TCP echo matches");
 
-    // 4. TCP echo, 1 MB: the payload exceeds the MTU after encapsulation
-    //    without MSS clamping.
-    let mut stream = t
-        .gw
-        .run_in(|| TcpStream::connect_timeout(&SocketAddr::new(ip(p.pod), TCP_PORT), IO_TIMEOUT))
-        .unwrap()
-        .expect("TCP connect through the tunnel");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let mut reader = stream.try_clone().unwrap();
-    let expected = data.clone();
-    let reading = std::thread::spawn(move || {
-        let mut got = vec![0u8; expected.len()];
-        reader.read_exact(&mut got).map(|()| got == expected)
-    });
-    stream.write_all(&data).unwrap();
-    assert!(
-        reading.join().unwrap().expect("TCP echo read"),
-        "TCP echo matches"
-    );
-    stream.shutdown(std::net::Shutdown::Both).unwrap();
-    assert_eq!(tcp_server.join().unwrap(), data.len());
-
-    // 5. A forged hello (wrong key) changes nothing.
-    let forged_cfg = SenderConfig::new(TUNNEL, HelloKey::new([1; 32]), tenant, node_id);
+    // 4. A forged hello (wrong key, from the NAT's outside) changes nothing.
+    let forged_cfg =
+        SenderConfig::new(TUNNEL, HelloKey::new([1; 32]), h.hello.tenant, h.hello.node);
     let forger_clock = MonotonicClock::new();
     let start = forger_clock.now();
     let mut forger = HelloSender::new(&forged_cfg, start, wall_clock_nanos() + 1_000_000_000);
     let forged = forger.hello_now(start);
-    let forge_socket = t
+    let forge_socket = h
+        .topo
         .nat
         .run_in(|| UdpSocket::bind(SocketAddr::new(ip(p.nat_outside), 5555)).unwrap())
         .unwrap();
-    forge_socket
-        .send_to(forged.as_bytes(), SocketAddr::new(ip(p.gateway), GUE_PORT))
-        .unwrap();
-    let events = gw_agent
-        .run_for(&mut gw_dp, Duration::from_millis(300))
-        .unwrap();
+    let gateway = SocketAddr::new(ip(p.gateway), GUE_PORT);
+    forge_socket.send_to(forged.as_bytes(), gateway).unwrap();
+    let events = h.gateway_events(Duration::from_millis(300));
     assert!(
-        events
-            .iter()
-            .all(|e| matches!(e, HelloEvent::Rejected { .. }))
-            && !events.is_empty(),
+        matches!(
+            events.as_slice(),
+            [HelloEvent::Rejected {
+                reason: RejectReason::BadMac { .. }
+            }]
+        ),
         "{events:?}"
     );
-    assert_eq!(
-        gw_dp.tunnel(TUNNEL).unwrap().unwrap().remote_port,
-        learned.port().to_be_bytes()
-    );
+    assert_eq!(h.gw_agent.stats().bad_mac, 1);
+    assert_eq!(h.gw_dp.tunnel(TUNNEL).unwrap().unwrap(), tunnel);
 
-    // 6. GUE data for the tunnel from a wrong source is dropped and counted.
+    // 5. GUE data for the tunnel from a wrong source is dropped and counted.
     let mut data_msg = vec![0x01, if p.v6 { 41 } else { 4 }, 0x80, 0x00];
     data_msg.extend_from_slice(&TUNNEL.0.to_be_bytes());
     data_msg.extend_from_slice(&[0x45; 40]);
-    forge_socket
-        .send_to(&data_msg, SocketAddr::new(ip(p.gateway), GUE_PORT))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(gw_dp.counter(Counter::DropWrongSource).unwrap().packets, 1);
+    forge_socket.send_to(&data_msg, gateway).unwrap();
+    wait_for(|| h.gw_dp.counter(Counter::DropWrongSource).unwrap().packets == 1);
 
-    drop(udp_client);
-    assert!(udp_server.join().unwrap() >= 2);
-    let gw_enc = gw_dp.counter(Counter::Encapsulated).unwrap();
-    let gw_dec = gw_dp.counter(Counter::Decapsulated).unwrap();
-    let cl_enc = cl_dp.counter(Counter::Encapsulated).unwrap();
-    let cl_dec = cl_dp.counter(Counter::Decapsulated).unwrap();
+    let gw_enc = h.gw_dp.counter(Counter::Encapsulated).unwrap();
+    let gw_dec = h.gw_dp.counter(Counter::Decapsulated).unwrap();
+    let cl_enc = h.cl_dp.counter(Counter::Encapsulated).unwrap();
+    let cl_dec = h.cl_dp.counter(Counter::Decapsulated).unwrap();
     assert!(
         gw_enc.packets >= 4 && cl_dec.packets >= 4,
         "{gw_enc:?} {cl_dec:?}"
@@ -353,17 +96,232 @@ fn run_tunnel(p: &Plan, name: &str) {
         cl_enc.packets >= 4 && gw_dec.packets >= 4,
         "{cl_enc:?} {gw_dec:?}"
     );
-    assert!(!cl_dp.flows().unwrap().is_empty());
-    assert_eq!(gw_dp.counter(Counter::DropTooBig).unwrap().packets, 0);
-    drop(cl_agent);
+    assert!(!h.cl_dp.flows().unwrap().is_empty());
+    assert_eq!(h.gw_dp.counter(Counter::DropTooBig).unwrap().packets, 0);
+    assert_eq!(h.cl_dp.counter(Counter::DropTooBig).unwrap().packets, 0);
+}
+
+/// Polls `done` for up to 2 s.
+fn wait_for(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !done() {
+        assert!(Instant::now() < deadline, "condition not met within 2 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
-fn tcp_and_udp_echo_through_the_tunnel_and_a_nat_ipv4() {
-    run_tunnel(&V4, "tcp_and_udp_echo_through_the_tunnel_and_a_nat_ipv4");
+fn tcp_and_udp_echo_from_a_client_through_the_proxy_tunnel_and_nat_ipv4() {
+    echo_through_the_tunnel(
+        &V4,
+        "tcp_and_udp_echo_from_a_client_through_the_proxy_tunnel_and_nat_ipv4",
+    );
 }
 
 #[test]
-fn tcp_and_udp_echo_through_the_tunnel_and_a_nat_ipv6() {
-    run_tunnel(&V6, "tcp_and_udp_echo_through_the_tunnel_and_a_nat_ipv6");
+fn tcp_and_udp_echo_from_a_client_through_the_proxy_tunnel_and_nat_ipv6() {
+    echo_through_the_tunnel(
+        &V6,
+        "tcp_and_udp_echo_from_a_client_through_the_proxy_tunnel_and_nat_ipv6",
+    );
+}
+
+/// A valid hello, captured and sent again — from the node itself and from
+/// an on-path attacker's address — is rejected as `Replayed`, counted by the
+/// agent, and leaves the tunnel map as it was.
+#[test]
+fn a_replayed_hello_is_rejected_counted_and_changes_nothing() {
+    if !require_root("a_replayed_hello_is_rejected_counted_and_changes_nothing") {
+        return;
+    }
+    let mut h = Harness::new(&V4, Options::default());
+    let learned = h.learn();
+    let gateway = SocketAddr::new(ip(V4.gateway), GUE_PORT);
+
+    // A fresh, valid hello from the node's port 6080 (the same NAT mapping):
+    // its bytes are the capture.
+    let clock = MonotonicClock::new();
+    let mut sender = HelloSender::new(&h.hello, clock.now(), wall_clock_nanos());
+    let captured = sender.hello_now(clock.now()).as_bytes().to_vec();
+    h.node_socket.send_to(&captured, gateway).unwrap();
+    let events = h.gateway_events(Duration::from_millis(300));
+    assert_eq!(
+        events,
+        [HelloEvent::Refreshed {
+            tunnel: TUNNEL,
+            addr: learned
+        }]
+    );
+    let before = h.gw_dp.tunnel(TUNNEL).unwrap().unwrap();
+
+    // The same bytes again, from the node and from the NAT's outside address.
+    h.node_socket.send_to(&captured, gateway).unwrap();
+    let attacker = h
+        .topo
+        .nat
+        .run_in(|| UdpSocket::bind(SocketAddr::new(ip(V4.nat_outside), 5555)).unwrap())
+        .unwrap();
+    attacker.send_to(&captured, gateway).unwrap();
+    let events = h.gateway_events(Duration::from_millis(400));
+    assert_eq!(events.len(), 2, "{events:?}");
+    for event in &events {
+        assert!(
+            matches!(
+                event,
+                HelloEvent::Rejected {
+                    reason: RejectReason::Replayed { tunnel: TUNNEL, .. }
+                }
+            ),
+            "{event:?}"
+        );
+    }
+    let stats = h.gw_agent.stats();
+    assert_eq!((stats.rejected, stats.replayed), (2, 2), "{stats:?}");
+    assert_eq!(h.gw_dp.tunnel(TUNNEL).unwrap().unwrap(), before);
+    assert_eq!(before.remote_port, learned.port().to_be_bytes());
+
+    // Traffic still flows to the real mapping.
+    let client = h.client_udp();
+    assert!(h.udp_echo(&client, 6), "UDP echo after the replays");
+}
+
+/// The NAT forgets its mappings and masquerades onto another port range:
+/// the tunnel's packets go nowhere until the next hello, which the gateway
+/// reports as `Rebound` with the new port; traffic then resumes.
+#[test]
+fn traffic_resumes_after_a_nat_rebinding_with_the_next_hello() {
+    if !require_root("traffic_resumes_after_a_nat_rebinding_with_the_next_hello") {
+        return;
+    }
+    let mut h = Harness::new(&V4, Options::default());
+    let old = h.learn();
+    let client = h.client_udp();
+    assert!(h.udp_echo(&client, 6), "UDP echo before the rebinding");
+
+    const NEW_PORTS: (u16, u16) = (30001, 40000);
+    h.topo.set_nat_ports(NEW_PORTS);
+    h.topo.flush_nat_conntrack();
+    assert!(
+        !h.udp_echo(&client, 2),
+        "the old mapping is gone: nothing reaches the pod"
+    );
+
+    let events = h.hello_round();
+    let new = match events.as_slice() {
+        [
+            HelloEvent::Rebound {
+                tunnel: TUNNEL,
+                old: was,
+                new,
+            },
+        ] if *was == old => *new,
+        other => panic!("expected one Rebound from {old}, got {other:?}"),
+    };
+    assert_eq!(new.ip(), ip(V4.nat_outside));
+    assert!(
+        (NEW_PORTS.0..=NEW_PORTS.1).contains(&new.port()),
+        "the new NAT port: {new}"
+    );
+    assert_eq!(
+        h.gw_dp.tunnel(TUNNEL).unwrap().unwrap().remote_port,
+        new.port().to_be_bytes()
+    );
+    assert_eq!(h.gw_agent.stats().rebound, 1);
+    assert!(h.udp_echo(&client, 6), "UDP echo after the rebinding");
+    assert!(h.tcp_echo(100_000).unwrap(), "TCP echo after the rebinding");
+}
+
+/// Hellos stop: after the (short) lifetime the gateway expires the mapping,
+/// the tunnel is pending again and its packets are dropped as
+/// `drop_tunnel_pending`; the next hello brings it back.
+#[test]
+fn the_tunnel_expires_when_hellos_stop() {
+    if !require_root("the_tunnel_expires_when_hellos_stop") {
+        return;
+    }
+    let options = Options {
+        verifier: VerifierConfig {
+            interval: Duration::from_millis(200),
+            missed_intervals: 3,
+        },
+        ..Options::default()
+    };
+    let mut h = Harness::new(&V4, options);
+    let learned = h.learn();
+    let client = h.client_udp();
+    assert!(h.udp_echo(&client, 6), "UDP echo while hellos come");
+
+    // No hellos for longer than 3 × 200 ms.
+    let events = h.gateway_events(Duration::from_millis(900));
+    assert_eq!(
+        events,
+        [HelloEvent::Expired {
+            tunnel: TUNNEL,
+            addr: learned
+        }]
+    );
+    let tunnel = h.gw_dp.tunnel(TUNNEL).unwrap().unwrap();
+    assert_eq!(tunnel.state, TUNNEL_PENDING);
+    assert_eq!(tunnel.remote_port, [0, 0]);
+    let pending_before = h.gw_dp.counter(Counter::DropTunnelPending).unwrap();
+    let encapsulated_before = h.gw_dp.counter(Counter::Encapsulated).unwrap();
+    assert!(!h.udp_echo(&client, 2), "an expired tunnel carries nothing");
+    let pending_after = h.gw_dp.counter(Counter::DropTunnelPending).unwrap();
+    assert_eq!(pending_after.packets, pending_before.packets + 2);
+    assert_eq!(
+        h.gw_dp.counter(Counter::Encapsulated).unwrap(),
+        encapsulated_before,
+        "nothing sent after expiry"
+    );
+
+    // The next hello is a fresh start.
+    let events = h.hello_round();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [HelloEvent::Learned { tunnel: TUNNEL, .. }]
+        ),
+        "{events:?}"
+    );
+    assert!(h.udp_echo(&client, 6), "UDP echo after the next hello");
+}
+
+/// A 4 MB TCP transfer (and its echo) with a lower MTU on the NAT ↔
+/// cluster-node link completes, with no packet dropped as too big: the MSS
+/// of every SYN crossing the tunnel is clamped at both ends.
+fn large_transfer_with_a_lower_mtu(p: &'static Plan, mtu: u32, name: &str) {
+    if !require_root(name) {
+        return;
+    }
+    let options = Options {
+        cluster_mtu: Some(mtu),
+        ..Options::default()
+    };
+    let mut h = Harness::new(p, options);
+    h.learn();
+    let started = Instant::now();
+    assert!(h.tcp_echo(4 << 20).unwrap(), "4 MB TCP echo matches");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(h.gw_dp.counter(Counter::DropTooBig).unwrap().packets, 0);
+    assert_eq!(h.cl_dp.counter(Counter::DropTooBig).unwrap().packets, 0);
+    assert!(h.cl_dp.counter(Counter::Decapsulated).unwrap().bytes >= 4 << 20);
+    assert!(h.gw_dp.counter(Counter::Decapsulated).unwrap().bytes >= 4 << 20);
+}
+
+#[test]
+fn a_large_tcp_transfer_completes_with_a_lower_cluster_mtu_ipv4() {
+    large_transfer_with_a_lower_mtu(
+        &V4,
+        1280,
+        "a_large_tcp_transfer_completes_with_a_lower_cluster_mtu_ipv4",
+    );
+}
+
+#[test]
+fn a_large_tcp_transfer_completes_with_a_lower_cluster_mtu_ipv6() {
+    large_transfer_with_a_lower_mtu(
+        &V6,
+        1400,
+        "a_large_tcp_transfer_completes_with_a_lower_cluster_mtu_ipv6",
+    );
 }

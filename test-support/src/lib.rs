@@ -363,6 +363,33 @@ impl Drop for ChildGuard {
     }
 }
 
+impl Netns {
+    /// Starts a thread that enters this namespace and then runs `f`: the
+    /// long-lived counterpart of [`Netns::run_in`], for servers and relays.
+    /// Sockets made in `f` (and threads it starts) belong to the namespace.
+    pub fn spawn_thread<T, F>(&self, f: F) -> std::thread::JoinHandle<Result<T, Error>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let path = self.path();
+        let netns = self.name.clone();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).map_err(|e| Error::Setns {
+                netns: netns.clone(),
+                reason: e.to_string(),
+            })?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                Error::Setns {
+                    netns,
+                    reason: e.to_string(),
+                }
+            })?;
+            Ok(f())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,14 +17,23 @@
 //! may omit it; the receiving end is always one of these programs, which
 //! decapsulate before any UDP checksum check).
 //!
-//! MTU: a packet that would exceed the device MTU once encapsulated is dropped
-//! (`drop_too_big`, checked with `bpf_check_mtu`; GSO packets are re-segmented
-//! by the kernel with the reduced segment size); TCP SYN and SYN-ACK packets
-//! get their MSS option (when it is the first option, as Linux and most stacks
-//! send it) clamped to what fits, so TCP never produces such packets.
+//! MTU (TCP: MSS clamping, no ICMP): every TCP SYN and SYN-ACK that crosses
+//! the tunnel gets its MSS option (when it is the first option, as Linux and
+//! most stacks send it) clamped at *both* ends — when it is encapsulated, to
+//! what fits the sending uplink, and when it is decapsulated, to what fits
+//! the receiving uplink (the replies leave through it) — so neither TCP end
+//! ever sends a segment that does not fit once encapsulated. Anything that
+//! still would not fit the device MTU (non-TCP, or a GSO packet whose
+//! segments would not) is dropped as `drop_too_big`. A bottleneck between
+//! the two uplinks is not discovered (no ICMP translation): set the uplinks'
+//! MTU to the path MTU. Packets whose encapsulated size is at most 1280 bytes
+//! (the IPv6 minimum MTU; uplinks are assumed to have at least that) skip the
+//! MTU check.
 //!
-//! Every access is a bounds-checked `bpf_skb_load_bytes`/`store_bytes` on a
-//! fixed-size header; there are no loops.
+//! Headers are read straight from the linear packet data after a bounds
+//! check (`bpf_skb_load_bytes` only when the headers are not linear), and
+//! written with one `bpf_skb_store_bytes`; there are no loops. The reply
+//! table is written only when a flow is new or changed tunnel.
 
 #![no_std]
 #![no_main]
@@ -49,7 +58,11 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const TCP_SYN: u8 = 0x02;
 const UDP_HLEN: usize = 8;
+/// Encapsulated packets up to this size (without Ethernet) skip the MTU
+/// check: the IPv6 minimum link MTU, which every uplink is assumed to have.
+const MTU_CHECK_ABOVE: usize = 1280;
 /// GUE base word + tunnel id.
 const GUE_HLEN: usize = 8;
 const OUTER_TTL: u8 = 64;
@@ -178,6 +191,39 @@ fn count(counter: Counter, bytes: u32) {
     }
 }
 
+/// Reads `N` bytes at `off`: straight from the linear packet data when it
+/// holds them (the common case), else with `bpf_skb_load_bytes`.
+///
+/// `off` must be a compile-time constant after inlining: the verifier only
+/// accepts the bounds check on a packet pointer with a constant offset
+/// (variable offsets, e.g. IPv4 options, use `ctx.load` instead).
+#[inline(always)]
+fn read<const N: usize>(ctx: &TcContext, off: usize) -> Option<[u8; N]> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + N <= end {
+        // SAFETY: `[start + off, start + off + N)` lies inside the linear
+        // packet data (checked just above, as the verifier requires), which
+        // stays valid until a helper changes the packet; the bytes are
+        // copied out at once and have no alignment requirement.
+        Some(unsafe { core::ptr::read_unaligned((start + off) as *const [u8; N]) })
+    } else {
+        ctx.load(off).ok()
+    }
+}
+
+/// The device MTU as `bpf_check_mtu` sees it (`mtu`), and whether the packet
+/// grown by `grow` bytes fits it (GSO packets always "fit" here: their
+/// segments are checked by the caller).
+#[inline(always)]
+fn check_mtu(ctx: &TcContext, grow: usize) -> (u32, bool) {
+    let mut mtu: u32 = 0;
+    // SAFETY: the context pointer is the program's own skb; `mtu` is a valid
+    // stack slot the helper writes the MTU into.
+    let verdict = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), 0, &mut mtu, grow as i32, 0) };
+    (mtu, verdict == 0)
+}
+
 /// An IP packet's identity, as the tables key it.
 struct Ip {
     family: u8,
@@ -190,6 +236,10 @@ struct Ip {
     l4: usize,
     /// IP header length.
     ip_len: usize,
+    /// L4 header length (TCP data offset, or 8 for UDP).
+    l4_len: usize,
+    /// TCP flags (0 for UDP).
+    tcp_flags: u8,
 }
 
 /// Parses an IPv4/IPv6 + TCP/UDP packet at `off` (ethertype from the frame
@@ -197,7 +247,7 @@ struct Ip {
 /// else (other protocols, IPv6 extension headers, non-first fragments).
 #[inline(always)]
 fn parse_ip(ctx: &TcContext, off: usize) -> Option<Ip> {
-    let first: u8 = ctx.load(off).ok()?;
+    let [first] = read::<1>(ctx, off)?;
     let mut ip = Ip {
         family: 0,
         src: [0; 16],
@@ -207,10 +257,12 @@ fn parse_ip(ctx: &TcContext, off: usize) -> Option<Ip> {
         dst_port: [0; 2],
         l4: 0,
         ip_len: 0,
+        l4_len: UDP_HLEN,
+        tcp_flags: 0,
     };
     match first >> 4 {
         4 => {
-            let h: [u8; 20] = ctx.load(off).ok()?;
+            let h = read::<20>(ctx, off)?;
             let ihl = usize::from(h[0] & 0x0f) * 4;
             if ihl < 20 || (u16::from_be_bytes([h[6], h[7]]) & 0x1fff) != 0 {
                 return None;
@@ -222,7 +274,7 @@ fn parse_ip(ctx: &TcContext, off: usize) -> Option<Ip> {
             ip.ip_len = ihl;
         }
         6 => {
-            let h: [u8; 40] = ctx.load(off).ok()?;
+            let h = read::<40>(ctx, off)?;
             ip.family = FAMILY_IPV6;
             ip.protocol = h[6];
             ip.src.copy_from_slice(&h[8..24]);
@@ -234,17 +286,33 @@ fn parse_ip(ctx: &TcContext, off: usize) -> Option<Ip> {
     if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
         return None;
     }
-    ip.l4 = off + ip.ip_len;
-    let ports: [u8; 4] = ctx.load(ip.l4).ok()?;
-    ip.src_port = [ports[0], ports[1]];
-    ip.dst_port = [ports[2], ports[3]];
+    // Ports and TCP flags: bytes 0..14 of the L4 header (a UDP header has 8,
+    // so read 4 there).
+    let mut l4 = [0u8; 14];
+    if ip.ip_len == 20 || ip.ip_len == 40 {
+        // A constant offset in each inlined copy.
+        ip.l4 = off + if ip.family == FAMILY_IPV4 { 20 } else { 40 };
+        if ip.protocol == IPPROTO_TCP {
+            l4 = read::<14>(ctx, ip.l4)?;
+        } else {
+            l4[..4].copy_from_slice(&read::<4>(ctx, ip.l4)?);
+        }
+    } else {
+        // IPv4 options: a variable offset, the helper reads it.
+        ip.l4 = off + ip.ip_len;
+        if ip.protocol == IPPROTO_TCP {
+            l4 = ctx.load(ip.l4).ok()?;
+        } else {
+            l4[..4].copy_from_slice(&ctx.load::<[u8; 4]>(ip.l4).ok()?);
+        }
+    }
+    ip.src_port = [l4[0], l4[1]];
+    ip.dst_port = [l4[2], l4[3]];
+    if ip.protocol == IPPROTO_TCP {
+        ip.l4_len = usize::from(l4[12] >> 4) * 4;
+        ip.tcp_flags = l4[13];
+    }
     Some(ip)
-}
-
-#[inline(always)]
-fn ethertype(ctx: &TcContext) -> Option<u16> {
-    let t: [u8; 2] = ctx.load(12).ok()?;
-    Some(u16::from_be_bytes(t))
 }
 
 /// Encapsulates into `tunnel_id` or drops with the reason.
@@ -280,20 +348,25 @@ fn encapsulate(ctx: &TcContext, inner: &Ip, tunnel_id: u32) -> Result<(), Counte
     };
     let room = outer_ip_len + UDP_HLEN + GUE_HLEN;
 
-    // MTU: the encapsulated packet must fit the device.
-    let mut mtu: u32 = 0;
-    // SAFETY: the context pointer is the program's own skb; `mtu` is a valid
-    // stack slot the helper writes the MTU into.
-    let verdict = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), 0, &mut mtu, room as i32, 0) };
-    if verdict != 0 {
-        return Err(Counter::DropTooBig);
-    }
-    if inner.protocol == IPPROTO_TCP {
-        clamp_mss(
-            ctx,
-            inner,
-            mtu.saturating_sub((room + inner.ip_len + 20) as u32),
-        );
+    // MTU: the encapsulated packet must fit the device; SYNs learn what fits.
+    let syn = inner.tcp_flags & TCP_SYN != 0;
+    // SAFETY: reading the `gso_size` field of the context the kernel gave us.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size } as usize;
+    let grown = ctx.len() as usize - ETH_HLEN + room;
+    if syn || gso_size != 0 || grown > MTU_CHECK_ABOVE {
+        let (mtu, fits) = check_mtu(ctx, room);
+        let mtu = mtu as usize;
+        let fits = if gso_size != 0 {
+            gso_size + inner.ip_len + inner.l4_len + room <= mtu
+        } else {
+            fits
+        };
+        if !fits {
+            return Err(Counter::DropTooBig);
+        }
+        if syn {
+            clamp_mss(ctx, inner, mtu.saturating_sub(room + inner.ip_len + 20));
+        }
     }
 
     let flags = u64::from(BPF_F_ADJ_ROOM_ENCAP_L4_UDP)
@@ -323,47 +396,43 @@ fn encapsulate(ctx: &TcContext, inner: &Ip, tunnel_id: u32) -> Result<(), Counte
         id[2],
         id[3],
     ];
+    // One store from the ethertype on: it changes when the families differ.
     if t.family == FAMILY_IPV4 {
         let udp_len = (total - 20) as u16;
-        let mut h = [0u8; 36];
-        h[0] = 0x45;
-        h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        h[6] = 0x40; // don't fragment
-        h[8] = OUTER_TTL;
-        h[9] = IPPROTO_UDP;
-        h[12..16].copy_from_slice(&t.local_addr[..4]);
-        h[16..20].copy_from_slice(&t.remote_addr[..4]);
-        let csum = ipv4_checksum(&h);
-        h[10..12].copy_from_slice(&csum.to_be_bytes());
-        h[20..22].copy_from_slice(&t.local_port);
-        h[22..24].copy_from_slice(&t.remote_port);
-        h[24..26].copy_from_slice(&udp_len.to_be_bytes());
-        h[28..36].copy_from_slice(&gue);
-        ctx.store(ETH_HLEN, &h, 0)
+        let mut h = [0u8; 2 + 36];
+        h[..2].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        let ip = &mut h[2..];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        ip[6] = 0x40; // don't fragment
+        ip[8] = OUTER_TTL;
+        ip[9] = IPPROTO_UDP;
+        ip[12..16].copy_from_slice(&t.local_addr[..4]);
+        ip[16..20].copy_from_slice(&t.remote_addr[..4]);
+        let csum = ipv4_checksum(ip);
+        ip[10..12].copy_from_slice(&csum.to_be_bytes());
+        ip[20..22].copy_from_slice(&t.local_port);
+        ip[22..24].copy_from_slice(&t.remote_port);
+        ip[24..26].copy_from_slice(&udp_len.to_be_bytes());
+        ip[28..36].copy_from_slice(&gue);
+        ctx.store(12, &h, 0)
             .map_err(|_| Counter::DropHelperFailed)?;
     } else {
         let udp_len = (total - 40) as u16;
-        let mut h = [0u8; 56];
-        h[0] = 0x60;
-        h[4..6].copy_from_slice(&udp_len.to_be_bytes());
-        h[6] = IPPROTO_UDP;
-        h[7] = OUTER_TTL;
-        h[8..24].copy_from_slice(&t.local_addr);
-        h[24..40].copy_from_slice(&t.remote_addr);
-        h[40..42].copy_from_slice(&t.local_port);
-        h[42..44].copy_from_slice(&t.remote_port);
-        h[44..46].copy_from_slice(&udp_len.to_be_bytes());
-        h[48..56].copy_from_slice(&gue);
-        ctx.store(ETH_HLEN, &h, 0)
-            .map_err(|_| Counter::DropHelperFailed)?;
-    }
-    if t.family != inner.family {
-        let outer_type = if t.family == FAMILY_IPV4 {
-            ETH_P_IP
-        } else {
-            ETH_P_IPV6
-        };
-        ctx.store(12, &outer_type.to_be_bytes(), 0)
+        let mut h = [0u8; 2 + 56];
+        h[..2].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+        let ip = &mut h[2..];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
+        ip[6] = IPPROTO_UDP;
+        ip[7] = OUTER_TTL;
+        ip[8..24].copy_from_slice(&t.local_addr);
+        ip[24..40].copy_from_slice(&t.remote_addr);
+        ip[40..42].copy_from_slice(&t.local_port);
+        ip[42..44].copy_from_slice(&t.remote_port);
+        ip[44..46].copy_from_slice(&udp_len.to_be_bytes());
+        ip[48..56].copy_from_slice(&gue);
+        ctx.store(12, &h, 0)
             .map_err(|_| Counter::DropHelperFailed)?;
     }
     Ok(())
@@ -371,7 +440,8 @@ fn encapsulate(ctx: &TcContext, inner: &Ip, tunnel_id: u32) -> Result<(), Counte
 
 /// Clamps the MSS option of a SYN (when it is the first option) to `max`.
 #[inline(always)]
-fn clamp_mss(ctx: &TcContext, inner: &Ip, max: u32) {
+fn clamp_mss(ctx: &TcContext, inner: &Ip, max: usize) {
+    // SYNs only: the helper is fine here (and takes the variable offset).
     let Ok(tcp) = ctx.load::<[u8; 24]>(inner.l4) else {
         return;
     };
@@ -381,7 +451,7 @@ fn clamp_mss(ctx: &TcContext, inner: &Ip, max: u32) {
         return;
     }
     let mss = u16::from_be_bytes([tcp[22], tcp[23]]);
-    if u32::from(mss) <= max || max == 0 {
+    if usize::from(mss) <= max || max == 0 {
         return;
     }
     let new = max as u16;
@@ -396,7 +466,7 @@ fn clamp_mss(ctx: &TcContext, inner: &Ip, max: u32) {
 }
 
 #[inline(always)]
-fn ipv4_checksum(h: &[u8; 36]) -> u16 {
+fn ipv4_checksum(h: &[u8]) -> u16 {
     let mut sum = 0u32;
     let mut i = 0;
     while i < 20 {
@@ -428,48 +498,57 @@ fn decap_verdict(ctx: &TcContext, record_flow: bool) -> i32 {
 /// `Ok(None)`: not GUE, passed; `Ok(Some(counter))`: passed/decapsulated.
 #[inline(always)]
 fn decapsulate(ctx: &TcContext, record_flow: bool) -> Result<Option<Counter>, Counter> {
-    let Some(ethertype) = ethertype(ctx) else {
+    let Some(ethertype) = read::<2>(ctx, 12) else {
         return Ok(None);
     };
     let mut src = [0u8; 16];
-    let (outer_family, ip_len) = match ethertype {
+    match u16::from_be_bytes(ethertype) {
         ETH_P_IP => {
-            let Ok(h) = ctx.load::<[u8; 20]>(ETH_HLEN) else {
+            let Some(h) = read::<20>(ctx, ETH_HLEN) else {
                 return Ok(None);
             };
-            let ihl = usize::from(h[0] & 0x0f) * 4;
-            if h[0] >> 4 != 4
-                || ihl < 20
+            // Outer headers with IPv4 options are not ours (the programs
+            // never send them): passed up, where no data socket waits.
+            if h[0] != 0x45
                 || h[9] != IPPROTO_UDP
                 || (u16::from_be_bytes([h[6], h[7]]) & 0x3fff) != 0
             {
                 return Ok(None);
             }
             src[..4].copy_from_slice(&h[12..16]);
-            (FAMILY_IPV4, ihl)
+            decapsulate_udp::<20>(ctx, FAMILY_IPV4, &src, record_flow)
         }
         ETH_P_IPV6 => {
-            let Ok(h) = ctx.load::<[u8; 40]>(ETH_HLEN) else {
+            let Some(h) = read::<40>(ctx, ETH_HLEN) else {
                 return Ok(None);
             };
             if h[6] != IPPROTO_UDP {
                 return Ok(None);
             }
             src.copy_from_slice(&h[8..24]);
-            (FAMILY_IPV6, 40)
+            decapsulate_udp::<40>(ctx, FAMILY_IPV6, &src, record_flow)
         }
-        _ => return Ok(None),
-    };
-    let udp_off = ETH_HLEN + ip_len;
-    let Ok(udp) = ctx.load::<[u8; 8]>(udp_off) else {
+        _ => Ok(None),
+    }
+}
+
+/// The rest of [`decapsulate`] after an outer IP header of `IP_LEN` bytes
+/// (a constant, so every header offset below is one).
+#[inline(always)]
+fn decapsulate_udp<const IP_LEN: usize>(
+    ctx: &TcContext,
+    outer_family: u8,
+    src: &[u8; 16],
+    record_flow: bool,
+) -> Result<Option<Counter>, Counter> {
+    let udp_off = ETH_HLEN + IP_LEN;
+    let Some(udp) = read::<8>(ctx, udp_off) else {
         return Ok(None);
     };
     if u16::from_be_bytes([udp[2], udp[3]]) != GUE_PORT {
         return Ok(None);
     }
-    let gue: [u8; 8] = ctx
-        .load(udp_off + UDP_HLEN)
-        .map_err(|_| Counter::DropMalformed)?;
+    let gue = read::<8>(ctx, udp_off + UDP_HLEN).ok_or(Counter::DropMalformed)?;
     if gue[0] >> 6 != 0 {
         return Err(Counter::DropMalformed);
     }
@@ -493,28 +572,22 @@ fn decapsulate(ctx: &TcContext, record_flow: bool) -> Result<Option<Counter>, Co
     if t.state != TUNNEL_VERIFIED {
         return Err(Counter::DropTunnelPending);
     }
-    if t.family != outer_family || t.remote_addr != src || t.remote_port != [udp[0], udp[1]] {
+    if t.family != outer_family || t.remote_addr != *src || t.remote_port != [udp[0], udp[1]] {
         return Err(Counter::DropWrongSource);
     }
-    let room = ip_len + UDP_HLEN + GUE_HLEN;
-    if record_flow {
-        if let Some(request) = parse_ip(ctx, ETH_HLEN + room) {
-            let key = FlowKey {
-                src_addr: request.dst,
-                dst_addr: request.src,
-                src_port: request.dst_port,
-                dst_port: request.src_port,
-                protocol: request.protocol,
-                family: request.family,
-                _reserved: [0; 2],
-            };
-            let value = FlowValue {
-                tunnel_id,
-                _reserved: 0,
-            };
-            // A full LRU evicts the oldest flow; a failure only loses the
-            // reply path of this flow, the request is still delivered.
-            let _ = REPLIES.insert(&key, &value, 0);
+    let room = IP_LEN + UDP_HLEN + GUE_HLEN;
+    if let Some(inner) = parse_ip(ctx, ETH_HLEN + room) {
+        if inner.tcp_flags & TCP_SYN != 0 {
+            // Replies leave through this device, encapsulated the same way.
+            let (mtu, _) = check_mtu(ctx, 0);
+            clamp_mss(
+                ctx,
+                &inner,
+                (mtu as usize).saturating_sub(room + inner.ip_len + 20),
+            );
+        }
+        if record_flow {
+            record_reply_flow(&inner, tunnel_id);
         }
     }
     let flags = match (outer_family, inner_family) {
@@ -534,6 +607,34 @@ fn decapsulate(ctx: &TcContext, record_flow: bool) -> Result<Option<Counter>, Co
             .map_err(|_| Counter::DropHelperFailed)?;
     }
     Ok(Some(Counter::Decapsulated))
+}
+
+/// Records the reply flow of `request` (pod → proxy) with its tunnel,
+/// unless it is already there with that tunnel (no LRU update per packet).
+#[inline(always)]
+fn record_reply_flow(request: &Ip, tunnel_id: u32) {
+    let key = FlowKey {
+        src_addr: request.dst,
+        dst_addr: request.src,
+        src_port: request.dst_port,
+        dst_port: request.src_port,
+        protocol: request.protocol,
+        family: request.family,
+        _reserved: [0; 2],
+    };
+    if let Some(known) = REPLIES.get_ptr(&key) {
+        // SAFETY: valid pointer from a successful lookup; one u32 read.
+        if unsafe { (*known).tunnel_id } == tunnel_id {
+            return;
+        }
+    }
+    let value = FlowValue {
+        tunnel_id,
+        _reserved: 0,
+    };
+    // A full LRU evicts the oldest flow; a failure only loses the reply
+    // path of this flow, the request is still delivered.
+    let _ = REPLIES.insert(&key, &value, 0);
 }
 
 #[cfg(not(test))]
