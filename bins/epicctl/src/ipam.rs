@@ -3,11 +3,12 @@
 //! The file formats are documented in the `epic_ipam` crate docs.
 
 use std::error::Error;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use epic_ipam::{Allocator, Family, PlanFile, PoolFile, PoolSet};
+
+use crate::input::problem;
 
 /// IPAM subcommands.
 #[derive(Debug, Subcommand)]
@@ -24,28 +25,6 @@ pub enum IpamCommand {
         /// The plan file (YAML, `steps:` list).
         requests: PathBuf,
     },
-}
-
-/// A problem with one input file: names the file, then says what is wrong.
-#[derive(Debug)]
-struct FileProblem {
-    path: PathBuf,
-    message: String,
-}
-
-impl fmt::Display for FileProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
-    }
-}
-
-impl Error for FileProblem {}
-
-fn problem(path: &Path, message: impl fmt::Display) -> Box<dyn Error> {
-    Box::new(FileProblem {
-        path: path.to_owned(),
-        message: message.to_string(),
-    })
 }
 
 fn read(path: &Path) -> Result<String, Box<dyn Error>> {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod gue;
+mod input;
 mod ipam;
 mod render;
 mod route;

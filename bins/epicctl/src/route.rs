@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::error::Error;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+
+use crate::input::problem;
 use epic_route::{
     Bird, BirdConfig, DEFAULT_PROTOCOL, DEFAULT_TABLE, RouteConfig, RouteProgrammer, RouteTarget,
     Target,
@@ -36,28 +37,6 @@ pub enum RouteCommand {
         #[arg(long)]
         check: bool,
     },
-}
-
-/// A problem with the input file: names the file, then says what is wrong.
-#[derive(Debug)]
-struct FileProblem {
-    path: PathBuf,
-    message: String,
-}
-
-impl fmt::Display for FileProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
-    }
-}
-
-impl Error for FileProblem {}
-
-fn problem(path: &Path, message: impl fmt::Display) -> Box<dyn Error> {
-    Box::new(FileProblem {
-        path: path.to_owned(),
-        message: message.to_string(),
-    })
 }
 
 /// Runs one `epicctl route` subcommand.
