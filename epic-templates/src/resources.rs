@@ -25,6 +25,40 @@ pub struct EnvoyResources {
 }
 
 impl EnvoyResources {
+    /// Decodes rendered template text (YAML or JSON): a mapping with up to
+    /// four resource lists, as [`from_json`](Self::from_json) describes.
+    /// YAML errors carry the rendered line and column, decoding errors the
+    /// field path.
+    ///
+    /// Documents in the subset of YAML and of the proto3 JSON mapping that
+    /// templates produce are decoded by a single-pass fast path (straight to
+    /// the protobuf encoding); anything else, and every error, is decided
+    /// by the reference path (`serde_yaml_ng`, then prost-reflect), so the
+    /// result is the same either way.
+    pub fn from_text(template: &str, text: &str) -> Result<Self, TemplateError> {
+        match crate::fast::decode(text) {
+            Some(resources) => Ok(resources),
+            None => Self::from_text_reference(template, text),
+        }
+    }
+
+    /// Only the fast path of [`from_text`](Self::from_text): `None` when the
+    /// text is outside its subset or does not decode. For tests that check
+    /// the built-in templates stay on the fast path.
+    #[doc(hidden)]
+    pub fn from_text_fast(text: &str) -> Option<Self> {
+        crate::fast::decode(text)
+    }
+
+    /// [`from_text`](Self::from_text) without the fast path: `serde_yaml_ng`
+    /// into a JSON value, then [`from_json`](Self::from_json). For
+    /// differential tests and fuzzing.
+    #[doc(hidden)]
+    pub fn from_text_reference(template: &str, text: &str) -> Result<Self, TemplateError> {
+        let document = crate::render::parse_document(template, text)?;
+        Self::from_json(template, &document)
+    }
+
     /// Decodes a rendered document (a mapping with the four resource lists,
     /// each optional) with the canonical proto3 JSON mapping. Unknown keys,
     /// unknown fields, wrong types, out-of-range numbers and unknown `@type`

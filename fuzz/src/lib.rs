@@ -7,6 +7,7 @@
 
 pub mod gue;
 pub mod ipam;
+pub mod templates;
 
 /// A fuzz entry point: takes arbitrary bytes, must never panic.
 pub type Target = fn(&[u8]);
@@ -16,4 +17,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("gue_packet", gue::gue_packet),
     ("gue_hello", gue::gue_hello),
     ("ipam_pool_set", ipam::ipam_pool_set),
+    ("templates_render", templates::templates_render),
 ];
