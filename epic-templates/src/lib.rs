@@ -199,5 +199,5 @@ pub mod validate;
 pub use builtin::{BUILTIN_TEMPLATES, builtin_source};
 pub use context::*;
 pub use error::{ResourceKind, TemplateError};
-pub use render::{GatewayTemplate, Rendered, Renderer};
+pub use render::{GatewayTemplate, RENDER_FUEL, Rendered, Renderer};
 pub use resources::{EnvoyResources, to_yaml};

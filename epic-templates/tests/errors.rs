@@ -434,3 +434,16 @@ proptest! {
         assert_not_injectable(&value);
     }
 }
+
+#[test]
+fn a_runaway_template_runs_out_of_fuel_instead_of_stalling() {
+    // 10^10 loop iterations: without a budget this would run for hours.
+    let err = render_custom(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}listeners: []\n",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, TemplateError::Render { message, .. } if message.contains("fuel")),
+        "{err}"
+    );
+}
