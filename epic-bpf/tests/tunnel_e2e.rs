@@ -29,10 +29,14 @@ fn echo_through_the_tunnel(p: &'static Plan, name: &str) {
     // 1. No verified remote yet: the relay's datagram is dropped with the
     //    reason, never sent in clear; the client hears nothing.
     assert!(!h.udp_echo(&client, 1), "no answer before the hello");
-    assert_eq!(
-        h.gw_dp.counter(Counter::DropTunnelPending).unwrap().packets,
-        1
-    );
+    // The relay forwards asynchronously (and the first packet may wait for
+    // neighbour resolution): wait, bounded, for the drop to be counted.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let pending_drops = || h.gw_dp.counter(Counter::DropTunnelPending).unwrap().packets;
+    while pending_drops() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pending_drops(), 1);
 
     // 2. The hello crosses the NAT; the gateway learns the mapping.
     let learned = h.learn();

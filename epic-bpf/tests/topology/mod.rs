@@ -301,16 +301,21 @@ fn accept_loop(
 /// The pod's TCP and UDP echo servers.
 pub fn echo_servers(t: &Topology, p: &Plan) -> (Worker, Worker) {
     let tcp_addr = p.pod_addr(TCP_PORT);
+    // Sockets are bound before the workers start, so nothing sent right
+    // after the harness is built can find a closed port.
+    let listener = t
+        .pod
+        .run_in(|| TcpListener::bind(tcp_addr).unwrap())
+        .unwrap();
     let tcp = Worker::start(&t.pod, move |stop| {
-        let listener = TcpListener::bind(tcp_addr).unwrap();
         accept_loop(listener, stop, |conn| {
             let back = conn.try_clone().unwrap();
             pump(conn, back);
         });
     });
     let udp_addr = p.pod_addr(UDP_PORT);
+    let socket = t.pod.run_in(|| UdpSocket::bind(udp_addr).unwrap()).unwrap();
     let udp = Worker::start(&t.pod, move |stop| {
-        let socket = UdpSocket::bind(udp_addr).unwrap();
         socket.set_read_timeout(Some(POLL)).unwrap();
         let mut buf = [0u8; 65536];
         while !stop.load(Ordering::Relaxed) {
@@ -328,8 +333,8 @@ pub fn echo_servers(t: &Topology, p: &Plan) -> (Worker, Worker) {
 pub fn proxy_relays(t: &Topology, p: &Plan) -> (Worker, Worker) {
     let front = p.front_addr(TCP_PORT);
     let upstream = p.pod_addr(TCP_PORT);
+    let listener = t.gw.run_in(|| TcpListener::bind(front).unwrap()).unwrap();
     let tcp = Worker::start(&t.gw, move |stop| {
-        let listener = TcpListener::bind(front).unwrap();
         accept_loop(listener, stop, move |client| {
             // This thread was started by the relay's, so it is in the gateway namespace.
             let Ok(pod) = TcpStream::connect_timeout(&upstream, IO_TIMEOUT) else {
@@ -345,19 +350,24 @@ pub fn proxy_relays(t: &Topology, p: &Plan) -> (Worker, Worker) {
     });
     let udp_front = p.front_addr(UDP_PORT);
     let udp_pod = p.pod_addr(UDP_PORT);
+    let (front, upstream) =
+        t.gw.run_in(|| {
+            let front = UdpSocket::bind(udp_front).unwrap();
+            let local = SocketAddr::new(
+                if udp_pod.is_ipv6() {
+                    ip("::")
+                } else {
+                    ip("0.0.0.0")
+                },
+                0,
+            );
+            let upstream = UdpSocket::bind(local).unwrap();
+            upstream.connect(udp_pod).unwrap();
+            (front, upstream)
+        })
+        .unwrap();
     let udp = Worker::start(&t.gw, move |stop| {
-        let front = UdpSocket::bind(udp_front).unwrap();
         front.set_read_timeout(Some(POLL)).unwrap();
-        let local = SocketAddr::new(
-            if udp_pod.is_ipv6() {
-                ip("::")
-            } else {
-                ip("0.0.0.0")
-            },
-            0,
-        );
-        let upstream = UdpSocket::bind(local).unwrap();
-        upstream.connect(udp_pod).unwrap();
         upstream
             .set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
