@@ -295,6 +295,26 @@ pub struct GuePacket<T> {
     buffer: T,
 }
 
+/// Checks that `data` starts a variant-0 header and returns its first byte;
+/// reports an empty buffer, version 1 (direct IP encapsulation) and unknown
+/// variants.
+#[inline(always)]
+fn check_variant(data: &[u8]) -> Result<u8, WireError> {
+    let Some(&first) = data.first() else {
+        return Err(WireError::Truncated {
+            needed: BASE_HEADER_LEN,
+            got: 0,
+        });
+    };
+    match first >> 6 {
+        0 => Ok(first),
+        1 => Err(WireError::Version1 {
+            ip_version: first >> 4,
+        }),
+        variant => Err(WireError::BadVariant { variant }),
+    }
+}
+
 impl<T: AsRef<[u8]>> GuePacket<T> {
     /// Wraps a buffer without checks (for emitting into a buffer sized with
     /// [`GueRepr::buffer_len`]). Accessors panic if it is shorter than the header.
@@ -316,21 +336,7 @@ impl<T: AsRef<[u8]>> GuePacket<T> {
     #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
         let data = self.buffer.as_ref();
-        let Some(&first) = data.first() else {
-            return Err(WireError::Truncated {
-                needed: BASE_HEADER_LEN,
-                got: 0,
-            });
-        };
-        match first >> 6 {
-            0 => {}
-            1 => {
-                return Err(WireError::Version1 {
-                    ip_version: first >> 4,
-                });
-            }
-            variant => return Err(WireError::BadVariant { variant }),
-        }
+        let first = check_variant(data)?;
         if data.len() < BASE_HEADER_LEN {
             return Err(WireError::Truncated {
                 needed: BASE_HEADER_LEN,
@@ -527,21 +533,7 @@ impl GueRepr {
     /// One pass over the first word, one bounds check per field.
     #[inline(always)]
     fn parse_slice(data: &[u8]) -> Result<(Self, usize), WireError> {
-        let Some(&first) = data.first() else {
-            return Err(WireError::Truncated {
-                needed: BASE_HEADER_LEN,
-                got: 0,
-            });
-        };
-        match first >> 6 {
-            0 => {}
-            1 => {
-                return Err(WireError::Version1 {
-                    ip_version: first >> 4,
-                });
-            }
-            variant => return Err(WireError::BadVariant { variant }),
-        }
+        let first = check_variant(data)?;
         let Some(&[_, proto_ctype, f0, f1]) = data.first_chunk::<BASE_HEADER_LEN>() else {
             return Err(WireError::Truncated {
                 needed: BASE_HEADER_LEN,

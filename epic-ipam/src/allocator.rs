@@ -174,6 +174,20 @@ fn normalize_ports(ports: &[PortSpec], key: Option<&str>) -> Box<[PortSpec]> {
     ports.into_boxed_slice()
 }
 
+/// What is wrong with a record's identity (empty owner or tenant), checked
+/// before anything else in both restore paths.
+fn identity_error(record: &AllocationRecord) -> Option<IpamError> {
+    if record.owner.is_empty() {
+        Some(IpamError::EmptyOwner)
+    } else if record.tenant.is_empty() {
+        Some(IpamError::EmptyTenant {
+            owner: record.owner.clone(),
+        })
+    } else {
+        None
+    }
+}
+
 fn normalize_key(key: Option<&String>) -> Option<&str> {
     key.map(String::as_str).filter(|k| !k.is_empty())
 }
@@ -730,17 +744,8 @@ impl Allocator {
                 address,
                 error,
             };
-            if record.owner.is_empty() {
-                report.conflicts.push(conflict(None, IpamError::EmptyOwner));
-                continue;
-            }
-            if record.tenant.is_empty() {
-                report.conflicts.push(conflict(
-                    None,
-                    IpamError::EmptyTenant {
-                        owner: record.owner.clone(),
-                    },
-                ));
+            if let Some(error) = identity_error(record) {
+                report.conflicts.push(conflict(None, error));
                 continue;
             }
             if let Some(entry) = self.owners.get(record.owner.as_str()) {
@@ -837,17 +842,8 @@ impl Allocator {
                 address,
                 error,
             };
-            if record.owner.is_empty() {
-                report.conflicts.push(conflict(None, IpamError::EmptyOwner));
-                continue;
-            }
-            if record.tenant.is_empty() {
-                report.conflicts.push(conflict(
-                    None,
-                    IpamError::EmptyTenant {
-                        owner: record.owner.clone(),
-                    },
-                ));
+            if let Some(error) = identity_error(record) {
+                report.conflicts.push(conflict(None, error));
                 continue;
             }
             let before = report.conflicts.len();
