@@ -9,7 +9,9 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::wire::{GUE_PORT, GuePacket, GueRepr, InnerProto, MessageKind, WireError, WireProfile};
+use crate::wire::{
+    GUE_PORT, GuePacket, GueRepr, InnerProto, MessageKind, TunnelId, WireError, WireProfile,
+};
 
 /// IPv4 header length written by [`encapsulate`] (no options).
 pub const IPV4_HEADER_LEN: usize = 20;
@@ -379,6 +381,47 @@ pub fn decapsulate(
         });
     }
     let gue_bytes = &ip_payload[UDP_HEADER_LEN..];
+    let (gue, gue_len) = parse_gue(gue_bytes, profile)?;
+    let header_len = ip_header_len + UDP_HEADER_LEN + gue_len;
+    Ok(Decapsulated {
+        src: SocketAddr::new(src_ip, src_port),
+        dst: SocketAddr::new(dst_ip, dst_port),
+        gue,
+        header_len,
+        payload: gue_bytes.get(gue_len..).unwrap_or(&[]),
+    })
+}
+
+/// Parses the GUE header after the outer UDP header, in `profile`.
+///
+/// The common message — a standard data header carrying exactly the tunnel
+/// id, `01 pp 80 00 tt tt tt tt` with `pp` 4 or 41 — is recognised from its
+/// fixed bytes; everything else goes through [`parse_gue_general`], which
+/// gives the same result for those bytes (checked by a property test).
+#[inline]
+fn parse_gue(gue_bytes: &[u8], profile: WireProfile) -> Result<(GueRepr, usize), EncapError> {
+    if profile == WireProfile::Standard
+        && let Some(&[0x01, proto @ (4 | 41), 0x80, 0x00, t0, t1, t2, t3]) =
+            gue_bytes.first_chunk::<8>()
+    {
+        let inner = if proto == 4 {
+            InnerProto::Ipv4
+        } else {
+            InnerProto::Ipv6
+        };
+        let tunnel = TunnelId(u32::from_be_bytes([t0, t1, t2, t3]));
+        return Ok((GueRepr::data(tunnel, inner), 8));
+    }
+    parse_gue_general(gue_bytes, profile)
+}
+
+/// The general GUE parse behind [`parse_gue`]: any header in `profile`,
+/// then the standard profile's rule that data messages carry exactly the
+/// tunnel id.
+fn parse_gue_general(
+    gue_bytes: &[u8],
+    profile: WireProfile,
+) -> Result<(GueRepr, usize), EncapError> {
     let (gue, gue_len) = GueRepr::parse_bytes(gue_bytes, profile)?;
     if profile == WireProfile::Standard
         && is_data(&gue)
@@ -390,14 +433,7 @@ pub fn decapsulate(
             hlen,
         });
     }
-    let header_len = ip_header_len + UDP_HEADER_LEN + gue_len;
-    Ok(Decapsulated {
-        src: SocketAddr::new(src_ip, src_port),
-        dst: SocketAddr::new(dst_ip, dst_port),
-        gue,
-        header_len,
-        payload: gue_bytes.get(gue_len..).unwrap_or(&[]),
-    })
+    Ok((gue, gue_len))
 }
 
 /// The inner protocol of an IP packet, from its version nibble.
@@ -412,7 +448,7 @@ pub fn inner_proto(inner: &[u8]) -> Result<InnerProto, EncapError> {
 
 /// A data-message GUE header for `inner`, with the tunnel id.
 #[inline]
-pub fn data_header(tunnel: crate::wire::TunnelId, inner: &[u8]) -> Result<GueRepr, EncapError> {
+pub fn data_header(tunnel: TunnelId, inner: &[u8]) -> Result<GueRepr, EncapError> {
     Ok(GueRepr::data(tunnel, inner_proto(inner)?))
 }
 
@@ -636,5 +672,49 @@ mod tests {
         assert_ne!(flow_entropy_port(&a), flow_entropy_port(&b));
         assert!(flow_entropy_port(&a) >= ENTROPY_PORT_MIN);
         assert!(flow_entropy_port(&[]) >= ENTROPY_PORT_MIN);
+    }
+
+    /// GUE headers near the fast path's pattern: each of the first four
+    /// bytes is either the fast-path value or arbitrary.
+    fn near_data_header() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            prop_oneof![Just(0x01u8), any::<u8>()],
+            prop_oneof![Just(4u8), Just(41u8), any::<u8>()],
+            prop_oneof![Just(0x80u8), any::<u8>()],
+            prop_oneof![Just(0x00u8), any::<u8>()],
+            proptest::collection::vec(any::<u8>(), 0..48),
+        )
+            .prop_map(|(a, b, c, d, rest)| {
+                let mut v = vec![a, b, c, d];
+                v.extend(rest);
+                v
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_gue_path_matches_general_parse(bytes in near_data_header()) {
+            for profile in [WireProfile::Standard, WireProfile::EpicLegacy] {
+                proptest::prop_assert_eq!(
+                    parse_gue(&bytes, profile),
+                    parse_gue_general(&bytes, profile)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fast_gue_path_reads_the_tunnel_and_proto() {
+        let v6 = [0x01, 41, 0x80, 0x00, 0, 0, 0x01, 0x02, 0x60];
+        assert_eq!(
+            parse_gue(&v6, WireProfile::Standard),
+            Ok((GueRepr::data(TunnelId(0x102), InnerProto::Ipv6), 8))
+        );
+        // Too short for the tunnel id: the general parser names the problem.
+        assert!(matches!(
+            parse_gue(&v6[..7], WireProfile::Standard),
+            Err(EncapError::Wire(_))
+        ));
     }
 }
