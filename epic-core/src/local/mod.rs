@@ -1,0 +1,1 @@
+//! Standalone-mode sinks: a local Envoy and local public addresses.

@@ -1,0 +1,952 @@
+//! The engine: a pure function from desired state and recorded state to a
+//! [`Plan`] — addresses, Envoy snapshots, tunnels, data-path endpoints,
+//! announcements and status — that sinks apply.
+//!
+//! Same inputs and recorded state give the same plan: no clock, no
+//! randomness, no hash order. Every decision with a reason a user sees
+//! (which address, which tunnel id, which condition) is made here.
+//!
+//! # Rules
+//!
+//! - A namespaced object belongs to the tenant whose `namespace` is its
+//!   namespace; objects in other namespaces are ignored and reported.
+//! - A gateway's template is the `GatewayTemplate` of that name in its
+//!   namespace, else the built-in template of that name (`tcp`, `udp`,
+//!   `http`, `https`) with default settings; the tenant's `templates` list,
+//!   when present, must allow it.
+//! - Gateways that already hold addresses are planned before new ones, then
+//!   by name, so a new gateway never takes a place (an address, a slot under
+//!   the tenant's limit) from an existing one.
+//! - Translation sees a gateway, its routes and its backends in the user
+//!   cluster's namespace (`client.namespace`, a route's `namespace`, a
+//!   backend set's `namespace`; default `default`), as the user wrote them.
+//! - A gateway whose configuration does not render, is inconsistent, or
+//!   whose snapshot is refused gets `Programmed=False` with the error, and
+//!   no snapshot: its proxies keep the last good configuration.
+//! - Tunnels: one per (tenant, cluster, cluster node, gateway node) for
+//!   every node that hosts a ready or unready endpoint of a programmed
+//!   gateway, on every gateway node. Recorded ids are kept; a new tunnel
+//!   gets the lowest free id from 1.
+//! - Data-path endpoints are keyed by (pod address, port, protocol) in
+//!   scope 0, so two tenants cannot both use the same pod address and port
+//!   behind one gateway node: the later gateway (in plan order) gets
+//!   `Programmed=False`, reason `EndpointConflict`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use epic_ipam::{AllocationRecord, AllocationRequest, Allocator, PoolSet, PortSpec};
+use epic_templates::translate::{
+    BackendInput, BackendRefInput, GatewayInputs, ListenerInput, Route as TemplateRoute, translate,
+};
+use epic_templates::{EndpointContext, EnvoyResources, GatewayIdentity, Renderer};
+use epic_xds::{Snapshot, SnapshotError};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    AddressPool, BackendSet, Condition, Gateway, GatewayStatus, GatewayTemplate, Listener,
+    ListenerProtocol, Route, RouteStatus, Tenant, TunnelStatus,
+};
+
+/// A node of the gateway platform that runs proxies and ends tunnels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayNode {
+    /// Node name.
+    pub name: String,
+    /// The address tunnels use on this node (hellos go there).
+    pub address: IpAddr,
+}
+
+/// Everything the engine plans from.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredInputs {
+    /// Tenants.
+    pub tenants: Vec<Tenant>,
+    /// Address pools.
+    pub pools: Vec<AddressPool>,
+    /// Gateway templates.
+    pub templates: Vec<GatewayTemplate>,
+    /// Gateways.
+    pub gateways: Vec<Gateway>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// Backend sets.
+    pub backend_sets: Vec<BackendSet>,
+    /// Gateway nodes.
+    pub gateway_nodes: Vec<GatewayNode>,
+}
+
+/// Identity of a tunnel: both ends.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunnelKey {
+    /// Tenant name.
+    pub tenant: String,
+    /// User cluster.
+    pub cluster: String,
+    /// Cluster node.
+    pub node: String,
+    /// Gateway node.
+    pub gateway_node: String,
+}
+
+/// A recorded tunnel id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordedTunnel {
+    /// Its ends.
+    #[serde(flatten)]
+    pub key: TunnelKey,
+    /// Its id.
+    pub id: u32,
+}
+
+/// What earlier plans decided and must survive restarts: address
+/// allocations and tunnel ids. Kubernetes mode rebuilds it from gateway
+/// status, standalone mode keeps it in a state file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Recorded {
+    /// Address allocations.
+    #[serde(default)]
+    pub allocations: Vec<AllocationRecord>,
+    /// Tunnel ids.
+    #[serde(default)]
+    pub tunnels: Vec<RecordedTunnel>,
+}
+
+/// A problem not tied to one gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// The object (`Kind namespace/name` or `Kind name`).
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One gateway's plan.
+#[derive(Debug, Clone)]
+pub struct GatewayPlan {
+    /// Namespace on the platform.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Tenant name (empty if the namespace has no tenant).
+    pub tenant: String,
+    /// The Envoy configuration for its proxies; `None`: leave what the
+    /// proxies have (rejected or not programmed).
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Public prefixes to announce once a proxy is ready.
+    pub announcements: Vec<Announcement>,
+    /// Its status.
+    pub status: GatewayStatus,
+}
+
+impl GatewayPlan {
+    /// The condition of `type_`, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Whether the gateway is programmed (has a snapshot and addresses).
+    pub fn programmed(&self) -> bool {
+        self.condition("Programmed").is_some_and(Condition::is_true)
+    }
+}
+
+/// A public prefix to announce for an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Announcement {
+    /// The allocated address.
+    pub address: IpAddr,
+    /// The announced prefix length (the pool's aggregation).
+    pub prefix_len: u8,
+}
+
+/// A tunnel to program on a gateway node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelPlan {
+    /// Id.
+    pub id: u32,
+    /// Its ends.
+    #[serde(flatten)]
+    pub key: TunnelKey,
+    /// The tenant's data-path id.
+    pub tenant_id: u32,
+    /// The cluster node's address before NAT is learned.
+    pub node_address: IpAddr,
+}
+
+/// A pod endpoint to program on a gateway node: which tunnel reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointPlan {
+    /// Pod address.
+    pub address: IpAddr,
+    /// Pod port.
+    pub port: u16,
+    /// IP protocol (6 or 17).
+    pub protocol: u8,
+    /// Tunnel id.
+    pub tunnel: u32,
+}
+
+/// The engine's output.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Every gateway, in plan order.
+    pub gateways: Vec<GatewayPlan>,
+    /// Tunnels, by id.
+    pub tunnels: Vec<TunnelPlan>,
+    /// Endpoints per gateway node.
+    pub endpoints: BTreeMap<String, Vec<EndpointPlan>>,
+    /// Problems not tied to a gateway.
+    pub problems: Vec<Problem>,
+    /// What to record for the next plan.
+    pub recorded: Recorded,
+}
+
+impl Plan {
+    /// The plan of gateway `namespace/name`.
+    pub fn gateway(&self, namespace: &str, name: &str) -> Option<&GatewayPlan> {
+        self.gateways
+            .iter()
+            .find(|g| g.namespace == namespace && g.name == name)
+    }
+
+    /// Tunnels ending on `gateway_node`.
+    pub fn tunnels_on<'a>(&'a self, gateway_node: &'a str) -> impl Iterator<Item = &'a TunnelPlan> {
+        self.tunnels
+            .iter()
+            .filter(move |t| t.key.gateway_node == gateway_node)
+    }
+}
+
+/// The Envoy node id of proxy `index` of a gateway: `<tenant>/<gateway>/proxy-<index>`.
+pub fn proxy_node_id(tenant: &str, gateway: &str, index: u32) -> String {
+    format!("{tenant}/{gateway}/proxy-{index}")
+}
+
+/// Builds the xDS snapshot of rendered resources.
+pub fn snapshot_of(resources: &EnvoyResources) -> Result<Snapshot, SnapshotError> {
+    let mut builder = Snapshot::builder();
+    for c in &resources.clusters {
+        builder = builder.cluster(c);
+    }
+    for e in &resources.cluster_load_assignments {
+        builder = builder.endpoints(e);
+    }
+    for l in &resources.listeners {
+        builder = builder.listener(l);
+    }
+    for r in &resources.route_configurations {
+        builder = builder.route(r);
+    }
+    builder.build()
+}
+
+const DEFAULT_NAMESPACE: &str = "default";
+
+fn ns_or_default(ns: &str) -> &str {
+    if ns.is_empty() { DEFAULT_NAMESPACE } else { ns }
+}
+
+fn name_of(meta: &kube::core::ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or("")
+}
+
+fn namespace_of(meta: &kube::core::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("")
+}
+
+/// The IPAM owner of a gateway: its uid, else `namespace/name`.
+fn owner_of(g: &Gateway) -> String {
+    match g.metadata.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => uid.to_owned(),
+        _ => format!("{}/{}", namespace_of(&g.metadata), name_of(&g.metadata)),
+    }
+}
+
+/// How the template of one gateway resolved.
+struct ResolvedTemplate {
+    render_name: String,
+    pool: Option<String>,
+    families: crate::model::AddressFamilies,
+    replicas: u32,
+    allow_sharing: bool,
+}
+
+/// Plans everything. Pure: see the module docs for the rules.
+pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
+    let mut out = Plan::default();
+
+    // Tenants by namespace; duplicates are problems and the later one loses.
+    let mut tenants: BTreeMap<&str, &Tenant> = BTreeMap::new();
+    let mut ids: BTreeMap<u32, &str> = BTreeMap::new();
+    let mut sorted_tenants: Vec<&Tenant> = inputs.tenants.iter().collect();
+    sorted_tenants.sort_by(|a, b| name_of(&a.metadata).cmp(name_of(&b.metadata)));
+    for t in sorted_tenants {
+        let name = name_of(&t.metadata);
+        let object = format!("Tenant {name}");
+        if t.spec.id == 0 {
+            out.problems.push(Problem {
+                object,
+                message: "id 0 is reserved".into(),
+            });
+            continue;
+        }
+        if let Some(other) = ids.get(&t.spec.id) {
+            out.problems.push(Problem {
+                object,
+                message: format!("id {} is already used by tenant {other}", t.spec.id),
+            });
+            continue;
+        }
+        if let Some(other) = tenants.get(t.spec.namespace.as_str()) {
+            out.problems.push(Problem {
+                object,
+                message: format!(
+                    "namespace {} already belongs to tenant {}",
+                    t.spec.namespace,
+                    name_of(&other.metadata)
+                ),
+            });
+            continue;
+        }
+        ids.insert(t.spec.id, name);
+        tenants.insert(t.spec.namespace.as_str(), t);
+    }
+
+    // Pools and the allocator, rebuilt from the records.
+    let specs: Vec<_> = inputs
+        .pools
+        .iter()
+        .map(|p| p.spec.to_pool_spec(name_of(&p.metadata)))
+        .collect();
+    let pools = match PoolSet::new(specs) {
+        Ok(pools) => pools,
+        Err(e) => {
+            out.problems.push(Problem {
+                object: "AddressPool".into(),
+                message: e.to_string(),
+            });
+            PoolSet::new(Vec::new()).unwrap_or_else(|_| unreachable!("an empty pool set is valid"))
+        }
+    };
+    let (mut ipam, report) = Allocator::with_records(pools, recorded.allocations.iter());
+    for c in report.conflicts {
+        out.problems.push(Problem {
+            object: format!("allocation of {}", c.owner),
+            message: format!("not restored: {}", c.error),
+        });
+    }
+
+    // Release owners that are gone.
+    let owners: BTreeSet<String> = inputs.gateways.iter().map(owner_of).collect();
+    for record in ipam.records() {
+        if !owners.contains(&record.owner) {
+            ipam.release(&record.owner);
+        }
+    }
+
+    // Templates, registered under `namespace/name`.
+    let mut renderer = Renderer::new();
+    let mut template_errors: BTreeMap<String, String> = BTreeMap::new();
+    let mut templates: BTreeMap<(String, String), &GatewayTemplate> = BTreeMap::new();
+    for t in &inputs.templates {
+        let ns = namespace_of(&t.metadata).to_owned();
+        let name = name_of(&t.metadata).to_owned();
+        let key = format!("{ns}/{name}");
+        let source = match (&t.spec.builtin, &t.spec.envoy) {
+            (Some(b), None) => match epic_templates::builtin_source(b)
+                .filter(|_| epic_templates::BUILTIN_TEMPLATES.contains(&b.as_str()))
+            {
+                Some(s) => Ok(s.to_owned()),
+                None => Err(format!(
+                    "unknown built-in template {b:?} (known: {})",
+                    epic_templates::BUILTIN_TEMPLATES.join(", ")
+                )),
+            },
+            (None, Some(envoy)) => Ok(envoy.clone()),
+            _ => Err("exactly one of `builtin` and `envoy` must be set".to_owned()),
+        };
+        let registered = source.and_then(|envoy| {
+            renderer
+                .add_template(&epic_templates::GatewayTemplate {
+                    name: key.clone(),
+                    envoy,
+                    dns_name: t.spec.dns_name.clone(),
+                })
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = registered {
+            template_errors.insert(key.clone(), e);
+        }
+        templates.insert((ns, name), t);
+    }
+
+    for r in &inputs.routes {
+        if template_route(r).is_none() {
+            out.problems.push(Problem {
+                object: format!(
+                    "Route {}/{}",
+                    namespace_of(&r.metadata),
+                    name_of(&r.metadata)
+                ),
+                message: "exactly one of `http`, `tcp` and `udp` must be set".into(),
+            });
+        }
+    }
+
+    // Plan order: gateways holding addresses first, then by namespace/name.
+    let mut gateways: Vec<&Gateway> = inputs.gateways.iter().collect();
+    gateways.sort_by_cached_key(|g| {
+        (
+            ipam.allocation(&owner_of(g)).is_none(),
+            namespace_of(&g.metadata).to_owned(),
+            name_of(&g.metadata).to_owned(),
+        )
+    });
+
+    let mut gateway_count: BTreeMap<String, u32> = BTreeMap::new();
+    let mut tunnel_ids: BTreeMap<TunnelKey, u32> = recorded
+        .tunnels
+        .iter()
+        .map(|t| (t.key.clone(), t.id))
+        .collect();
+    let mut wanted_tunnels: BTreeMap<TunnelKey, (u32, IpAddr)> = BTreeMap::new();
+    let mut gateway_tunnels: Vec<Vec<(TunnelKey, IpAddr)>> = Vec::new();
+    let mut endpoint_owner: BTreeMap<(String, IpAddr, u16, u8), (String, TunnelKey)> =
+        BTreeMap::new();
+
+    for g in gateways {
+        let ns = namespace_of(&g.metadata);
+        let name = name_of(&g.metadata);
+        let mut gp = GatewayPlan {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            tenant: String::new(),
+            snapshot: None,
+            announcements: Vec::new(),
+            status: GatewayStatus::default(),
+        };
+        let mut my_tunnels = Vec::new();
+        let outcome = plan_gateway(
+            g,
+            &tenants,
+            &templates,
+            &template_errors,
+            &renderer,
+            &mut ipam,
+            &mut gateway_count,
+            inputs,
+            &mut gp,
+        );
+        match outcome {
+            Ok(backends) => {
+                // Tunnels and endpoints for every endpoint of the gateway's backends.
+                let tenant = tenants[ns];
+                let tenant_name = name_of(&tenant.metadata).to_owned();
+                let mut conflict = None;
+                let mut claimed = Vec::new();
+                for node in &inputs.gateway_nodes {
+                    for (set, port, endpoint) in &backends {
+                        let Some(node_address) = set
+                            .spec
+                            .nodes
+                            .iter()
+                            .find(|n| n.name == endpoint.node)
+                            .map(|n| n.address)
+                        else {
+                            continue;
+                        };
+                        let key = TunnelKey {
+                            tenant: tenant_name.clone(),
+                            cluster: set.spec.cluster.clone(),
+                            node: endpoint.node.clone(),
+                            gateway_node: node.name.clone(),
+                        };
+                        let ekey = (node.name.clone(), endpoint.address, endpoint.port, *port);
+                        match endpoint_owner.get(&ekey) {
+                            Some((other, other_key)) if other_key != &key => {
+                                conflict = Some(format!(
+                                    "endpoint {}:{} is already reached through gateway {other} of another cluster or tenant",
+                                    endpoint.address, endpoint.port
+                                ));
+                            }
+                            _ => claimed.push((ekey, key.clone())),
+                        }
+                        if !my_tunnels.iter().any(|(k, _)| k == &key) {
+                            my_tunnels.push((key, node_address));
+                        }
+                    }
+                }
+                if let Some(message) = conflict {
+                    set_condition(
+                        &mut gp,
+                        Condition::new("Programmed", false, "EndpointConflict", message),
+                    );
+                    gp.snapshot = None;
+                    gp.announcements.clear();
+                    my_tunnels.clear();
+                } else {
+                    for (ekey, key) in claimed {
+                        endpoint_owner.insert(ekey, (format!("{ns}/{name}"), key));
+                    }
+                    for (key, node_address) in &my_tunnels {
+                        wanted_tunnels
+                            .entry(key.clone())
+                            .or_insert((tenant.spec.id, *node_address));
+                    }
+                }
+            }
+            Err(condition) => set_condition(&mut gp, condition),
+        }
+        gateway_tunnels.push(my_tunnels);
+        out.gateways.push(gp);
+    }
+
+    // Tunnel ids: keep recorded ones still wanted, then lowest free id.
+    tunnel_ids.retain(|k, _| wanted_tunnels.contains_key(k));
+    let mut used: BTreeSet<u32> = tunnel_ids.values().copied().collect();
+    let mut next = 1u32;
+    for key in wanted_tunnels.keys() {
+        if !tunnel_ids.contains_key(key) {
+            while used.contains(&next) {
+                next += 1;
+            }
+            tunnel_ids.insert(key.clone(), next);
+            used.insert(next);
+        }
+    }
+    for (key, (tenant_id, node_address)) in &wanted_tunnels {
+        out.tunnels.push(TunnelPlan {
+            id: tunnel_ids[key],
+            key: key.clone(),
+            tenant_id: *tenant_id,
+            node_address: *node_address,
+        });
+    }
+    out.tunnels.sort_by_key(|t| t.id);
+    for ((gateway_node, address, port, protocol), (_, key)) in &endpoint_owner {
+        out.endpoints
+            .entry(gateway_node.clone())
+            .or_default()
+            .push(EndpointPlan {
+                address: *address,
+                port: *port,
+                protocol: *protocol,
+                tunnel: tunnel_ids[key],
+            });
+    }
+    for (gp, keys) in out.gateways.iter_mut().zip(&gateway_tunnels) {
+        gp.status.tunnels = keys
+            .iter()
+            .map(|(k, _)| TunnelStatus {
+                id: tunnel_ids[k],
+                cluster: k.cluster.clone(),
+                node: k.node.clone(),
+                gateway_node: k.gateway_node.clone(),
+            })
+            .collect();
+        gp.status.tunnels.sort_by_key(|t| t.id);
+    }
+    out.recorded = Recorded {
+        allocations: ipam.records(),
+        tunnels: tunnel_ids
+            .into_iter()
+            .map(|(key, id)| RecordedTunnel { key, id })
+            .collect(),
+    };
+    out
+}
+
+fn set_condition(gp: &mut GatewayPlan, condition: Condition) {
+    gp.status.conditions.retain(|c| c.type_ != condition.type_);
+    gp.status.conditions.push(condition);
+    gp.status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// A backend endpoint of a gateway: its set, its protocol number, the endpoint.
+type BackendEndpoint<'a> = (&'a BackendSet, u8, &'a crate::model::Endpoint);
+
+/// Plans one gateway; `Err` is the condition that stops it.
+#[allow(clippy::too_many_arguments)]
+fn plan_gateway<'a>(
+    g: &Gateway,
+    tenants: &BTreeMap<&str, &Tenant>,
+    templates: &BTreeMap<(String, String), &GatewayTemplate>,
+    template_errors: &BTreeMap<String, String>,
+    renderer: &Renderer,
+    ipam: &mut Allocator,
+    gateway_count: &mut BTreeMap<String, u32>,
+    inputs: &'a DesiredInputs,
+    gp: &mut GatewayPlan,
+) -> Result<Vec<BackendEndpoint<'a>>, Condition> {
+    let ns = namespace_of(&g.metadata);
+    let name = name_of(&g.metadata);
+    let owner = owner_of(g);
+    let not_accepted =
+        |reason: &str, message: String| Condition::new("Accepted", false, reason, message);
+    let Some(tenant) = tenants.get(ns) else {
+        ipam.release(&owner);
+        return Err(not_accepted(
+            "UnknownTenant",
+            format!("namespace {ns:?} belongs to no tenant"),
+        ));
+    };
+    let tenant_name = name_of(&tenant.metadata);
+    gp.tenant = tenant_name.to_owned();
+
+    // Template.
+    let resolved = match templates.get(&(ns.to_owned(), g.spec.template.clone())) {
+        Some(t) => {
+            let key = format!("{ns}/{}", g.spec.template);
+            if let Some(e) = template_errors.get(&key) {
+                ipam.release(&owner);
+                return Err(not_accepted(
+                    "InvalidParameters",
+                    format!("GatewayTemplate {key}: {e}"),
+                ));
+            }
+            ResolvedTemplate {
+                render_name: key,
+                pool: t.spec.pool.clone(),
+                families: t.spec.families,
+                replicas: t.spec.replicas,
+                allow_sharing: t.spec.allow_sharing,
+            }
+        }
+        None if epic_templates::BUILTIN_TEMPLATES.contains(&g.spec.template.as_str()) => {
+            ResolvedTemplate {
+                render_name: g.spec.template.clone(),
+                pool: None,
+                families: Default::default(),
+                replicas: 1,
+                allow_sharing: false,
+            }
+        }
+        None => {
+            ipam.release(&owner);
+            return Err(not_accepted(
+                "InvalidParameters",
+                format!(
+                    "no GatewayTemplate {ns}/{} and no built-in template of that name",
+                    g.spec.template
+                ),
+            ));
+        }
+    };
+    if let Some(allowed) = &tenant.spec.templates
+        && !allowed.contains(&g.spec.template)
+    {
+        ipam.release(&owner);
+        return Err(not_accepted(
+            "NotAllowed",
+            format!(
+                "tenant {tenant_name} may not use template {:?}",
+                g.spec.template
+            ),
+        ));
+    }
+    if let Some(problem) = listener_problem(&g.spec.listeners) {
+        ipam.release(&owner);
+        return Err(not_accepted("InvalidParameters", problem));
+    }
+
+    // Tenant gateway limit.
+    let count = gateway_count
+        .entry(tenant.spec.namespace.clone())
+        .or_default();
+    if let Some(limit) = tenant.spec.limits.gateways
+        && *count >= limit
+    {
+        ipam.release(&owner);
+        return Err(not_accepted(
+            "TenantLimit",
+            format!("tenant {tenant_name} may have at most {limit} gateways"),
+        ));
+    }
+    *count += 1;
+    set_condition(gp, Condition::new("Accepted", true, "Accepted", ""));
+
+    // Addresses.
+    let not_programmed =
+        |reason: &str, message: String| Condition::new("Programmed", false, reason, message);
+    let mut request = AllocationRequest::new(&owner, tenant_name, resolved.families.into());
+    if let Some(pool) = &resolved.pool {
+        request = request.in_pool(pool);
+    }
+    for a in &g.spec.addresses {
+        request = request.with_address(*a);
+    }
+    if resolved.allow_sharing
+        && let Some(key) = &g.spec.sharing_key
+    {
+        request = request.with_sharing_key(key);
+    }
+    request = request.with_ports(g.spec.listeners.iter().map(|l| match l.protocol {
+        ListenerProtocol::Udp => PortSpec::udp(l.port),
+        _ => PortSpec::tcp(l.port),
+    }));
+    let allocation = match ipam.allocation(&owner) {
+        Some(a)
+            if g.spec.addresses.is_empty()
+                || g.spec
+                    .addresses
+                    .iter()
+                    .all(|x| a.addresses.iter().any(|y| y.address == *x)) =>
+        {
+            a
+        }
+        _ => {
+            ipam.release(&owner);
+            match ipam.allocate(&request) {
+                Ok(a) => a,
+                Err(e) => {
+                    return Err(not_programmed("AddressNotAssigned", e.to_string()));
+                }
+            }
+        }
+    };
+    if let Some(limit) = tenant.spec.limits.addresses {
+        let held: BTreeSet<IpAddr> = ipam
+            .records()
+            .iter()
+            .filter(|r| r.tenant == tenant_name)
+            .flat_map(|r| r.addresses.iter().copied())
+            .collect();
+        if held.len() > limit as usize {
+            ipam.release(&owner);
+            return Err(not_programmed(
+                "AddressNotAssigned",
+                format!("tenant {tenant_name} may hold at most {limit} addresses"),
+            ));
+        }
+    }
+    gp.status.addresses = allocation.addresses.iter().map(|a| a.address).collect();
+    let announcements: Vec<Announcement> = allocation
+        .addresses
+        .iter()
+        .map(|a| Announcement {
+            address: a.address,
+            prefix_len: a.prefix.prefix_len(),
+        })
+        .collect();
+
+    // Translation and rendering.
+    let client_ns = ns_or_default(&g.spec.client.namespace).to_owned();
+    let mut backends = Vec::new();
+    let mut endpoints: Vec<BackendEndpoint<'a>> = Vec::new();
+    for set in inputs
+        .backend_sets
+        .iter()
+        .filter(|b| namespace_of(&b.metadata) == ns)
+    {
+        for port in &set.spec.ports {
+            backends.push(BackendInput {
+                namespace: ns_or_default(&set.spec.namespace).to_owned(),
+                name: set.spec.service.clone(),
+                port: port.port,
+                endpoints: port
+                    .endpoints
+                    .iter()
+                    .map(|e| EndpointContext {
+                        address: e.address,
+                        port: e.port,
+                        ready: e.ready,
+                        node: Some(e.node.clone()),
+                    })
+                    .collect(),
+            });
+        }
+    }
+    let gateway_inputs = GatewayInputs {
+        gateway: GatewayIdentity {
+            name: name.to_owned(),
+            namespace: client_ns.clone(),
+            tenant: tenant_name.to_owned(),
+            uid: owner.clone(),
+        },
+        addresses: gp.status.addresses.clone(),
+        dns_name: String::new(),
+        listeners: g.spec.listeners.iter().map(listener_input).collect(),
+        backends,
+    };
+    let routes: Vec<(&Route, TemplateRoute)> = inputs
+        .routes
+        .iter()
+        .filter(|r| namespace_of(&r.metadata) == ns)
+        .filter_map(|r| template_route(r).map(|t| (r, t)))
+        .collect();
+    let template_routes: Vec<TemplateRoute> = routes.iter().map(|(_, t)| t.clone()).collect();
+    let translation = translate(&gateway_inputs, &template_routes);
+    for ((route, _), report) in routes.iter().zip(&translation.reports) {
+        if report.attached_listeners.is_empty() && report.issues.is_empty() {
+            continue; // not for this gateway
+        }
+        let mut conditions = vec![Condition::new(
+            "Accepted",
+            report.accepted(),
+            if report.accepted() {
+                "Accepted"
+            } else {
+                "NotAllowedByListeners"
+            },
+            "",
+        )];
+        let problems: Vec<String> = report
+            .issues
+            .iter()
+            .map(|i| match i.rule {
+                Some(rule) => format!("rule {rule}: {}", i.message),
+                None => i.message.clone(),
+            })
+            .collect();
+        conditions.push(Condition::new(
+            "ResolvedRefs",
+            report.resolved_refs(),
+            if report.resolved_refs() {
+                "ResolvedRefs"
+            } else {
+                "BackendNotFound"
+            },
+            problems.join("; "),
+        ));
+        gp.status.routes.push(RouteStatus {
+            name: name_of(&route.metadata).to_owned(),
+            listeners: report.attached_listeners.clone(),
+            conditions,
+        });
+    }
+    // Endpoints of the clusters the configuration uses.
+    let used: BTreeSet<(String, String, u16)> = translation
+        .context
+        .clusters
+        .iter()
+        .map(|c| {
+            (
+                c.service.namespace.clone(),
+                c.service.name.clone(),
+                c.service.port,
+            )
+        })
+        .collect();
+    for set in inputs
+        .backend_sets
+        .iter()
+        .filter(|b| namespace_of(&b.metadata) == ns)
+    {
+        for port in &set.spec.ports {
+            let id = (
+                ns_or_default(&set.spec.namespace).to_owned(),
+                set.spec.service.clone(),
+                port.port,
+            );
+            if used.contains(&id) {
+                for e in &port.endpoints {
+                    endpoints.push((set, port.protocol.number(), e));
+                }
+            }
+        }
+    }
+
+    let rendered = renderer
+        .render(&resolved.render_name, &translation.context)
+        .map_err(|e| not_programmed("Invalid", e.to_string()))?;
+    epic_templates::validate::check_consistency(&rendered.resources)
+        .map_err(|e| not_programmed("Invalid", e.to_string()))?;
+    let snapshot =
+        snapshot_of(&rendered.resources).map_err(|e| not_programmed("Invalid", e.to_string()))?;
+    if !rendered.dns_name.is_empty() {
+        gp.status.dns_name = Some(rendered.dns_name);
+    }
+    gp.status.proxies = (0..resolved.replicas)
+        .map(|i| proxy_node_id(tenant_name, name, i))
+        .collect();
+    gp.snapshot = Some(Arc::new(snapshot));
+    gp.announcements = announcements;
+    set_condition(gp, Condition::new("Programmed", true, "Programmed", ""));
+    Ok(endpoints)
+}
+
+fn listener_problem(listeners: &[Listener]) -> Option<String> {
+    if listeners.is_empty() {
+        return Some("a gateway needs at least one listener".into());
+    }
+    let mut names = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    for l in listeners {
+        if !names.insert(l.name.as_str()) {
+            return Some(format!("listener name {:?} is used twice", l.name));
+        }
+        let udp = l.protocol == ListenerProtocol::Udp;
+        if !ports.insert((l.port, udp)) {
+            return Some(format!(
+                "port {}/{} is used by two listeners",
+                l.port,
+                if udp { "udp" } else { "tcp" }
+            ));
+        }
+        if l.port == 0 {
+            return Some(format!("listener {:?}: port 0", l.name));
+        }
+    }
+    None
+}
+
+fn listener_input(l: &Listener) -> ListenerInput {
+    ListenerInput {
+        name: l.name.clone(),
+        port: l.port,
+        protocol: l.protocol.into(),
+        hostname: l.hostname.clone(),
+        tls_secret: l.tls_secret.clone(),
+        backends: l
+            .backends
+            .iter()
+            .map(|b| BackendRefInput {
+                namespace: ns_or_default(&b.namespace).to_owned(),
+                name: b.name.clone(),
+                port: b.port,
+                weight: b.weight,
+            })
+            .collect(),
+    }
+}
+
+/// The Gateway API route of a `Route`, seen in its user namespace.
+fn template_route(r: &Route) -> Option<TemplateRoute> {
+    use gateway_api::experimental::tcproutes::TcpRoute;
+    use gateway_api::experimental::udproutes::UdpRoute;
+    use gateway_api::httproutes::HttpRoute;
+    let name = name_of(&r.metadata);
+    let meta = kube::core::ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(ns_or_default(&r.spec.namespace).to_owned()),
+        creation_timestamp: r.metadata.creation_timestamp.clone(),
+        ..Default::default()
+    };
+    match (&r.spec.http, &r.spec.tcp, &r.spec.udp) {
+        (Some(http), None, None) => Some(TemplateRoute::Http(HttpRoute {
+            metadata: meta,
+            spec: http.clone(),
+            status: None,
+        })),
+        (None, Some(tcp), None) => Some(TemplateRoute::Tcp(TcpRoute {
+            metadata: meta,
+            spec: tcp.clone(),
+            status: None,
+        })),
+        (None, None, Some(udp)) => Some(TemplateRoute::Udp(UdpRoute {
+            metadata: meta,
+            spec: udp.clone(),
+            status: None,
+        })),
+        _ => None,
+    }
+}
