@@ -43,6 +43,7 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "local")]
 pub mod local;
 pub mod model;
 pub mod plan;

@@ -84,6 +84,34 @@ impl HelloKey {
         &self.0
     }
 
+    /// A key from 64 hexadecimal digits (either case), the form key files
+    /// hold; `None` for anything else.
+    ///
+    /// ```
+    /// use epic_gue::hello::HelloKey;
+    /// let key = HelloKey::from_hex(&"0f".repeat(32)).unwrap();
+    /// assert_eq!(key.as_bytes(), &[0x0f; 32]);
+    /// assert!(HelloKey::from_hex("0f").is_none());
+    /// ```
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let digits = hex.as_bytes();
+        if digits.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            let value = |d: u8| char::from(d).to_digit(16);
+            *byte = u8::try_from(value(pair[0])? * 16 + value(pair[1])?).ok()?;
+        }
+        Some(HelloKey(bytes))
+    }
+
+    /// The key as 64 lowercase hexadecimal digits (for a key file; never log it).
+    #[cfg(feature = "std")]
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     fn mac(&self) -> HmacSha256 {
         // HMAC accepts keys of any length; a 32-byte key cannot fail.
         match <HmacSha256 as KeyInit>::new_from_slice(&self.0) {

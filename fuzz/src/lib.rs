@@ -5,6 +5,7 @@
 //! <target>`) and, through `tests/corpus.rs`, over the committed corpora as an
 //! ordinary test on stable Rust.
 
+pub mod core;
 pub mod gue;
 pub mod ipam;
 pub mod templates;
@@ -18,4 +19,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("gue_hello", gue::gue_hello),
     ("ipam_pool_set", ipam::ipam_pool_set),
     ("templates_render", templates::templates_render),
+    ("resources_plan", core::resources_plan),
 ];

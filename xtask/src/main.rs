@@ -7,11 +7,12 @@
 //! cargo xtask quickstart   the standalone demo
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[path = "../../epic-bpf/ebpf_toolchain.rs"]
 mod ebpf_toolchain;
+mod quickstart;
 mod run;
 mod setup;
 mod test;
@@ -26,7 +27,9 @@ commands:
   build-ebpf   build the eBPF programs for bpfel-unknown-none
   test         setup, fmt check, clippy, eBPF build, cargo test --workspace,
                fuzz targets, docs: what CI runs
-  quickstart   run the standalone demo";
+  quickstart   build `epic` and run its demo: a client's HTTP requests through
+               Envoy and the GUE tunnel, across a NAT, to a pod (root; extra
+               arguments go to `epic quickstart`, e.g. --keep)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,11 +37,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run(),
         Some("build-ebpf") => build_ebpf().map(|object| println!("{}", object.display())),
         Some("test") => test::run(),
-        Some("quickstart") => Err(Failure::new(
-            "quickstart",
-            "the standalone demo is not built yet",
-            "it arrives with the standalone-mode issue; until then run `cargo xtask test`",
-        )),
+        Some("quickstart") => quickstart::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -61,9 +60,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The workspace root (the parent of `xtask/`).
+/// The workspace root (the parent of `xtask/`): from `CARGO_MANIFEST_DIR`
+/// as `cargo run` sets it, so a binary built from another checkout that
+/// shares the target directory still works on this one.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask lives inside the workspace")
         .to_path_buf()

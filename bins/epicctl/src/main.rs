@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod gue;
 mod input;
 mod ipam;
+mod plan;
 mod render;
 mod route;
 mod xds;
@@ -38,6 +39,10 @@ enum Command {
     /// Show the state of an xDS control plane (epic-xds admin endpoint).
     #[command(subcommand)]
     Xds(xds::XdsCommand),
+    /// Plan a resources file as a dry run: statuses, tunnels, endpoints (epic-core).
+    Plan(plan::PlanArgs),
+    /// Print the CustomResourceDefinitions of the gateway platform (YAML).
+    Crds,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,8 @@ fn main() -> ExitCode {
         Command::Route(cmd) => route::run(cmd),
         Command::Render(args) => render::run(args),
         Command::Xds(cmd) => xds::run(cmd),
+        Command::Plan(args) => plan::run(args),
+        Command::Crds => plan::crds(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

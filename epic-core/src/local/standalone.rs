@@ -1,0 +1,811 @@
+//! Standalone mode: the engine on one machine, from a YAML file of
+//! resources, with every sink local — the xDS server and a child Envoy per
+//! proxy, public addresses on a local interface, the gateway eBPF programs
+//! and hello verifier on the uplink, routes for BGP (optional), and status
+//! and recorded state in a directory.
+//!
+//! ```no_run
+//! use epic_core::local::standalone::{Standalone, StandaloneConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = StandaloneConfig::new(
+//!     "/etc/epic/resources.yaml",
+//!     "/var/lib/epic",
+//!     "gw-1",
+//!     "198.51.100.1".parse()?,
+//!     "eth0",
+//! );
+//! let mut epic = Standalone::start(config).await?;
+//! let report = epic.reconcile().await?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+//!
+//! # The state directory
+//!
+//! | path | holds |
+//! | --- | --- |
+//! | `state.json` | recorded allocations and tunnel ids, the addresses this node put on the public interface (written atomically after every reconcile: a restart keeps every address and tunnel id) |
+//! | `status.json` | every gateway's status and the problems of the last reconcile |
+//! | `keys/<tenant>/<cluster>.key` | tunnel keys (hex, mode 0600), generated on first use; the cluster agent needs the same key |
+//! | `envoy/<tenant>-<gateway>-<proxy>/` | each Envoy's bootstrap and log |
+//!
+//! A resources file that does not parse is reported and changes nothing:
+//! the last good configuration keeps serving.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use epic_bpf::agent::GatewayHelloAgent;
+use epic_bpf::{DataPath, Program};
+use epic_gue::hello::{HelloKey, HelloVerifier, TunnelConfig, VerifierConfig};
+use epic_gue::maps::{EndpointKey, TunnelValue};
+use epic_gue::{GUE_PORT, HelloEvent, NodeId, TenantId, TunnelId};
+use epic_xds::{AdsServer, KnownGateways, SnapshotCache};
+use serde::{Deserialize, Serialize};
+
+use super::addresses::LocalAddresses;
+use super::envoy::{EnvoyConfig, LocalEnvoy, find_envoy};
+use crate::plan::{EndpointPlan, GatewayNode, Plan, Problem, Recorded, TunnelPlan, plan};
+use crate::source::parse_resources;
+
+/// What standalone mode needs to know about its machine.
+#[derive(Debug, Clone)]
+pub struct StandaloneConfig {
+    /// The resources file.
+    pub resources: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// This gateway node's name.
+    pub node_name: String,
+    /// This node's tunnel address (on the uplink; hellos are sent to it).
+    pub tunnel_address: IpAddr,
+    /// The uplink, where the gateway eBPF programs attach.
+    pub uplink: String,
+    /// The interface that holds public addresses (default `lo`).
+    pub public_interface: String,
+    /// Where the ADS server listens (default `127.0.0.1:18000`).
+    pub xds: SocketAddr,
+    /// The Envoy binary (default: [`find_envoy`]).
+    pub envoy: Option<PathBuf>,
+    /// Program the announced routes (`epic-route`, table 4242) for BIRD.
+    pub announce: bool,
+    /// Hello timing (expiry of learned NAT mappings).
+    pub hellos: VerifierConfig,
+}
+
+impl StandaloneConfig {
+    /// A configuration with the defaults for the rest.
+    pub fn new(
+        resources: impl Into<PathBuf>,
+        state_dir: impl Into<PathBuf>,
+        node_name: impl Into<String>,
+        tunnel_address: IpAddr,
+        uplink: impl Into<String>,
+    ) -> Self {
+        StandaloneConfig {
+            resources: resources.into(),
+            state_dir: state_dir.into(),
+            node_name: node_name.into(),
+            tunnel_address,
+            uplink: uplink.into(),
+            public_interface: "lo".into(),
+            xds: SocketAddr::from(([127, 0, 0, 1], 18000)),
+            envoy: None,
+            announce: false,
+            hellos: VerifierConfig::default(),
+        }
+    }
+}
+
+/// Why standalone mode could not start or reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    /// A file could not be read or written.
+    #[error("{what} {path}: {source}")]
+    File {
+        /// What the file is.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state or key file is corrupt.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The resources file is invalid (nothing was changed).
+    #[error("{path}: {source}")]
+    Resources {
+        /// The file.
+        path: PathBuf,
+        /// The problem.
+        #[source]
+        source: Box<crate::source::SourceError>,
+    },
+    /// The data path failed.
+    #[error("data path: {0}")]
+    DataPath(#[from] epic_bpf::Error),
+    /// The hello socket could not be opened.
+    #[error("hello socket {address}: {source}")]
+    HelloSocket {
+        /// The address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ADS server could not listen.
+    #[error("xDS server on {address}: {source}")]
+    Xds {
+        /// The address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Envoy failed.
+    #[error("proxy {node}: {source}")]
+    Envoy {
+        /// The proxy's node id.
+        node: String,
+        /// The problem.
+        #[source]
+        source: super::envoy::EnvoyError,
+    },
+    /// The public addresses could not be set.
+    #[error("public addresses: {0}")]
+    Addresses(#[from] super::addresses::AddressError),
+    /// The routes could not be programmed.
+    #[error("routes: {0}")]
+    Routes(#[from] epic_route::Error),
+    /// The verifier's tunnel table is full.
+    #[error("hello verifier: {0}")]
+    Verifier(String),
+}
+
+/// What this node keeps between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeState {
+    /// The engine's recorded state.
+    #[serde(default)]
+    pub recorded: Recorded,
+    /// Addresses this node put on the public interface.
+    #[serde(default)]
+    pub addresses: BTreeSet<IpAddr>,
+}
+
+/// One gateway in `status.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatusEntry {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Status.
+    pub status: crate::model::GatewayStatus,
+}
+
+/// The content of `status.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusFile {
+    /// Every gateway.
+    pub gateways: Vec<GatewayStatusEntry>,
+    /// Problems not tied to a gateway.
+    pub problems: Vec<String>,
+}
+
+/// What one reconcile did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Gateways programmed / in total.
+    pub programmed: usize,
+    /// Gateways in total.
+    pub gateways: usize,
+    /// Proxies started.
+    pub proxies_started: Vec<String>,
+    /// Proxies stopped.
+    pub proxies_stopped: Vec<String>,
+    /// Tunnels added / removed.
+    pub tunnels: (usize, usize),
+    /// Endpoints added / removed.
+    pub endpoints: (usize, usize),
+    /// Public addresses added / removed.
+    pub addresses: (Vec<IpAddr>, Vec<IpAddr>),
+    /// Problems.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ReconcileReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} gateways programmed; proxies +{:?} -{:?}; tunnels +{} -{}; endpoints +{} -{}; addresses +{:?} -{:?}",
+            self.programmed,
+            self.gateways,
+            self.proxies_started,
+            self.proxies_stopped,
+            self.tunnels.0,
+            self.tunnels.1,
+            self.endpoints.0,
+            self.endpoints.1,
+            self.addresses.0,
+            self.addresses.1
+        )?;
+        for p in &self.problems {
+            write!(f, "; problem: {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The data path and the hello verifier, shared with the hello thread.
+struct DataPlane {
+    datapath: DataPath,
+    agent: GatewayHelloAgent,
+}
+
+/// Standalone mode, running.
+pub struct Standalone {
+    config: StandaloneConfig,
+    envoy_binary: PathBuf,
+    cache: SnapshotCache,
+    known: KnownGateways,
+    plane: Arc<Mutex<DataPlane>>,
+    hello_stop: Arc<AtomicBool>,
+    hello_thread: Option<JoinHandle<()>>,
+    xds_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    xds_task: Option<tokio::task::JoinHandle<Result<(), epic_xds::ServerError>>>,
+    xds_address: SocketAddr,
+    envoys: BTreeMap<String, LocalEnvoy>,
+    addresses: LocalAddresses,
+    routes: Option<epic_route::RouteProgrammer>,
+    state: NodeState,
+    tunnels: BTreeMap<u32, TunnelPlan>,
+    endpoints: BTreeSet<EndpointPlan>,
+    served: BTreeSet<(String, String)>,
+}
+
+impl fmt::Debug for Standalone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Standalone")
+            .field("node", &self.config.node_name)
+            .field("xds", &self.xds_address)
+            .field("proxies", &self.envoys.keys().collect::<Vec<_>>())
+            .field("tunnels", &self.tunnels.len())
+            .finish()
+    }
+}
+
+fn file_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StandaloneError {
+    let path = path.to_owned();
+    move |source| StandaloneError::File { what, path, source }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+fn write_atomically(what: &'static str, path: &Path, bytes: &[u8]) -> Result<(), StandaloneError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(file_error(what, &tmp))?;
+    file.write_all(bytes).map_err(file_error(what, &tmp))?;
+    file.sync_all().map_err(file_error(what, &tmp))?;
+    std::fs::rename(&tmp, path).map_err(file_error(what, path))
+}
+
+/// The tunnel key of a tenant's cluster, stored in the state directory.
+///
+/// Created on first use from the kernel's random source; afterwards read
+/// back. The cluster agent of that cluster needs the same key.
+pub fn tunnel_key(
+    state_dir: &Path,
+    tenant: &str,
+    cluster: &str,
+) -> Result<HelloKey, StandaloneError> {
+    let dir = state_dir.join("keys").join(tenant);
+    let path = dir.join(format!("{cluster}.key"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => HelloKey::from_hex(text.trim()).ok_or_else(|| StandaloneError::Corrupt {
+            path: path.clone(),
+            message: "expected 64 hex digits (a 32-byte key)".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&dir).map_err(file_error("key directory", &dir))?;
+            let mut bytes = [0u8; 32];
+            let mut random = std::fs::File::open("/dev/urandom")
+                .map_err(file_error("random source", Path::new("/dev/urandom")))?;
+            std::io::Read::read_exact(&mut random, &mut bytes)
+                .map_err(file_error("random source", Path::new("/dev/urandom")))?;
+            let key = HelloKey::new(bytes);
+            write_atomically(
+                "tunnel key",
+                &path,
+                format!("{}\n", key.to_hex()).as_bytes(),
+            )?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(file_error("tunnel key", &path))?;
+            Ok(key)
+        }
+        Err(e) => Err(StandaloneError::File {
+            what: "tunnel key",
+            path,
+            source: e,
+        }),
+    }
+}
+
+impl Standalone {
+    /// Loads and attaches the gateway programs on the uplink, opens the
+    /// hello socket, starts the ADS server and reads the recorded state.
+    /// Must run inside a tokio runtime; needs root.
+    pub async fn start(config: StandaloneConfig) -> Result<Standalone, StandaloneError> {
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(file_error("state directory", &config.state_dir))?;
+        let state_path = config.state_dir.join("state.json");
+        let state = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StandaloneError::Corrupt {
+                path: state_path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => NodeState::default(),
+            Err(e) => return Err(file_error("state file", &state_path)(e)),
+        };
+        let envoy_binary = match &config.envoy {
+            Some(path) => path.clone(),
+            None => find_envoy().map_err(|source| StandaloneError::Envoy {
+                node: "(any)".into(),
+                source,
+            })?,
+        };
+
+        let mut datapath = DataPath::load()?;
+        datapath.attach(Program::GatewayEgress, &config.uplink)?;
+        datapath.attach(Program::GatewayIngress, &config.uplink)?;
+        let hello_address = SocketAddr::new(config.tunnel_address, GUE_PORT);
+        let socket =
+            UdpSocket::bind(hello_address).map_err(|source| StandaloneError::HelloSocket {
+                address: hello_address,
+                source,
+            })?;
+        let verifier = HelloVerifier::with_capacity(16384, config.hellos);
+        let plane = Arc::new(Mutex::new(DataPlane {
+            datapath,
+            agent: GatewayHelloAgent::new(socket, verifier),
+        }));
+        let hello_stop = Arc::new(AtomicBool::new(false));
+        let hello_thread = {
+            let plane = plane.clone();
+            let stop = hello_stop.clone();
+            std::thread::Builder::new()
+                .name("epic-hellos".into())
+                .spawn(move || hello_loop(&plane, &stop))
+                .map_err(|source| StandaloneError::HelloSocket {
+                    address: hello_address,
+                    source,
+                })?
+        };
+
+        let cache = SnapshotCache::new();
+        let known = KnownGateways::new();
+        let listener = tokio::net::TcpListener::bind(config.xds)
+            .await
+            .map_err(|source| StandaloneError::Xds {
+                address: config.xds,
+                source,
+            })?;
+        let xds_address = listener
+            .local_addr()
+            .map_err(|source| StandaloneError::Xds {
+                address: config.xds,
+                source,
+            })?;
+        let (xds_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = AdsServer::new(cache.clone(), known.clone());
+        let xds_task = tokio::spawn(server.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        let addresses = LocalAddresses::connect(&config.public_interface)?;
+        let routes = if config.announce {
+            Some(epic_route::RouteProgrammer::connect(
+                epic_route::RouteConfig::new(epic_route::RouteTarget::Interface(
+                    config.public_interface.clone(),
+                )),
+            )?)
+        } else {
+            None
+        };
+        Ok(Standalone {
+            config,
+            envoy_binary,
+            cache,
+            known,
+            plane,
+            hello_stop,
+            hello_thread: Some(hello_thread),
+            xds_stop: Some(xds_stop),
+            xds_task: Some(xds_task),
+            xds_address,
+            envoys: BTreeMap::new(),
+            addresses,
+            routes,
+            state,
+            tunnels: BTreeMap::new(),
+            endpoints: BTreeSet::new(),
+            served: BTreeSet::new(),
+        })
+    }
+
+    /// The address the ADS server listens on.
+    pub fn xds_address(&self) -> SocketAddr {
+        self.xds_address
+    }
+
+    /// The snapshot cache (what the proxies are served).
+    pub fn cache(&self) -> &SnapshotCache {
+        &self.cache
+    }
+
+    /// The recorded state.
+    pub fn state(&self) -> &NodeState {
+        &self.state
+    }
+
+    fn plane(&self) -> MutexGuard<'_, DataPlane> {
+        self.plane
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the resources file, plans, and applies the plan to every sink.
+    /// An unreadable or invalid file changes nothing.
+    pub async fn reconcile(&mut self) -> Result<ReconcileReport, StandaloneError> {
+        let path = &self.config.resources;
+        let text = std::fs::read_to_string(path).map_err(file_error("resources file", path))?;
+        let mut inputs = parse_resources(&text).map_err(|source| StandaloneError::Resources {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        inputs.gateway_nodes = vec![GatewayNode {
+            name: self.config.node_name.clone(),
+            address: self.config.tunnel_address,
+        }];
+        let plan = plan(&inputs, &self.state.recorded);
+        self.apply(&plan).await
+    }
+
+    async fn apply(&mut self, plan: &Plan) -> Result<ReconcileReport, StandaloneError> {
+        let mut report = ReconcileReport {
+            gateways: plan.gateways.len(),
+            programmed: plan.gateways.iter().filter(|g| g.programmed()).count(),
+            problems: plan
+                .problems
+                .iter()
+                .map(|Problem { object, message }| format!("{object}: {message}"))
+                .collect(),
+            ..Default::default()
+        };
+
+        // 1. Data path: tunnels (with their keys) before endpoints.
+        let node = self.config.node_name.clone();
+        let wanted: BTreeMap<u32, TunnelPlan> =
+            plan.tunnels_on(&node).map(|t| (t.id, t.clone())).collect();
+        let mut keys = BTreeMap::new();
+        for t in wanted.values() {
+            let k = (t.key.tenant.clone(), t.key.cluster.clone());
+            if let std::collections::btree_map::Entry::Vacant(slot) = keys.entry(k) {
+                let (tenant, cluster) = slot.key();
+                let key = tunnel_key(&self.config.state_dir, tenant, cluster)?;
+                slot.insert(key);
+            }
+        }
+        let wanted_endpoints: BTreeSet<EndpointPlan> = plan
+            .endpoints
+            .get(&node)
+            .map(|e| e.iter().copied().collect())
+            .unwrap_or_default();
+        {
+            let tunnel_address = self.config.tunnel_address;
+            let mut guard = self.plane();
+            let plane = &mut *guard;
+            for e in self.endpoints.difference(&wanted_endpoints) {
+                plane
+                    .datapath
+                    .remove_endpoint(EndpointKey::new(0, e.address, e.port, e.protocol))?;
+                report.endpoints.1 += 1;
+            }
+            for (id, old) in &self.tunnels {
+                if wanted.get(id).is_none_or(|t| t.key != old.key) {
+                    plane.datapath.remove_tunnel(TunnelId(*id))?;
+                    plane.agent.verifier_mut().remove_tunnel(TunnelId(*id));
+                    report.tunnels.1 += 1;
+                }
+            }
+            for (id, t) in &wanted {
+                let config = TunnelConfig::new(
+                    TunnelId(*id),
+                    keys[&(t.key.tenant.clone(), t.key.cluster.clone())].clone(),
+                    TenantId(t.tenant_id),
+                    NodeId::from_name(&t.key.node),
+                );
+                plane
+                    .agent
+                    .verifier_mut()
+                    .add_tunnel(&config)
+                    .map_err(|e| StandaloneError::Verifier(e.to_string()))?;
+                if self.tunnels.get(id).is_none_or(|old| old.key != t.key) {
+                    plane.datapath.add_tunnel(
+                        TunnelId(*id),
+                        TunnelValue::pending(TenantId(t.tenant_id), tunnel_address, GUE_PORT),
+                    )?;
+                    report.tunnels.0 += 1;
+                }
+            }
+            for e in wanted_endpoints.difference(&self.endpoints) {
+                plane.datapath.add_endpoint(
+                    EndpointKey::new(0, e.address, e.port, e.protocol),
+                    TunnelId(e.tunnel),
+                )?;
+                report.endpoints.0 += 1;
+            }
+        }
+        self.tunnels = wanted;
+        self.endpoints = wanted_endpoints;
+
+        // 2. xDS: snapshots of programmed gateways; a rejected one keeps its
+        // last good snapshot; gone gateways are forgotten.
+        let mut served = BTreeSet::new();
+        let mut proxies = BTreeSet::new();
+        let mut public = BTreeSet::new();
+        for g in &plan.gateways {
+            let accepted = g.condition("Accepted").is_some_and(|c| c.is_true());
+            if !accepted {
+                continue;
+            }
+            if let Some(snapshot) = &g.snapshot {
+                for proxy in &g.status.proxies {
+                    self.cache.set_snapshot(proxy, snapshot.clone());
+                }
+            }
+            let has_config = g
+                .status
+                .proxies
+                .iter()
+                .all(|p| self.cache.snapshot(p).is_some())
+                && !g.status.proxies.is_empty();
+            if has_config {
+                self.known.insert(&g.tenant, &g.name);
+                served.insert((g.tenant.clone(), g.name.clone()));
+                proxies.extend(g.status.proxies.iter().cloned());
+                public.extend(g.status.addresses.iter().copied());
+            }
+        }
+        for (tenant, name) in self.served.difference(&served) {
+            self.known.remove(tenant, name);
+        }
+        self.served = served;
+
+        // 3. Public addresses, before the proxies that bind them.
+        let owned = self.state.addresses.clone();
+        let changes = self.addresses.sync(&public, &owned).await?;
+        report.addresses = (changes.added.clone(), changes.removed.clone());
+        self.state.addresses = public.clone();
+
+        // 4. Proxies.
+        let gone: Vec<String> = self
+            .envoys
+            .keys()
+            .filter(|p| !proxies.contains(*p))
+            .cloned()
+            .collect();
+        for proxy in gone {
+            if let Some(envoy) = self.envoys.remove(&proxy) {
+                let _ = envoy.stop().await;
+            }
+            self.cache.remove_node(&proxy);
+            report.proxies_stopped.push(proxy);
+        }
+        for proxy in &proxies {
+            if self.envoys.contains_key(proxy) {
+                continue;
+            }
+            let dir = self
+                .config
+                .state_dir
+                .join("envoy")
+                .join(proxy.replace('/', "-"));
+            std::fs::create_dir_all(&dir).map_err(file_error("envoy directory", &dir))?;
+            let cluster = proxy.rsplit_once('/').map_or(proxy.as_str(), |(g, _)| g);
+            let mut config =
+                EnvoyConfig::new(self.envoy_binary.clone(), proxy, self.xds_address, &dir);
+            config.node_cluster = cluster.to_owned();
+            let envoy =
+                LocalEnvoy::start(config)
+                    .await
+                    .map_err(|source| StandaloneError::Envoy {
+                        node: proxy.clone(),
+                        source,
+                    })?;
+            self.envoys.insert(proxy.clone(), envoy);
+            report.proxies_started.push(proxy.clone());
+        }
+        for (proxy, error) in self.heal().await {
+            report
+                .problems
+                .push(format!("proxy {proxy} restarted: {error}"));
+        }
+        for (proxy, envoy) in &mut self.envoys {
+            envoy
+                .wait_ready(Duration::from_secs(30))
+                .await
+                .map_err(|source| StandaloneError::Envoy {
+                    node: proxy.clone(),
+                    source,
+                })?;
+        }
+
+        // 5. Routes for BGP: announced once the proxies are ready.
+        if let Some(routes) = &self.routes {
+            let desired: epic_route::DesiredRoutes = plan
+                .gateways
+                .iter()
+                .filter(|g| self.served.contains(&(g.tenant.clone(), g.name.clone())))
+                .flat_map(|g| g.announcements.iter())
+                .map(|a| epic_route::Announcement {
+                    address: a.address,
+                    aggregation: a.prefix_len,
+                    proxy_ready: true,
+                })
+                .collect();
+            routes.sync(&desired).await?;
+        }
+
+        // 6. Status and recorded state.
+        let status = StatusFile {
+            gateways: plan
+                .gateways
+                .iter()
+                .map(|g| GatewayStatusEntry {
+                    namespace: g.namespace.clone(),
+                    name: g.name.clone(),
+                    status: g.status.clone(),
+                })
+                .collect(),
+            problems: report.problems.clone(),
+        };
+        let status_path = self.config.state_dir.join("status.json");
+        let json = serde_json::to_vec_pretty(&status).unwrap_or_default();
+        write_atomically("status file", &status_path, &json)?;
+        self.state.recorded = plan.recorded.clone();
+        self.save_state()?;
+        Ok(report)
+    }
+
+    /// Restarts every proxy whose Envoy has exited; returns each one with
+    /// why it had stopped. A proxy that cannot be restarted is dropped from
+    /// the running set, so the next call (or reconcile) tries again.
+    pub async fn heal(&mut self) -> Vec<(String, super::envoy::EnvoyError)> {
+        let mut healed = Vec::new();
+        let proxies: Vec<String> = self.envoys.keys().cloned().collect();
+        for proxy in proxies {
+            let Some(envoy) = self.envoys.get_mut(&proxy) else {
+                continue;
+            };
+            let Err(error) = envoy.check_running() else {
+                continue;
+            };
+            let config = envoy.config().clone();
+            self.envoys.remove(&proxy);
+            tracing::warn!("proxy {proxy}: {error}; restarting it");
+            match LocalEnvoy::start(config).await {
+                Ok(envoy) => {
+                    self.envoys.insert(proxy.clone(), envoy);
+                }
+                Err(e) => tracing::error!("proxy {proxy}: restart failed: {e}"),
+            }
+            healed.push((proxy, error));
+        }
+        healed
+    }
+
+    /// The running proxies (Envoy node id) and their process ids.
+    pub fn proxies(&self) -> Vec<(String, Option<u32>)> {
+        self.envoys
+            .iter()
+            .map(|(proxy, envoy)| (proxy.clone(), envoy.pid()))
+            .collect()
+    }
+
+    fn save_state(&self) -> Result<(), StandaloneError> {
+        let path = self.config.state_dir.join("state.json");
+        let json = serde_json::to_vec_pretty(&self.state).unwrap_or_default();
+        write_atomically("state file", &path, &json)
+    }
+
+    /// Hello statistics so far.
+    pub fn hello_stats(&self) -> epic_bpf::agent::HelloStats {
+        self.plane().agent.stats()
+    }
+
+    /// The data path's counters.
+    pub fn counters(
+        &self,
+    ) -> Result<Vec<(epic_gue::maps::Counter, epic_bpf::CounterValue)>, StandaloneError> {
+        Ok(self.plane().datapath.counters()?)
+    }
+
+    /// Stops the proxies, the ADS server and the hello thread, and detaches
+    /// the programs. Public addresses, routes and state stay, so a restart
+    /// adopts them.
+    pub async fn shutdown(mut self) {
+        for (_, envoy) in std::mem::take(&mut self.envoys) {
+            let _ = envoy.stop().await;
+        }
+        if let Some(stop) = self.xds_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.xds_task.take() {
+            let _ = task.await;
+        }
+        self.stop_hellos();
+    }
+
+    fn stop_hellos(&mut self) {
+        self.hello_stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.hello_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        self.stop_hellos();
+    }
+}
+
+/// Verifies hellos and programs the tunnel map until `stop`.
+fn hello_loop(plane: &Mutex<DataPlane>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let events = {
+            let mut guard = plane.lock().unwrap_or_else(|p| p.into_inner());
+            let DataPlane { datapath, agent } = &mut *guard;
+            agent.run_for(datapath, Duration::from_millis(100))
+        };
+        match events {
+            Ok(events) => {
+                for event in events {
+                    log_hello(&event);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("hellos: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // Let reconciles take the lock between rounds.
+        std::thread::yield_now();
+    }
+}
+
+fn log_hello(event: &HelloEvent) {
+    match event {
+        HelloEvent::Refreshed { .. } => tracing::debug!("hello: {event:?}"),
+        HelloEvent::Rejected { .. } => tracing::warn!("hello: {event:?}"),
+        _ => tracing::info!("hello: {event:?}"),
+    }
+}
