@@ -8,7 +8,12 @@
 //!   (`epic-templates` → `epic-xds`), tunnels and data-path endpoints,
 //!   announcements, status.
 //! - [`source`]: desired state from a YAML file of those resources
-//!   (standalone mode).
+//!   (standalone mode); [`k8s`] (feature `k8s`, on by default): from the
+//!   Kubernetes API, with the status writer and the proxy `StatefulSet`s.
+//! - [`publish`]: a plan's snapshots to the xDS server, in both worlds.
+//! - [`mirror`]: the user-cluster side — `Service`s of type
+//!   `LoadBalancer`, Gateway API gateways and routes, `EndpointSlice`s —
+//!   as the platform's resources, and the platform's status back.
 //! - [`local`]: the standalone sinks — a local Envoy child process and the
 //!   public addresses on a local interface.
 //!
@@ -43,8 +48,12 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "k8s")]
+pub mod k8s;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod mirror;
 pub mod model;
 pub mod plan;
+pub mod publish;
 pub mod source;

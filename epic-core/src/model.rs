@@ -486,3 +486,12 @@ pub fn crds()
         BackendSet::crd(),
     ]
 }
+
+/// Every CustomResourceDefinition as `---`-separated YAML documents, as
+/// `epicctl crds` prints them and `charts/epic-gateway/crds/` holds them.
+pub fn crds_yaml() -> String {
+    crds()
+        .iter()
+        .map(|crd| format!("---\n{}", serde_yaml_ng::to_string(crd).unwrap_or_default()))
+        .collect()
+}

@@ -17,6 +17,8 @@
 //! - Gateways that already hold addresses are planned before new ones, then
 //!   by name, so a new gateway never takes a place (an address, a slot under
 //!   the tenant's limit) from an existing one.
+//! - A gateway's backends are the backend sets of its namespace that belong
+//!   to its user cluster (`client.cluster`; all of them if it names none).
 //! - Translation sees a gateway, its routes and its backends in the user
 //!   cluster's namespace (`client.namespace`, a route's `namespace`, a
 //!   backend set's `namespace`; default `default`), as the user wrote them.
@@ -738,15 +740,16 @@ fn plan_gateway<'a>(
         })
         .collect();
 
-    // Translation and rendering.
+    // Translation and rendering: the backend sets of the gateway's own
+    // user cluster (any cluster's, for a gateway that names none).
     let client_ns = ns_or_default(&g.spec.client.namespace).to_owned();
+    let cluster = g.spec.client.cluster.as_str();
+    let serves = |b: &&BackendSet| {
+        namespace_of(&b.metadata) == ns && (cluster.is_empty() || b.spec.cluster == cluster)
+    };
     let mut backends = Vec::new();
     let mut endpoints: Vec<BackendEndpoint<'a>> = Vec::new();
-    for set in inputs
-        .backend_sets
-        .iter()
-        .filter(|b| namespace_of(&b.metadata) == ns)
-    {
+    for set in inputs.backend_sets.iter().filter(serves) {
         for port in &set.spec.ports {
             backends.push(BackendInput {
                 namespace: ns_or_default(&set.spec.namespace).to_owned(),
@@ -836,11 +839,7 @@ fn plan_gateway<'a>(
             )
         })
         .collect();
-    for set in inputs
-        .backend_sets
-        .iter()
-        .filter(|b| namespace_of(&b.metadata) == ns)
-    {
+    for set in inputs.backend_sets.iter().filter(serves) {
         for port in &set.spec.ports {
             let id = (
                 ns_or_default(&set.spec.namespace).to_owned(),

@@ -28,6 +28,12 @@ pub const ENVOY_VERSION: &str = "1.40.0";
 /// Python gRPC, whose own xDS client is the second, independent client in
 /// epic-xds's tests.
 pub const GRPCIO_VERSION: &str = "1.85.3";
+/// Python packages of the Helm chart check (`charts/check_chart.py`): real
+/// Helm as a library, and the Kubernetes schemas.
+pub const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("helm-python-sdk", "0.2.2"),
+    ("kubernetes-validate", "1.37.0"),
+];
 /// cargo-fuzz, for fuzz smoke runs.
 pub const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
@@ -42,6 +48,9 @@ pub fn run() -> Result<(), Failure> {
     }
     if grpcio()? {
         changed.push("grpcio");
+    }
+    if python_packages()? {
+        changed.push("chart check packages");
     }
     if rust_src()? {
         changed.push("rust-src");
@@ -200,6 +209,38 @@ fn grpcio() -> Result<bool, Failure> {
             "check which python3 is first on PATH",
         )),
     }
+}
+
+/// The installed version of a Python distribution, if any.
+fn python_package_version(name: &str) -> Option<String> {
+    run::output(Command::new("python3").args([
+        "-c",
+        &format!("import importlib.metadata as m; print(m.version('{name}'))"),
+    ]))
+    .map(|v| v.trim().to_owned())
+}
+
+/// Step: the chart check's Python packages. Returns whether it installed anything.
+fn python_packages() -> Result<bool, Failure> {
+    const STEP: &str = "python packages";
+    let mut changed = false;
+    for (name, version) in PYTHON_PACKAGES {
+        if python_package_version(name).as_deref() == Some(*version) {
+            continue;
+        }
+        pip_install(STEP, &format!("{name}=={version}"))?;
+        match python_package_version(name) {
+            Some(v) if v == *version => changed = true,
+            other => {
+                return Err(Failure::new(
+                    STEP,
+                    format!("after installing, python3 reports {name} {other:?}, not {version}"),
+                    "check which python3 is first on PATH",
+                ));
+            }
+        }
+    }
+    Ok(changed)
 }
 
 /// Step: rust-src for the nightly toolchain. Returns whether it installed anything.

@@ -99,8 +99,6 @@ pub fn run(args: PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Runs `epicctl crds`: every CustomResourceDefinition as YAML documents.
 pub fn crds() -> Result<(), Box<dyn std::error::Error>> {
-    for crd in epic_core::model::crds() {
-        println!("---\n{}", serde_yaml_ng::to_string(&crd)?);
-    }
+    print!("{}", epic_core::model::crds_yaml());
     Ok(())
 }

@@ -279,7 +279,7 @@ pub struct Standalone {
     state: NodeState,
     tunnels: BTreeMap<u32, TunnelPlan>,
     endpoints: BTreeSet<EndpointPlan>,
-    served: BTreeSet<(String, String)>,
+    published: crate::publish::Published,
 }
 
 impl fmt::Debug for Standalone {
@@ -446,7 +446,7 @@ impl Standalone {
             state,
             tunnels: BTreeMap::new(),
             endpoints: BTreeSet::new(),
-            served: BTreeSet::new(),
+            published: crate::publish::Published::default(),
         })
     }
 
@@ -566,38 +566,20 @@ impl Standalone {
         self.tunnels = wanted;
         self.endpoints = wanted_endpoints;
 
-        // 2. xDS: snapshots of programmed gateways; a rejected one keeps its
-        // last good snapshot; gone gateways are forgotten.
-        let mut served = BTreeSet::new();
-        let mut proxies = BTreeSet::new();
-        let mut public = BTreeSet::new();
-        for g in &plan.gateways {
-            let accepted = g.condition("Accepted").is_some_and(|c| c.is_true());
-            if !accepted {
-                continue;
-            }
-            if let Some(snapshot) = &g.snapshot {
-                for proxy in &g.status.proxies {
-                    self.cache.set_snapshot(proxy, snapshot.clone());
-                }
-            }
-            let has_config = g
-                .status
-                .proxies
-                .iter()
-                .all(|p| self.cache.snapshot(p).is_some())
-                && !g.status.proxies.is_empty();
-            if has_config {
-                self.known.insert(&g.tenant, &g.name);
-                served.insert((g.tenant.clone(), g.name.clone()));
-                proxies.extend(g.status.proxies.iter().cloned());
-                public.extend(g.status.addresses.iter().copied());
-            }
-        }
-        for (tenant, name) in self.served.difference(&served) {
-            self.known.remove(tenant, name);
-        }
-        self.served = served;
+        // 2. xDS: snapshots of accepted gateways; a rejected configuration
+        // keeps the last good one; gone gateways are refused.
+        self.published = crate::publish::publish(plan, &self.cache, &self.known, &self.published);
+        let proxies = self.published.proxies.clone();
+        let public: BTreeSet<IpAddr> = plan
+            .gateways
+            .iter()
+            .filter(|g| {
+                self.published
+                    .gateways
+                    .contains(&(g.tenant.clone(), g.name.clone()))
+            })
+            .flat_map(|g| g.status.addresses.iter().copied())
+            .collect();
 
         // 3. Public addresses, before the proxies that bind them.
         let owned = self.state.addresses.clone();
@@ -616,7 +598,6 @@ impl Standalone {
             if let Some(envoy) = self.envoys.remove(&proxy) {
                 let _ = envoy.stop().await;
             }
-            self.cache.remove_node(&proxy);
             report.proxies_stopped.push(proxy);
         }
         for proxy in &proxies {
@@ -663,7 +644,11 @@ impl Standalone {
             let desired: epic_route::DesiredRoutes = plan
                 .gateways
                 .iter()
-                .filter(|g| self.served.contains(&(g.tenant.clone(), g.name.clone())))
+                .filter(|g| {
+                    self.published
+                        .gateways
+                        .contains(&(g.tenant.clone(), g.name.clone()))
+                })
                 .flat_map(|g| g.announcements.iter())
                 .map(|a| epic_route::Announcement {
                     address: a.address,

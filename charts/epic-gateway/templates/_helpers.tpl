@@ -1,0 +1,16 @@
+{{- define "epic-gateway.name" -}}
+epic-gateway-controller
+{{- end -}}
+
+{{- define "epic-gateway.labels" -}}
+app.kubernetes.io/name: {{ include "epic-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "epic-gateway.selector" -}}
+app.kubernetes.io/name: {{ include "epic-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
