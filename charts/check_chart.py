@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Lints and renders a Helm chart offline with real Helm (helm-python-sdk),
+"""check_chart.py CHART_DIR [VALUES_JSON]
+
+Lints and renders a Helm chart offline with real Helm (helm-python-sdk),
 then validates every rendered manifest and CRD against the Kubernetes
 schemas (kubernetes-validate). Exit status 0 only if all of it passes;
 every problem is printed with the template it came from."""
@@ -13,16 +15,20 @@ import yaml
 KUBE_VERSION = "1.33.0"
 
 
-def main(chart_dir: str) -> int:
+def main(chart_dir: str, values: dict) -> int:
     problems = []
-    report = helm_python.lint(chart_dir, strict=True, namespace="epic-system", kube_version="v" + KUBE_VERSION)
+    report = helm_python.lint(chart_dir, values or None, strict=True, namespace="epic-system", kube_version="v" + KUBE_VERSION)
     for m in report.get("messages", []):
         if m.get("severity", 0) >= 2:
             problems.append(f"lint {m.get('path')}: {m.get('error')}")
     problems += [f"lint: {e}" for e in report.get("errors", [])]
 
     chart = helm_python.Chart.load(chart_dir)
-    rendered = chart.render(name="epic", namespace="epic-system", is_install=True)
+    try:
+        rendered = chart.render(values or None, name="epic", namespace="epic-system", is_install=True)
+    except helm_python.HelmError as e:
+        problems.append(f"render: {e}")
+        rendered = {}
     kinds = []
     sources = list(rendered.items())
     for crd in chart.crds or []:
@@ -45,4 +51,4 @@ def main(chart_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}))

@@ -280,7 +280,8 @@ pub fn is_dns1123_label(s: &str) -> bool {
 }
 
 /// A label value for `s`: itself if valid, else a cleaned, hashed form.
-fn label_value(s: &str) -> String {
+/// `value` as a valid label value (what the cluster label holds).
+pub fn label_value(s: &str) -> String {
     let valid = s.len() <= MAX_NAME
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

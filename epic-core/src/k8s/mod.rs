@@ -11,6 +11,8 @@
 //!   gateway ([`proxy_statefulset`]) in its namespace, and deletes the ones
 //!   of gateways that are gone.
 //!
+//! [`cluster`] is the user-cluster side: the mirror's Kubernetes I/O.
+//!
 //! Gateway nodes are the `Node`s labelled [`GATEWAY_NODE_LABEL`]`=true`;
 //! their tunnel address is the [`TUNNEL_ADDRESS_ANNOTATION`] annotation, else
 //! their first `InternalIP`.
@@ -42,6 +44,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use serde_json::json;
 
+pub mod cluster;
+
 use crate::model::{
     AddressPool, BackendSet, Gateway, GatewayTemplate, ListenerProtocol, Route, Tenant,
 };
@@ -72,7 +76,7 @@ pub enum K8sError {
     },
 }
 
-fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> K8sError {
+pub(crate) fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> K8sError {
     let what = what.into();
     move |source| K8sError::Api {
         what,

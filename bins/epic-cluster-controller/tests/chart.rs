@@ -1,0 +1,60 @@
+//! The user-cluster Helm chart: real Helm (helm-python-sdk) lints and
+//! renders it, with and without platform credentials, and every manifest
+//! validates against the Kubernetes schemas (kubernetes-validate); both are
+//! installed by `cargo xtask setup`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn check(values: &str) -> String {
+    let charts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts");
+    let out = Command::new("python3")
+        .arg(charts.join("check_chart.py"))
+        .arg(charts.join("epic-cluster"))
+        .arg(values)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "chart check failed for values {values} (helm-python-sdk and kubernetes-validate come from `cargo xtask setup`):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_cluster_chart_lints_renders_and_validates() {
+    for values in [
+        "{}",
+        r#"{"clusterId": "c1", "tenantNamespace": "acme", "platformKubeconfigSecret": "platform"}"#,
+    ] {
+        let out = check(values);
+        for kind in [
+            "Deployment/epic-cluster-controller",
+            "ClusterRole/epic-cluster-controller",
+            "ClusterRoleBinding/epic-cluster-controller",
+            "ServiceAccount/epic-cluster-controller",
+        ] {
+            assert!(out.contains(kind), "{kind} missing for {values}:\n{out}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_cluster_id_is_refused_by_the_chart() {
+    let charts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts");
+    let out = Command::new("python3")
+        .arg(charts.join("check_chart.py"))
+        .arg(charts.join("epic-cluster"))
+        .arg(r#"{"clusterId": ""}"#)
+        .output()
+        .expect("python3 runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(text.contains("clusterId is required"), "{text}");
+}
