@@ -23,8 +23,10 @@
 //!   cluster's namespace (`client.namespace`, a route's `namespace`, a
 //!   backend set's `namespace`; default `default`), as the user wrote them.
 //! - A gateway whose configuration does not render, is inconsistent, or
-//!   whose snapshot is refused gets `Programmed=False` with the error, and
-//!   no snapshot: its proxies keep the last good configuration.
+//!   whose snapshot is refused gets `Programmed=False` (reason `Invalid`)
+//!   with the error and no snapshot, and keeps everything else — proxies,
+//!   addresses, announcements, tunnels, endpoints: its proxies keep serving
+//!   the last good configuration.
 //! - Tunnels: one per (tenant, cluster, cluster node, gateway node) for
 //!   every node that hosts a ready or unready endpoint of a programmed
 //!   gateway, on every gateway node. Recorded ids are kept; a new tunnel
@@ -120,7 +122,7 @@ pub struct Recorded {
 }
 
 /// A problem not tied to one gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
     /// The object (`Kind namespace/name` or `Kind name`).
@@ -253,6 +255,9 @@ pub fn snapshot_of(resources: &EnvoyResources) -> Result<Snapshot, SnapshotError
 
 const DEFAULT_NAMESPACE: &str = "default";
 
+/// Most proxies a gateway template may ask for.
+pub const MAX_REPLICAS: u32 = 64;
+
 fn ns_or_default(ns: &str) -> &str {
     if ns.is_empty() { DEFAULT_NAMESPACE } else { ns }
 }
@@ -279,49 +284,65 @@ struct ResolvedTemplate {
     pool: Option<String>,
     families: crate::model::AddressFamilies,
     replicas: u32,
-    allow_sharing: bool,
+}
+
+/// The valid tenants by namespace, and the problems of the others: in
+/// name order, a tenant with id 0, an id already used, or a namespace
+/// already claimed is refused. Every consumer of tenants (the plan, the
+/// Kubernetes records) resolves them with this one function.
+pub fn tenants_by_namespace(tenants: &[Tenant]) -> (BTreeMap<&str, &Tenant>, Vec<Problem>) {
+    let mut by_namespace: BTreeMap<&str, &Tenant> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut ids: BTreeMap<u32, &str> = BTreeMap::new();
+    let mut sorted: Vec<&Tenant> = tenants.iter().collect();
+    sorted.sort_by(|a, b| name_of(&a.metadata).cmp(name_of(&b.metadata)));
+    for t in sorted {
+        let name = name_of(&t.metadata);
+        let object = format!("Tenant {name}");
+        let refused = if t.spec.id == 0 {
+            Some("id 0 is reserved".to_owned())
+        } else if let Some(other) = ids.get(&t.spec.id) {
+            Some(format!(
+                "id {} is already used by tenant {other}",
+                t.spec.id
+            ))
+        } else {
+            by_namespace.get(t.spec.namespace.as_str()).map(|other| {
+                format!(
+                    "namespace {} already belongs to tenant {}",
+                    t.spec.namespace,
+                    name_of(&other.metadata)
+                )
+            })
+        };
+        match refused {
+            Some(message) => problems.push(Problem { object, message }),
+            None => {
+                ids.insert(t.spec.id, name);
+                by_namespace.insert(t.spec.namespace.as_str(), t);
+            }
+        }
+    }
+    (by_namespace, problems)
+}
+
+/// The sharing key a gateway's addresses are allocated with: its
+/// `sharingKey`, if its template allows sharing (built-in templates do not).
+pub fn sharing_key_of(g: &Gateway, templates: &[GatewayTemplate]) -> Option<String> {
+    let allowed = templates.iter().any(|t| {
+        namespace_of(&t.metadata) == namespace_of(&g.metadata)
+            && name_of(&t.metadata) == g.spec.template
+            && t.spec.allow_sharing
+    });
+    g.spec.sharing_key.clone().filter(|_| allowed)
 }
 
 /// Plans everything. Pure: see the module docs for the rules.
 pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
     let mut out = Plan::default();
 
-    // Tenants by namespace; duplicates are problems and the later one loses.
-    let mut tenants: BTreeMap<&str, &Tenant> = BTreeMap::new();
-    let mut ids: BTreeMap<u32, &str> = BTreeMap::new();
-    let mut sorted_tenants: Vec<&Tenant> = inputs.tenants.iter().collect();
-    sorted_tenants.sort_by(|a, b| name_of(&a.metadata).cmp(name_of(&b.metadata)));
-    for t in sorted_tenants {
-        let name = name_of(&t.metadata);
-        let object = format!("Tenant {name}");
-        if t.spec.id == 0 {
-            out.problems.push(Problem {
-                object,
-                message: "id 0 is reserved".into(),
-            });
-            continue;
-        }
-        if let Some(other) = ids.get(&t.spec.id) {
-            out.problems.push(Problem {
-                object,
-                message: format!("id {} is already used by tenant {other}", t.spec.id),
-            });
-            continue;
-        }
-        if let Some(other) = tenants.get(t.spec.namespace.as_str()) {
-            out.problems.push(Problem {
-                object,
-                message: format!(
-                    "namespace {} already belongs to tenant {}",
-                    t.spec.namespace,
-                    name_of(&other.metadata)
-                ),
-            });
-            continue;
-        }
-        ids.insert(t.spec.id, name);
-        tenants.insert(t.spec.namespace.as_str(), t);
-    }
+    let (tenants, problems) = tenants_by_namespace(&inputs.tenants);
+    out.problems.extend(problems);
 
     // Pools and the allocator, rebuilt from the records.
     let specs: Vec<_> = inputs
@@ -424,6 +445,7 @@ pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
     let mut gateway_tunnels: Vec<Vec<(TunnelKey, IpAddr)>> = Vec::new();
     let mut endpoint_owner: BTreeMap<(String, IpAddr, u16, u8), (String, TunnelKey)> =
         BTreeMap::new();
+    let mut unreachable_endpoints: BTreeSet<Problem> = BTreeSet::new();
 
     for g in gateways {
         let ns = namespace_of(&g.metadata);
@@ -464,6 +486,17 @@ pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
                             .find(|n| n.name == endpoint.node)
                             .map(|n| n.address)
                         else {
+                            unreachable_endpoints.insert(Problem {
+                                object: format!(
+                                    "BackendSet {}/{}",
+                                    namespace_of(&set.metadata),
+                                    name_of(&set.metadata)
+                                ),
+                                message: format!(
+                                    "endpoint {}:{} is on node {:?}, which spec.nodes does not list: no tunnel reaches it",
+                                    endpoint.address, endpoint.port, endpoint.node
+                                ),
+                            });
                             continue;
                         };
                         let key = TunnelKey {
@@ -511,6 +544,8 @@ pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
         gateway_tunnels.push(my_tunnels);
         out.gateways.push(gp);
     }
+
+    out.problems.extend(unreachable_endpoints);
 
     // Tunnel ids: keep recorded ones still wanted, then lowest free id.
     tunnel_ids.retain(|k, _| wanted_tunnels.contains_key(k));
@@ -608,6 +643,16 @@ fn plan_gateway<'a>(
     let resolved = match templates.get(&(ns.to_owned(), g.spec.template.clone())) {
         Some(t) => {
             let key = format!("{ns}/{}", g.spec.template);
+            if !(1..=MAX_REPLICAS).contains(&t.spec.replicas) {
+                ipam.release(&owner);
+                return Err(not_accepted(
+                    "InvalidParameters",
+                    format!(
+                        "GatewayTemplate {key}: replicas {} is outside 1..={MAX_REPLICAS}",
+                        t.spec.replicas
+                    ),
+                ));
+            }
             if let Some(e) = template_errors.get(&key) {
                 ipam.release(&owner);
                 return Err(not_accepted(
@@ -620,7 +665,6 @@ fn plan_gateway<'a>(
                 pool: t.spec.pool.clone(),
                 families: t.spec.families,
                 replicas: t.spec.replicas,
-                allow_sharing: t.spec.allow_sharing,
             }
         }
         None if epic_templates::BUILTIN_TEMPLATES.contains(&g.spec.template.as_str()) => {
@@ -629,7 +673,6 @@ fn plan_gateway<'a>(
                 pool: None,
                 families: Default::default(),
                 replicas: 1,
-                allow_sharing: false,
             }
         }
         None => {
@@ -686,9 +729,7 @@ fn plan_gateway<'a>(
     for a in &g.spec.addresses {
         request = request.with_address(*a);
     }
-    if resolved.allow_sharing
-        && let Some(key) = &g.spec.sharing_key
-    {
+    if let Some(key) = sharing_key_of(g, &inputs.templates) {
         request = request.with_sharing_key(key);
     }
     request = request.with_ports(g.spec.listeners.iter().map(|l| match l.protocol {
@@ -854,22 +895,32 @@ fn plan_gateway<'a>(
         }
     }
 
-    let rendered = renderer
-        .render(&resolved.render_name, &translation.context)
-        .map_err(|e| not_programmed("Invalid", e.to_string()))?;
-    epic_templates::validate::check_consistency(&rendered.resources)
-        .map_err(|e| not_programmed("Invalid", e.to_string()))?;
-    let snapshot =
-        snapshot_of(&rendered.resources).map_err(|e| not_programmed("Invalid", e.to_string()))?;
-    if !rendered.dns_name.is_empty() {
-        gp.status.dns_name = Some(rendered.dns_name);
-    }
     gp.status.proxies = (0..resolved.replicas)
         .map(|i| proxy_node_id(tenant_name, name, i))
         .collect();
-    gp.snapshot = Some(Arc::new(snapshot));
     gp.announcements = announcements;
-    set_condition(gp, Condition::new("Programmed", true, "Programmed", ""));
+    // A configuration that does not render, is inconsistent or is refused
+    // as a snapshot leaves the last good one serving: the gateway keeps its
+    // proxies, addresses, tunnels and endpoints; `Programmed` says why.
+    let outcome = renderer
+        .render(&resolved.render_name, &translation.context)
+        .map_err(|e| e.to_string())
+        .and_then(|rendered| {
+            epic_templates::validate::check_consistency(&rendered.resources)
+                .map_err(|e| e.to_string())?;
+            let snapshot = snapshot_of(&rendered.resources).map_err(|e| e.to_string())?;
+            Ok((rendered.dns_name, snapshot))
+        });
+    match outcome {
+        Ok((dns_name, snapshot)) => {
+            if !dns_name.is_empty() {
+                gp.status.dns_name = Some(dns_name);
+            }
+            gp.snapshot = Some(Arc::new(snapshot));
+            set_condition(gp, Condition::new("Programmed", true, "Programmed", ""));
+        }
+        Err(message) => set_condition(gp, not_programmed("Invalid", message)),
+    }
     Ok(endpoints)
 }
 

@@ -74,14 +74,26 @@ async fn reconcile(fake: &Arc<FakeApi>) -> (usize, Vec<String>, Vec<String>) {
     let client = client(fake);
     let loaded = load(&client).await.unwrap();
     let plan = plan(&loaded.inputs, &loaded.recorded);
-    let patched = write_statuses(&client, &plan, loaded.gateways())
-        .await
-        .unwrap();
-    let (applied, deleted) =
-        apply_proxies(&client, &plan, &loaded.inputs, &ProxySettings::default())
-            .await
-            .unwrap();
-    (patched, applied, deleted)
+    // The records rebuilt from status are the plan's own records.
+    let mut rebuilt = loaded.recorded.clone();
+    let mut planned = plan.recorded.clone();
+    for r in [&mut rebuilt, &mut planned] {
+        r.allocations.sort();
+        r.tunnels.sort();
+    }
+    let had_status = loaded.gateways().iter().all(|g| g.status.is_some());
+    if had_status {
+        assert_eq!(rebuilt, planned, "status round-trips the records");
+    }
+    let statuses = write_statuses(&client, &plan, loaded.gateways()).await;
+    let proxies = apply_proxies(&client, &plan, &loaded.inputs, &ProxySettings::default()).await;
+    assert!(
+        statuses.failed.is_empty() && proxies.failed.is_empty(),
+        "{:?} {:?}",
+        statuses.failed,
+        proxies.failed
+    );
+    (statuses.done.len(), proxies.done, proxies.deleted)
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -233,7 +245,27 @@ fn records_come_from_status_one_id_per_tunnel() {
         .unwrap()
     };
     // b's tunnel claims id 1 for another node: the first record (a) keeps it.
-    let recorded = recorded_from(&[gw("b", 1, "n2"), gw("a", 1, "n1")], &[tenant]);
+    use epic_core::model::GatewayTemplate;
+    let sharing: GatewayTemplate =
+        serde_json::from_value(json!({"apiVersion": "epic-gateway.org/v1alpha1",
+        "kind": "GatewayTemplate", "metadata": {"name": "shared", "namespace": "acme"},
+        "spec": {"builtin": "udp", "allowSharing": true}}))
+        .unwrap();
+    // Without a template that allows sharing, no key is recorded.
+    let recorded = recorded_from(
+        &[gw("b", 1, "n2"), gw("a", 1, "n1")],
+        std::slice::from_ref(&tenant),
+        &[],
+    );
+    assert!(
+        recorded
+            .allocations
+            .iter()
+            .all(|a| a.sharing_key.is_none() && a.ports.is_empty())
+    );
+    let mut a = gw("a", 1, "n1");
+    a.spec.template = "shared".into();
+    let recorded = recorded_from(&[gw("b", 1, "n2"), a], &[tenant], &[sharing]);
     assert_eq!(recorded.tunnels.len(), 1);
     assert_eq!(recorded.tunnels[0].key.node, "n1");
     assert_eq!(recorded.allocations.len(), 2);

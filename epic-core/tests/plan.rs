@@ -399,3 +399,81 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_template_that_stops_rendering_keeps_the_gateway_served() {
+    let first = plan(&inputs(&web("web", "tcp")), &Recorded::default());
+    let broken = format!(
+        "{}\n---\napiVersion: epic-gateway.org/v1alpha1\nkind: GatewayTemplate\nmetadata: {{name: tcp, namespace: acme}}\nspec: {{envoy: '{{{{ fail(\"broken on purpose\") }}}}'}}\n",
+        web("web", "tcp")
+    );
+    let p = plan(&inputs(&broken), &first.recorded);
+    let g = p.gateway("acme", "web").unwrap();
+    let (s, r, m) = reason(&p, "acme", "web", "Programmed");
+    assert_eq!((s.as_str(), r.as_str()), ("False", "Invalid"));
+    assert!(m.contains("broken on purpose"), "{m}");
+    assert!(g.snapshot.is_none(), "no new configuration");
+    let before = first.gateway("acme", "web").unwrap();
+    assert_eq!(g.status.proxies, before.status.proxies);
+    assert_eq!(g.status.addresses, before.status.addresses);
+    assert_eq!(g.announcements, before.announcements);
+    assert_eq!(g.status.tunnels, before.status.tunnels);
+    assert_eq!(p.tunnels, first.tunnels);
+    assert_eq!(p.endpoints, first.endpoints);
+}
+
+#[test]
+fn replicas_outside_the_bounds_are_refused() {
+    for replicas in [0, epic_core::plan::MAX_REPLICAS + 1] {
+        let extra = format!(
+            "{}\n---\napiVersion: epic-gateway.org/v1alpha1\nkind: GatewayTemplate\nmetadata: {{name: big, namespace: acme}}\nspec: {{builtin: tcp, replicas: {replicas}}}\n",
+            web("web", "big")
+        );
+        let p = plan(&inputs(&extra), &Recorded::default());
+        let (s, r, m) = reason(&p, "acme", "web", "Accepted");
+        assert_eq!((s.as_str(), r.as_str()), ("False", "InvalidParameters"));
+        assert!(
+            m.contains(&format!("replicas {replicas} is outside")),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn an_endpoint_on_an_unlisted_node_is_reported() {
+    let extra = format!(
+        "{}{}",
+        web("web", "tcp"),
+        r#"
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: BackendSet
+metadata: {name: lost, namespace: acme}
+spec:
+  cluster: c1
+  namespace: default
+  service: lost
+  ports: [{port: 81, endpoints: [{address: 198.18.9.9, port: 81, node: nowhere}]}]
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Gateway
+metadata: {name: lost, namespace: acme}
+spec:
+  template: tcp
+  listeners: [{name: l, port: 81, protocol: TCP, backends: [{namespace: default, name: lost, port: 81}]}]
+"#
+    );
+    let p = plan(&inputs(&extra), &Recorded::default());
+    let text: Vec<String> = p
+        .problems
+        .iter()
+        .map(|p| format!("{}: {}", p.object, p.message))
+        .collect();
+    assert_eq!(
+        text,
+        [
+            "BackendSet acme/lost: endpoint 198.18.9.9:81 is on node \"nowhere\", which spec.nodes does not list: no tunnel reaches it"
+        ]
+    );
+    assert!(p.tunnels.iter().all(|t| t.key.node != "nowhere"));
+}

@@ -128,17 +128,16 @@ async fn run(args: Args) -> Result<(), String> {
         for p in &plan.problems {
             tracing::warn!("{}: {}", p.object, p.message);
         }
-        match write_statuses(&client, &plan, loaded.gateways()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("{n} gateway status(es) updated"),
-            Err(e) => tracing::error!("{e}"),
+        let statuses = write_statuses(&client, &plan, loaded.gateways()).await;
+        if !statuses.done.is_empty() {
+            tracing::info!("status updated: {:?}", statuses.done);
         }
-        match apply_proxies(&client, &plan, &loaded.inputs, &settings).await {
-            Ok((_, deleted)) if !deleted.is_empty() => {
-                tracing::info!("proxies removed: {deleted:?}")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!("{e}"),
+        let proxies = apply_proxies(&client, &plan, &loaded.inputs, &settings).await;
+        if !proxies.deleted.is_empty() {
+            tracing::info!("proxies removed: {:?}", proxies.deleted);
+        }
+        for e in statuses.failed.iter().chain(&proxies.failed) {
+            tracing::error!("{e}");
         }
     }
     tracing::info!("stopping");

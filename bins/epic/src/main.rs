@@ -132,6 +132,7 @@ fn run(args: RunArgs) -> Result<(), String> {
                 return Err(e.to_string());
             }
         }
+        let mut retry = false;
         let mut tick = tokio::time::interval(Duration::from_secs(args.watch_interval.max(1)));
         loop {
             let reload = tokio::select! {
@@ -148,12 +149,20 @@ fn run(args: RunArgs) -> Result<(), String> {
                     changed
                 }
             };
-            if reload {
+            // A failed reconcile is tried again on the next tick, file
+            // change or not, until one succeeds.
+            if reload || retry {
                 match epic.reconcile().await {
-                    Ok(report) => tracing::info!("reconciled: {report}"),
-                    Err(e) => tracing::error!(
-                        "reconcile failed, the last good configuration keeps serving: {e}"
-                    ),
+                    Ok(report) => {
+                        retry = false;
+                        tracing::info!("reconciled: {report}");
+                    }
+                    Err(e) => {
+                        retry = true;
+                        tracing::error!(
+                            "reconcile failed, the last good configuration keeps serving: {e}"
+                        );
+                    }
                 }
             }
         }

@@ -25,8 +25,11 @@
 //! let client = kube::Client::try_default().await?;
 //! let loaded = load(&client).await?;
 //! let plan = plan(&loaded.inputs, &loaded.recorded);
-//! write_statuses(&client, &plan, loaded.gateways()).await?;
-//! apply_proxies(&client, &plan, &loaded.inputs, &ProxySettings::default()).await?;
+//! let statuses = write_statuses(&client, &plan, loaded.gateways()).await;
+//! let proxies = apply_proxies(&client, &plan, &loaded.inputs, &ProxySettings::default()).await;
+//! for e in statuses.failed.iter().chain(&proxies.failed) {
+//!     eprintln!("{e}");
+//! }
 //! # Ok(()) }
 //! ```
 
@@ -127,7 +130,7 @@ pub async fn load(client: &Client) -> Result<Loaded, K8sError> {
         .await
         .map_err(api_error("list Node"))?
         .items;
-    let recorded = recorded_from(&gateways, &tenants);
+    let recorded = recorded_from(&gateways, &tenants, &templates);
     Ok(Loaded {
         inputs: DesiredInputs {
             tenants,
@@ -182,12 +185,19 @@ pub fn gateway_nodes(nodes: &[Node]) -> Vec<GatewayNode> {
 }
 
 /// The recorded state as the gateways' status holds it: each gateway's
-/// addresses (owner: its uid, else `namespace/name`, as the engine names
-/// owners) and tunnel ids.
-pub fn recorded_from(gateways: &[Gateway], tenants: &[Tenant]) -> Recorded {
-    let tenant_of: BTreeMap<&str, &str> = tenants
+/// addresses and tunnel ids, with the owner, tenant and sharing key the
+/// engine allocates with (its uid, else `namespace/name`; the tenant the
+/// engine resolves for the namespace; the key only if the template allows
+/// sharing), so a restarted controller plans exactly what it had.
+pub fn recorded_from(
+    gateways: &[Gateway],
+    tenants: &[Tenant],
+    templates: &[GatewayTemplate],
+) -> Recorded {
+    let (by_namespace, _) = crate::plan::tenants_by_namespace(tenants);
+    let tenant_of: BTreeMap<&str, &str> = by_namespace
         .iter()
-        .filter_map(|t| Some((t.spec.namespace.as_str(), t.metadata.name.as_deref()?)))
+        .filter_map(|(ns, t)| Some((*ns, t.metadata.name.as_deref()?)))
         .collect();
     let mut recorded = Recorded::default();
     let mut tunnels: BTreeMap<TunnelKey, u32> = BTreeMap::new();
@@ -207,7 +217,8 @@ pub fn recorded_from(gateways: &[Gateway], tenants: &[Tenant]) -> Recorded {
                 Some(uid) if !uid.is_empty() => uid.to_owned(),
                 _ => format!("{ns}/{}", g.metadata.name.as_deref().unwrap_or_default()),
             };
-            let ports = if g.spec.sharing_key.is_some() {
+            let sharing_key = crate::plan::sharing_key_of(g, templates);
+            let ports = if sharing_key.is_some() {
                 g.spec
                     .listeners
                     .iter()
@@ -223,7 +234,7 @@ pub fn recorded_from(gateways: &[Gateway], tenants: &[Tenant]) -> Recorded {
                 owner,
                 tenant: (*tenant).to_owned(),
                 addresses: status.addresses.clone(),
-                sharing_key: g.spec.sharing_key.clone(),
+                sharing_key,
                 ports,
             });
         }
@@ -247,14 +258,27 @@ pub fn recorded_from(gateways: &[Gateway], tenants: &[Tenant]) -> Recorded {
     recorded
 }
 
+/// What a pass of a sink did: the objects it wrote (`namespace/name`) and
+/// the errors of those it could not. One object's error (a quota, an
+/// admission webhook in one tenant's namespace) never stops the others.
+#[derive(Debug, Default)]
+pub struct SinkReport {
+    /// Written (patched, applied).
+    pub done: Vec<String>,
+    /// Deleted.
+    pub deleted: Vec<String>,
+    /// What failed, each naming its object.
+    pub failed: Vec<K8sError>,
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
 /// Patches the status of every gateway whose planned status differs from
-/// its current one; returns how many were patched.
-pub async fn write_statuses(
-    client: &Client,
-    plan: &Plan,
-    current: &[Gateway],
-) -> Result<usize, K8sError> {
-    let mut patched = 0;
+/// its current one. A gateway deleted meanwhile (404) is skipped.
+pub async fn write_statuses(client: &Client, plan: &Plan, current: &[Gateway]) -> SinkReport {
+    let mut report = SinkReport::default();
     for g in &plan.gateways {
         let now = current.iter().find(|c| {
             c.metadata.namespace.as_deref() == Some(g.namespace.as_str())
@@ -264,16 +288,26 @@ pub async fn write_statuses(
             continue;
         }
         let api: Api<Gateway> = Api::namespaced(client.clone(), &g.namespace);
-        let patch = json!({ "status": g.status });
-        api.patch_status(&g.name, &PatchParams::default(), &Patch::Merge(&patch))
+        let mut status = serde_json::to_value(&g.status).unwrap_or_default();
+        // A merge patch keeps what it does not mention: clear a DNS name
+        // that is gone explicitly.
+        if g.status.dns_name.is_none() {
+            status["dnsName"] = serde_json::Value::Null;
+        }
+        let patch = json!({ "status": status });
+        let what = format!("{}/{}", g.namespace, g.name);
+        match api
+            .patch_status(&g.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(api_error(format!(
-                "patch status of Gateway {}/{}",
-                g.namespace, g.name
-            )))?;
-        patched += 1;
+        {
+            Ok(_) => report.done.push(what),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => report
+                .failed
+                .push(api_error(format!("patch status of Gateway {what}"))(e)),
+        }
     }
-    Ok(patched)
+    report
 }
 
 /// How proxies are run.
@@ -308,7 +342,8 @@ pub fn proxy_bootstrap(settings: &ProxySettings) -> serde_json::Value {
         .map(|(h, p)| (h.to_owned(), p.parse::<u16>().unwrap_or(18000)))
         .unwrap_or_else(|| (settings.xds.clone(), 18000));
     json!({
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
+        // Port 0: proxies share the host network of a gateway node.
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -434,17 +469,17 @@ pub fn proxy_statefulset(
 /// Applies the proxies of every programmed gateway (server-side apply of
 /// its bootstrap `ConfigMap` and `StatefulSet`), leaves those of accepted
 /// gateways whose new configuration was rejected as they are (the last good
-/// configuration keeps serving), and deletes the others. Returns the names
-/// applied and deleted, as `namespace/name`.
+/// configuration keeps serving), and deletes the others: `done` and
+/// `deleted` name them as `namespace/name`.
 pub async fn apply_proxies(
     client: &Client,
     plan: &Plan,
     inputs: &DesiredInputs,
     settings: &ProxySettings,
-) -> Result<(Vec<String>, Vec<String>), K8sError> {
+) -> SinkReport {
+    let mut report = SinkReport::default();
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let bootstrap = serde_json::to_string_pretty(&proxy_bootstrap(settings)).unwrap_or_default();
-    let mut applied = Vec::new();
     let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
     // An accepted gateway whose new configuration was rejected keeps
     // serving its last one: its proxies stay as they are.
@@ -498,26 +533,37 @@ pub async fn apply_proxies(
             ..Default::default()
         };
         let what = format!("{}/{name}", g.namespace);
+        // Wanted whether or not this pass can apply it: a failure must not
+        // delete what serves.
+        wanted.insert((g.namespace.clone(), name.clone()));
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &g.namespace);
-        maps.patch(&name, &apply, &Patch::Apply(&config_map))
-            .await
-            .map_err(api_error(format!("apply ConfigMap {what}")))?;
+        if let Err(e) = maps.patch(&name, &apply, &Patch::Apply(&config_map)).await {
+            report
+                .failed
+                .push(api_error(format!("apply ConfigMap {what}"))(e));
+            continue;
+        }
         let set = proxy_statefulset(&g.tenant, &g.namespace, &g.name, replicas, &image);
         let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &g.namespace);
-        sets.patch(&name, &apply, &Patch::Apply(&set))
-            .await
-            .map_err(api_error(format!("apply StatefulSet {what}")))?;
-        wanted.insert((g.namespace.clone(), name));
-        applied.push(what);
+        match sets.patch(&name, &apply, &Patch::Apply(&set)).await {
+            Ok(_) => report.done.push(what),
+            Err(e) => report
+                .failed
+                .push(api_error(format!("apply StatefulSet {what}"))(e)),
+        }
     }
     // Proxies of gateways that are gone.
     let sets: Api<StatefulSet> = Api::all(client.clone());
-    let existing = sets
+    let existing = match sets
         .list(&ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}")))
         .await
-        .map_err(api_error("list StatefulSet"))?
-        .items;
-    let mut deleted = Vec::new();
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            report.failed.push(api_error("list StatefulSet")(e));
+            return report;
+        }
+    };
     for set in existing {
         let (Some(ns), Some(name)) = (set.metadata.namespace, set.metadata.name) else {
             continue;
@@ -527,16 +573,25 @@ pub async fn apply_proxies(
         }
         let what = format!("{ns}/{name}");
         let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-        sets.delete(&name, &DeleteParams::default())
-            .await
-            .map_err(api_error(format!("delete StatefulSet {what}")))?;
+        match sets.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                report
+                    .failed
+                    .push(api_error(format!("delete StatefulSet {what}"))(e));
+                continue;
+            }
+        }
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         match maps.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(api_error(format!("delete ConfigMap {what}"))(e)),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => report
+                .failed
+                .push(api_error(format!("delete ConfigMap {what}"))(e)),
         }
-        deleted.push(what);
+        report.deleted.push(what);
     }
-    Ok((applied, deleted))
+    report
 }

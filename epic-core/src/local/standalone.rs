@@ -222,6 +222,8 @@ pub struct ReconcileReport {
     pub proxies_started: Vec<String>,
     /// Proxies stopped.
     pub proxies_stopped: Vec<String>,
+    /// Proxies ready (serving) after the reconcile.
+    pub proxies_ready: usize,
     /// Tunnels added / removed.
     pub tunnels: (usize, usize),
     /// Endpoints added / removed.
@@ -236,11 +238,12 @@ impl fmt::Display for ReconcileReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}/{} gateways programmed; proxies +{:?} -{:?}; tunnels +{} -{}; endpoints +{} -{}; addresses +{:?} -{:?}",
+            "{}/{} gateways programmed; proxies +{:?} -{:?}, {} ready; tunnels +{} -{}; endpoints +{} -{}; addresses +{:?} -{:?}",
             self.programmed,
             self.gateways,
             self.proxies_started,
             self.proxies_stopped,
+            self.proxies_ready,
             self.tunnels.0,
             self.tunnels.1,
             self.endpoints.0,
@@ -324,21 +327,31 @@ pub fn tunnel_key(
             message: "expected 64 hex digits (a 32-byte key)".into(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(&dir).map_err(file_error("key directory", &dir))?;
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(file_error("key directory", &dir))?;
             let mut bytes = [0u8; 32];
             let mut random = std::fs::File::open("/dev/urandom")
                 .map_err(file_error("random source", Path::new("/dev/urandom")))?;
             std::io::Read::read_exact(&mut random, &mut bytes)
                 .map_err(file_error("random source", Path::new("/dev/urandom")))?;
             let key = HelloKey::new(bytes);
-            write_atomically(
-                "tunnel key",
-                &path,
-                format!("{}\n", key.to_hex()).as_bytes(),
-            )?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(file_error("tunnel key", &path))?;
+            // Private from its first byte: created 0600, then renamed.
+            let tmp = path.with_extension("tmp");
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(file_error("tunnel key", &tmp))?;
+            file.write_all(format!("{}\n", key.to_hex()).as_bytes())
+                .map_err(file_error("tunnel key", &tmp))?;
+            file.sync_all().map_err(file_error("tunnel key", &tmp))?;
+            std::fs::rename(&tmp, &path).map_err(file_error("tunnel key", &path))?;
             Ok(key)
         }
         Err(e) => Err(StandaloneError::File {
@@ -519,21 +532,42 @@ impl Standalone {
             .map(|e| e.iter().copied().collect())
             .unwrap_or_default();
         {
+            // What is applied is recorded operation by operation, so a
+            // failure part-way leaves `self.tunnels`/`self.endpoints` equal
+            // to the maps and the next reconcile finishes the job.
             let tunnel_address = self.config.tunnel_address;
-            let mut guard = self.plane();
+            let plane = self.plane.clone();
+            let mut guard = plane.lock().unwrap_or_else(|p| p.into_inner());
             let plane = &mut *guard;
-            for e in self.endpoints.difference(&wanted_endpoints) {
+            let stale: Vec<EndpointPlan> = self
+                .endpoints
+                .difference(&wanted_endpoints)
+                .copied()
+                .collect();
+            for e in stale {
                 plane
                     .datapath
                     .remove_endpoint(EndpointKey::new(0, e.address, e.port, e.protocol))?;
+                self.endpoints.remove(&e);
                 report.endpoints.1 += 1;
             }
-            for (id, old) in &self.tunnels {
-                if wanted.get(id).is_none_or(|t| t.key != old.key) {
-                    plane.datapath.remove_tunnel(TunnelId(*id))?;
-                    plane.agent.verifier_mut().remove_tunnel(TunnelId(*id));
-                    report.tunnels.1 += 1;
-                }
+            // A tunnel that is gone or changed (other ends, other tenant) is
+            // removed; a changed one is added again below.
+            let stale: Vec<u32> = self
+                .tunnels
+                .iter()
+                .filter(|(id, old)| {
+                    wanted
+                        .get(*id)
+                        .is_none_or(|t| t.key != old.key || t.tenant_id != old.tenant_id)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in stale {
+                plane.datapath.remove_tunnel(TunnelId(id))?;
+                plane.agent.verifier_mut().remove_tunnel(TunnelId(id));
+                self.tunnels.remove(&id);
+                report.tunnels.1 += 1;
             }
             for (id, t) in &wanted {
                 let config = TunnelConfig::new(
@@ -546,25 +580,29 @@ impl Standalone {
                     .agent
                     .verifier_mut()
                     .add_tunnel(&config)
-                    .map_err(|e| StandaloneError::Verifier(e.to_string()))?;
-                if self.tunnels.get(id).is_none_or(|old| old.key != t.key) {
+                    .map_err(|e| StandaloneError::Verifier(format!("tunnel {id}: {e}")))?;
+                if !self.tunnels.contains_key(id) {
                     plane.datapath.add_tunnel(
                         TunnelId(*id),
                         TunnelValue::pending(TenantId(t.tenant_id), tunnel_address, GUE_PORT),
                     )?;
+                    self.tunnels.insert(*id, t.clone());
                     report.tunnels.0 += 1;
                 }
             }
-            for e in wanted_endpoints.difference(&self.endpoints) {
+            let missing: Vec<EndpointPlan> = wanted_endpoints
+                .difference(&self.endpoints)
+                .copied()
+                .collect();
+            for e in missing {
                 plane.datapath.add_endpoint(
                     EndpointKey::new(0, e.address, e.port, e.protocol),
                     TunnelId(e.tunnel),
                 )?;
+                self.endpoints.insert(e);
                 report.endpoints.0 += 1;
             }
         }
-        self.tunnels = wanted;
-        self.endpoints = wanted_endpoints;
 
         // 2. xDS: snapshots of accepted gateways; a rejected configuration
         // keeps the last good one; gone gateways are refused.
@@ -581,11 +619,26 @@ impl Standalone {
             .flat_map(|g| g.status.addresses.iter().copied())
             .collect();
 
-        // 3. Public addresses, before the proxies that bind them.
+        // 3. Public addresses, before the proxies that bind them. Owned:
+        // what this node added. What it may add is recorded before it is
+        // added, so a crash part-way cannot leak an address; an address
+        // that was on the interface before is never owned, never removed.
         let owned = self.state.addresses.clone();
+        let present = self.addresses.list().await?;
+        self.state.addresses = owned
+            .iter()
+            .copied()
+            .chain(public.difference(&present).copied())
+            .collect();
+        self.save_state()?;
         let changes = self.addresses.sync(&public, &owned).await?;
         report.addresses = (changes.added.clone(), changes.removed.clone());
-        self.state.addresses = public.clone();
+        self.state.addresses = owned
+            .intersection(&public)
+            .copied()
+            .chain(changes.added.iter().copied())
+            .collect();
+        self.save_state()?;
 
         // 4. Proxies.
         let gone: Vec<String> = self
@@ -614,30 +667,31 @@ impl Standalone {
             let mut config =
                 EnvoyConfig::new(self.envoy_binary.clone(), proxy, self.xds_address, &dir);
             config.node_cluster = cluster.to_owned();
-            let envoy =
-                LocalEnvoy::start(config)
-                    .await
-                    .map_err(|source| StandaloneError::Envoy {
-                        node: proxy.clone(),
-                        source,
-                    })?;
-            self.envoys.insert(proxy.clone(), envoy);
-            report.proxies_started.push(proxy.clone());
+            // One proxy that does not start is that gateway's problem, not
+            // every gateway's: it is reported and tried again next time.
+            match LocalEnvoy::start(config).await {
+                Ok(envoy) => {
+                    self.envoys.insert(proxy.clone(), envoy);
+                    report.proxies_started.push(proxy.clone());
+                }
+                Err(e) => report.problems.push(format!("proxy {proxy}: {e}")),
+            }
         }
         for (proxy, error) in self.heal().await {
             report
                 .problems
                 .push(format!("proxy {proxy} restarted: {error}"));
         }
+        let mut ready = BTreeSet::new();
         for (proxy, envoy) in &mut self.envoys {
-            envoy
-                .wait_ready(Duration::from_secs(30))
-                .await
-                .map_err(|source| StandaloneError::Envoy {
-                    node: proxy.clone(),
-                    source,
-                })?;
+            match envoy.wait_ready(Duration::from_secs(30)).await {
+                Ok(()) => {
+                    ready.insert(proxy.clone());
+                }
+                Err(e) => report.problems.push(format!("proxy {proxy}: {e}")),
+            }
         }
+        report.proxies_ready = ready.len();
 
         // 5. Routes for BGP: announced once the proxies are ready.
         if let Some(routes) = &self.routes {
@@ -648,6 +702,7 @@ impl Standalone {
                     self.published
                         .gateways
                         .contains(&(g.tenant.clone(), g.name.clone()))
+                        && g.status.proxies.iter().all(|p| ready.contains(p))
                 })
                 .flat_map(|g| g.announcements.iter())
                 .map(|a| epic_route::Announcement {
@@ -769,7 +824,8 @@ fn hello_loop(plane: &Mutex<DataPlane>, stop: &AtomicBool) {
         let events = {
             let mut guard = plane.lock().unwrap_or_else(|p| p.into_inner());
             let DataPlane { datapath, agent } = &mut *guard;
-            agent.run_for(datapath, Duration::from_millis(100))
+            // A short budget: reconciles wait at most this long for the lock.
+            agent.run_for(datapath, Duration::from_millis(20))
         };
         match events {
             Ok(events) => {
