@@ -6,7 +6,7 @@
 //! what was recorded.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -64,14 +64,20 @@ fn lo_addresses(ns: &str) -> BTreeSet<IpAddr> {
         .collect()
 }
 
-/// Envoy accepts on `addr` within a bounded time.
-fn accepts(addr: SocketAddr) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
+/// Envoy accepts on `addr` within a bounded time. Async, so the ADS
+/// server on the same runtime keeps serving the Envoy being waited for.
+async fn accepts(addr: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await;
+        if let Ok(Ok(_)) = attempt {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
 }
@@ -129,7 +135,7 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
             assert_eq!(one.to_string(), "203.0.113.8");
             assert_eq!(ns.lo(), BTreeSet::from([one]));
             assert!(
-                accepts(SocketAddr::new(one, 5432)),
+                accepts(SocketAddr::new(one, 5432)).await,
                 "Envoy listens on {one}:5432"
             );
             // The tunnel key was created for the tenant's cluster, private.
@@ -152,7 +158,7 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
             assert_eq!(report.tunnels, (0, 0), "the tunnel is shared");
             let two = addresses_of(&dir, "two")[0];
             assert_eq!(ns.lo(), BTreeSet::from([one, two]));
-            assert!(accepts(SocketAddr::new(two, 5433)));
+            assert!(accepts(SocketAddr::new(two, 5433)).await);
 
             // A proxy that dies is restarted and serves again.
             let (proxy, pid) = epic.proxies()[0].clone();
@@ -177,7 +183,7 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
             );
             assert_ne!(epic.proxies()[0].1, pid);
             assert!(
-                accepts(SocketAddr::new(one, 5432)),
+                accepts(SocketAddr::new(one, 5432)).await,
                 "the restarted Envoy serves"
             );
 
@@ -187,8 +193,8 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
             assert!(matches!(err, StandaloneError::Resources { .. }), "{err}");
             assert!(err.to_string().contains("spec.listeners[0].port"), "{err}");
             assert_eq!(ns.lo(), BTreeSet::from([one, two]));
-            assert!(accepts(SocketAddr::new(one, 5432)));
-            assert!(accepts(SocketAddr::new(two, 5433)));
+            assert!(accepts(SocketAddr::new(one, 5432)).await);
+            assert!(accepts(SocketAddr::new(two, 5433)).await);
 
             // v4: the first gateway goes: its proxy stops, its address leaves.
             std::fs::write(&file, format!("{HEAD}{}", gateway("two", 5433))).unwrap();
@@ -196,7 +202,7 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
             assert_eq!(report.proxies_stopped, ["acme/one/proxy-0"]);
             assert_eq!(report.addresses.1, [one]);
             assert_eq!(ns.lo(), BTreeSet::from([two]));
-            assert!(!accepts_now(SocketAddr::new(two, 5432)));
+            assert!(!accepts_now(SocketAddr::new(two, 5432)).await);
             epic.shutdown().await;
 
             // Restart: the recorded allocation holds, even with a new
@@ -215,7 +221,7 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
                 one,
                 "the freed address is reused"
             );
-            assert!(accepts(SocketAddr::new(two, 5433)));
+            assert!(accepts(SocketAddr::new(two, 5433)).await);
             epic.shutdown().await;
         })
     });
@@ -223,8 +229,15 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
     result.unwrap();
 }
 
-fn accepts_now(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+async fn accepts_now(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
 }
 
 /// The gateway namespace, by name, for `ip` checks from inside it.

@@ -1,0 +1,92 @@
+//! The engine's cost: planning N TCP gateways (each with 10 endpoints on 5
+//! nodes) from scratch and again from its own records, against a baseline
+//! in the same group — rendering the same N gateways' templates alone, the
+//! part of planning that is not the engine's own bookkeeping.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use epic_core::plan::{DesiredInputs, GatewayNode, Recorded, plan};
+use epic_core::source::parse_resources;
+use epic_templates::Renderer;
+use epic_templates::translate::{GatewayInputs, translate};
+use std::hint::black_box;
+
+fn inputs(n: usize) -> DesiredInputs {
+    let mut text = String::from(
+        "apiVersion: epic-gateway.org/v1alpha1\nkind: Tenant\nmetadata: {name: acme}\nspec: {namespace: acme, id: 1}\n\
+         ---\napiVersion: epic-gateway.org/v1alpha1\nkind: AddressPool\nmetadata: {name: public}\nspec: {addresses: [198.18.0.0/16]}\n",
+    );
+    for i in 0..n {
+        let endpoints: Vec<String> = (0..10)
+            .map(|e| {
+                format!(
+                    "{{address: 198.19.{}.{}, port: 8080, node: n{}}}",
+                    i % 250,
+                    e + 1,
+                    e % 5
+                )
+            })
+            .collect();
+        let nodes: Vec<String> = (0..5)
+            .map(|k| format!("{{name: n{k}, address: 192.0.2.{}}}", k + 1))
+            .collect();
+        text.push_str(&format!(
+            "---\napiVersion: epic-gateway.org/v1alpha1\nkind: BackendSet\nmetadata: {{name: s{i}, namespace: acme}}\n\
+             spec: {{cluster: c1, namespace: default, service: s{i}, ports: [{{port: 80, endpoints: [{}]}}], nodes: [{}]}}\n\
+             ---\napiVersion: epic-gateway.org/v1alpha1\nkind: Gateway\nmetadata: {{name: g{i}, namespace: acme}}\n\
+             spec: {{template: tcp, listeners: [{{name: l, port: 80, protocol: TCP, backends: [{{namespace: default, name: s{i}, port: 80}}]}}]}}\n",
+            endpoints.join(", "),
+            nodes.join(", ")
+        ));
+    }
+    let mut inputs = parse_resources(&text).expect("generated resources parse");
+    inputs.gateway_nodes = vec![GatewayNode {
+        name: "gw".into(),
+        address: "198.51.100.1".parse().expect("address"),
+    }];
+    inputs
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("plan");
+    g.sample_size(20);
+    for n in [10usize, 100] {
+        let inputs = inputs(n);
+        let first = plan(&inputs, &Recorded::default());
+        assert!(first.gateways.iter().all(|g| g.programmed()));
+        g.bench_with_input(BenchmarkId::new("from_scratch", n), &inputs, |b, i| {
+            b.iter(|| plan(black_box(i), &Recorded::default()))
+        });
+        g.bench_with_input(BenchmarkId::new("from_records", n), &inputs, |b, i| {
+            b.iter(|| plan(black_box(i), &first.recorded))
+        });
+        // Baseline: translate and render the same gateways, nothing else.
+        let contexts: Vec<_> = first
+            .gateways
+            .iter()
+            .map(|gp| {
+                let gi: GatewayInputs = serde_json::from_value(serde_json::json!({
+                    "gateway": {"name": gp.name, "namespace": "default", "tenant": "acme", "uid": gp.name},
+                    "addresses": gp.status.addresses,
+                    "listeners": [{"name": "l", "port": 80, "protocol": "TCP",
+                                   "backends": [{"namespace": "default", "name": gp.name.replace('g', "s"), "port": 80}]}],
+                    "backends": [{"namespace": "default", "name": gp.name.replace('g', "s"), "port": 80,
+                                  "endpoints": (1..=10).map(|e| serde_json::json!({"address": format!("198.19.0.{e}"), "port": 8080, "ready": true})).collect::<Vec<_>>()}]
+                }))
+                .expect("gateway inputs");
+                translate(&gi, &[]).context
+            })
+            .collect();
+        let renderer = Renderer::new();
+        g.bench_with_input(BenchmarkId::new("render_only", n), &contexts, |b, cs| {
+            b.iter(|| {
+                for ctx in cs {
+                    black_box(renderer.render("tcp", ctx).expect("renders"));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
