@@ -182,10 +182,14 @@ impl GatewayHelloAgent {
                     self.stats.record(&event);
                     events.push(event);
                 }
+                // A timeout, or a signal delivered to this thread (EINTR):
+                // nothing arrived, go round again.
                 Err(e)
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => return Err(socket_error(&self.socket, "receive", e)),
             }
@@ -234,9 +238,14 @@ impl ClusterHelloAgent {
         let mut sent = 0;
         for sender in &mut self.senders {
             while let Some(hello) = sender.poll_transmit(now) {
-                self.socket
-                    .send_to(hello.as_bytes(), self.gateway)
-                    .map_err(|e| socket_error(&self.socket, "send", e))?;
+                // A signal (EINTR) before anything was sent: send again.
+                loop {
+                    match self.socket.send_to(hello.as_bytes(), self.gateway) {
+                        Ok(_) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(socket_error(&self.socket, "send", e)),
+                    }
+                }
                 sent += 1;
             }
         }

@@ -18,7 +18,9 @@
 //!   by name, so a new gateway never takes a place (an address, a slot under
 //!   the tenant's limit) from an existing one.
 //! - A gateway's backends are the backend sets of its namespace that belong
-//!   to its user cluster (`client.cluster`; all of them if it names none).
+//!   to its user cluster (`client.cluster`; all of them if it names none);
+//!   its configuration, tunnels and endpoints cover only the clusters its
+//!   listeners and routes use.
 //! - Translation sees a gateway, its routes and its backends in the user
 //!   cluster's namespace (`client.namespace`, a route's `namespace`, a
 //!   backend set's `namespace`; default `default`), as the user wrote them.
@@ -788,9 +790,32 @@ fn plan_gateway<'a>(
     let serves = |b: &&BackendSet| {
         namespace_of(&b.metadata) == ns && (cluster.is_empty() || b.spec.cluster == cluster)
     };
+    // Only the services the listeners or the namespace's routes name are
+    // translated: planning stays linear in the number of gateways.
+    let mut named: BTreeSet<String> = g
+        .spec
+        .listeners
+        .iter()
+        .flat_map(|l| l.backends.iter().map(|b| b.name.clone()))
+        .collect();
+    for r in inputs
+        .routes
+        .iter()
+        .filter(|r| namespace_of(&r.metadata) == ns)
+    {
+        backend_names(
+            &serde_json::to_value(&r.spec).unwrap_or_default(),
+            &mut named,
+        );
+    }
     let mut backends = Vec::new();
     let mut endpoints: Vec<BackendEndpoint<'a>> = Vec::new();
-    for set in inputs.backend_sets.iter().filter(serves) {
+    for set in inputs
+        .backend_sets
+        .iter()
+        .filter(serves)
+        .filter(|b| named.contains(&b.spec.service))
+    {
         for port in &set.spec.ports {
             backends.push(BackendInput {
                 namespace: ns_or_default(&set.spec.namespace).to_owned(),
@@ -828,7 +853,14 @@ fn plan_gateway<'a>(
         .filter_map(|r| template_route(r).map(|t| (r, t)))
         .collect();
     let template_routes: Vec<TemplateRoute> = routes.iter().map(|(_, t)| t.clone()).collect();
-    let translation = translate(&gateway_inputs, &template_routes);
+    let mut translation = translate(&gateway_inputs, &template_routes);
+    // The gateway's configuration holds the clusters its listeners and
+    // routes use, not every backend of the namespace.
+    let referenced = referenced_clusters(&translation.context);
+    translation
+        .context
+        .clusters
+        .retain(|c| referenced.contains(&c.name));
     for ((route, _), report) in routes.iter().zip(&translation.reports) {
         if report.attached_listeners.is_empty() && report.issues.is_empty() {
             continue; // not for this gateway
@@ -922,6 +954,53 @@ fn plan_gateway<'a>(
         Err(message) => set_condition(gp, not_programmed("Invalid", message)),
     }
     Ok(endpoints)
+}
+
+/// Every `name` under a `backendRef`/`backendRefs` key of a route spec
+/// (rules, and request mirrors in filters), whatever the route kind.
+fn backend_names(value: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("backendRef", serde_json::Value::Object(r)) => {
+                        if let Some(name) = r.get("name").and_then(|n| n.as_str()) {
+                            out.insert(name.to_owned());
+                        }
+                        backend_names(v, out);
+                    }
+                    ("backendRefs", serde_json::Value::Array(refs)) => {
+                        for r in refs {
+                            if let Some(name) = r.get("name").and_then(|n| n.as_str()) {
+                                out.insert(name.to_owned());
+                            }
+                            backend_names(r, out);
+                        }
+                    }
+                    _ => backend_names(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| backend_names(v, out)),
+        _ => {}
+    }
+}
+
+/// The clusters a context's listeners and routes send to or mirror to.
+fn referenced_clusters(context: &epic_templates::TemplateContext) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for l in &context.listeners {
+        out.extend(l.backends.iter().map(|b| b.cluster.clone()));
+        for vh in &l.virtual_hosts {
+            for r in &vh.routes {
+                if let epic_templates::RouteAction::Forward { backends } = &r.action {
+                    out.extend(backends.iter().map(|b| b.cluster.clone()));
+                }
+                out.extend(r.mirrors.iter().map(|m| m.cluster.clone()));
+            }
+        }
+    }
+    out
 }
 
 fn listener_problem(listeners: &[Listener]) -> Option<String> {

@@ -392,7 +392,14 @@ proptest! {
                     prop_assert_eq!(old.id, t.id);
                 }
             }
-            let wanted: std::collections::BTreeSet<String> = nodes.iter().map(|n| format!("n{n}")).collect();
+            // Each programmed gateway's one endpoint node (the /30 pool holds four).
+            let wanted: std::collections::BTreeSet<String> = p
+                .gateways
+                .iter()
+                .filter(|g| g.programmed())
+                .map(|g| g.name.replacen('g', "n", 1))
+                .collect();
+            prop_assert_eq!(wanted.len(), nodes.len().min(4));
             let got: std::collections::BTreeSet<String> = p.tunnels.iter().map(|t| t.key.node.clone()).collect();
             prop_assert_eq!(got, wanted);
             recorded = p.recorded.clone();
@@ -476,4 +483,40 @@ spec:
         ]
     );
     assert!(p.tunnels.iter().all(|t| t.key.node != "nowhere"));
+}
+
+#[test]
+fn a_gateway_is_configured_only_with_the_backends_it_uses() {
+    let extra = format!(
+        "{}{}",
+        web("web", "tcp"),
+        r#"
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: BackendSet
+metadata: {name: other, namespace: acme}
+spec:
+  cluster: c1
+  namespace: default
+  service: other
+  ports: [{port: 90, endpoints: [{address: 198.18.8.8, port: 90, node: n9}]}]
+  nodes: [{name: n9, address: 198.51.100.9}]
+"#
+    );
+    let p = plan(&inputs(&extra), &Recorded::default());
+    let g = p.gateway("acme", "web").unwrap();
+    let clusters = g
+        .snapshot
+        .as_ref()
+        .unwrap()
+        .resources(ResourceType::Cluster);
+    assert!(clusters.get("default/web:80").is_some());
+    assert!(
+        clusters.get("default/other:90").is_none(),
+        "unused backend configured"
+    );
+    assert!(
+        p.tunnels.iter().all(|t| t.key.node != "n9"),
+        "tunnel to an unused backend's node"
+    );
 }
