@@ -847,95 +847,61 @@ fn http_route(
     })
 }
 
-fn tcp_route(
-    route: &TcpRoute,
-    ctx: &RouteContext<'_>,
-    skipped: &mut Vec<Skipped>,
-) -> Option<RouteDraft> {
-    let (ns, name) = key_of(&route.metadata);
-    let object = format!("TCPRoute {ns}/{name}");
-    let refs = route.spec.parent_refs.as_deref().unwrap_or(&[]);
-    let parents = ctx.parents("TCPRoute", &ns, &object, &parent_views!(refs), skipped);
-    let kept = rewrite_parents!(refs, parents);
-    if kept.is_empty() {
-        return None;
-    }
-    let mut spec = route.spec.clone();
-    spec.parent_refs = Some(kept);
-    let services = spec
-        .rules
-        .iter()
-        .flat_map(|r| &r.backend_refs)
-        .filter_map(|b| {
-            backend_service(
-                b.group.as_deref(),
-                b.kind.as_deref(),
-                b.namespace.as_deref(),
-                &b.name,
-                &ns,
-            )
-        })
-        .collect();
-    Some(RouteDraft {
-        claim: NameClaim {
-            identity: format!("TCPRoute/{ns}/{name}"),
-            base: format!("{ns}-{name}"),
-            created: route.metadata.creation_timestamp.clone(),
-        },
-        spec: model::RouteSpec {
-            namespace: ns,
-            http: None,
-            tcp: Some(spec),
-            udp: None,
-        },
-        services,
-    })
+/// An L4 route draft (`TCPRoute`, `UDPRoute`): the two kinds have the same
+/// shape over distinct generated types, so one body serves both.
+macro_rules! l4_route {
+    ($fn_name:ident, $route:ty, $kind:literal, $field:ident) => {
+        fn $fn_name(
+            route: &$route,
+            ctx: &RouteContext<'_>,
+            skipped: &mut Vec<Skipped>,
+        ) -> Option<RouteDraft> {
+            let (ns, name) = key_of(&route.metadata);
+            let object = format!("{} {ns}/{name}", $kind);
+            let refs = route.spec.parent_refs.as_deref().unwrap_or(&[]);
+            let parents = ctx.parents($kind, &ns, &object, &parent_views!(refs), skipped);
+            let kept = rewrite_parents!(refs, parents);
+            if kept.is_empty() {
+                return None;
+            }
+            let mut spec = route.spec.clone();
+            spec.parent_refs = Some(kept);
+            let services = spec
+                .rules
+                .iter()
+                .flat_map(|r| &r.backend_refs)
+                .filter_map(|b| {
+                    backend_service(
+                        b.group.as_deref(),
+                        b.kind.as_deref(),
+                        b.namespace.as_deref(),
+                        &b.name,
+                        &ns,
+                    )
+                })
+                .collect();
+            let mut route_spec = model::RouteSpec {
+                namespace: ns.clone(),
+                http: None,
+                tcp: None,
+                udp: None,
+            };
+            route_spec.$field = Some(spec);
+            Some(RouteDraft {
+                claim: NameClaim {
+                    identity: format!("{}/{ns}/{name}", $kind),
+                    base: format!("{ns}-{name}"),
+                    created: route.metadata.creation_timestamp.clone(),
+                },
+                spec: route_spec,
+                services,
+            })
+        }
+    };
 }
 
-fn udp_route(
-    route: &UdpRoute,
-    ctx: &RouteContext<'_>,
-    skipped: &mut Vec<Skipped>,
-) -> Option<RouteDraft> {
-    let (ns, name) = key_of(&route.metadata);
-    let object = format!("UDPRoute {ns}/{name}");
-    let refs = route.spec.parent_refs.as_deref().unwrap_or(&[]);
-    let parents = ctx.parents("UDPRoute", &ns, &object, &parent_views!(refs), skipped);
-    let kept = rewrite_parents!(refs, parents);
-    if kept.is_empty() {
-        return None;
-    }
-    let mut spec = route.spec.clone();
-    spec.parent_refs = Some(kept);
-    let services = spec
-        .rules
-        .iter()
-        .flat_map(|r| &r.backend_refs)
-        .filter_map(|b| {
-            backend_service(
-                b.group.as_deref(),
-                b.kind.as_deref(),
-                b.namespace.as_deref(),
-                &b.name,
-                &ns,
-            )
-        })
-        .collect();
-    Some(RouteDraft {
-        claim: NameClaim {
-            identity: format!("UDPRoute/{ns}/{name}"),
-            base: format!("{ns}-{name}"),
-            created: route.metadata.creation_timestamp.clone(),
-        },
-        spec: model::RouteSpec {
-            namespace: ns,
-            http: None,
-            tcp: None,
-            udp: Some(spec),
-        },
-        services,
-    })
-}
+l4_route!(tcp_route, TcpRoute, "TCPRoute", tcp);
+l4_route!(udp_route, UdpRoute, "UDPRoute", udp);
 
 // ---------------------------------------------------------------------------
 // Backend sets.
