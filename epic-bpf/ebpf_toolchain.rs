@@ -16,8 +16,10 @@ use std::process::Command;
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The cargo feature of bpf-linker that matches the nightly toolchain's LLVM.
 pub const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
-/// The toolchain the eBPF crate builds with.
-pub const NIGHTLY: &str = "nightly";
+/// The one dated nightly toolchain the project uses: the eBPF crate's build
+/// and fuzzing. `cargo xtask setup` installs it (with `rust-src`) when absent;
+/// bpf-linker's cache is keyed on its libLLVM. Change it here and nowhere else.
+pub const NIGHTLY: &str = "nightly-2026-05-19";
 /// The eBPF target triple.
 pub const BPF_TARGET: &str = "bpfel-unknown-none";
 /// The eBPF program crate's binary name (the object file cargo writes).
@@ -79,7 +81,7 @@ pub fn nightly_libllvm() -> Result<(PathBuf, String), String> {
         .map_err(|e| format!("cannot run `rustup run {NIGHTLY} rustc`: {e}; install rustup"))?;
     if !out.status.success() {
         return Err(format!(
-            "the `{NIGHTLY}` toolchain is not installed ({}); install it with `rustup toolchain install {NIGHTLY}`",
+            "the `{NIGHTLY}` toolchain is not installed ({}); {RUN_SETUP}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
@@ -106,6 +108,7 @@ pub fn nightly_libllvm() -> Result<(PathBuf, String), String> {
 pub fn bpf_linker_home(libllvm_name: &str) -> Result<PathBuf, String> {
     Ok(cache_root()?
         .join(format!("bpf-linker-{BPF_LINKER_VERSION}"))
+        .join(NIGHTLY)
         .join(libllvm_name))
 }
 

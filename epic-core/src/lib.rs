@@ -48,6 +48,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod conditions;
 #[cfg(feature = "k8s")]
 pub mod k8s;
 #[cfg(feature = "local")]

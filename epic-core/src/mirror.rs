@@ -60,6 +60,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use crate::conditions::{ConditionType, Reason};
 use crate::model;
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::udproutes::UdpRoute;
@@ -1381,17 +1382,16 @@ pub fn gateway_status(
     generation: Option<i64>,
     now: Time,
 ) -> gw::GatewayStatus {
-    let find = |t: &str| platform.conditions.iter().find(|c| c.type_ == t);
-    let accepted = find("Accepted");
+    let find = |t: ConditionType| platform.conditions.iter().find(|c| c.type_ == t.as_str());
+    let accepted = find(ConditionType::Accepted);
     let not_accepted = accepted.filter(|c| !c.is_true()).map(|c| {
-        model::Condition::new(
-            "Programmed",
+        ConditionType::Programmed.condition(
             false,
-            "Invalid",
+            Reason::Invalid,
             format!("not accepted: {}", c.message),
         )
     });
-    let programmed = find("Programmed").or(not_accepted.as_ref());
+    let programmed = find(ConditionType::Programmed).or(not_accepted.as_ref());
     let mut addresses: Vec<gw::GatewayStatusAddresses> = platform
         .addresses
         .iter()

@@ -275,33 +275,32 @@ pub struct GatewaySpec {
     pub addresses: Vec<IpAddr>,
 }
 
-/// A status condition (Gateway API conventions). Timestamps are added by
-/// the status writer; the engine is clock-free.
+/// A status condition (Kubernetes `metav1.Condition` conventions). The
+/// engine makes them clock-free ([`crate::conditions`]); the status writer
+/// adds `observedGeneration` and `lastTransitionTime`
+/// ([`crate::conditions::stamp`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Accepted`, `Programmed`, `ResolvedRefs`, ...
+    /// `Accepted`, `Programmed`, `ResolvedRefs` ([`crate::conditions::ConditionType`]).
     #[serde(rename = "type")]
     pub type_: String,
     /// `True` or `False`.
     pub status: String,
-    /// CamelCase reason.
+    /// CamelCase reason ([`crate::conditions::Reason`]).
     pub reason: String,
     /// Human-readable detail.
     pub message: String,
+    /// The `metadata.generation` the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the status last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_transition_time: Option<String>,
 }
 
 impl Condition {
-    /// A condition with `status` true or false.
-    pub fn new(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Self {
-        Condition {
-            type_: type_.into(),
-            status: if status { "True" } else { "False" }.into(),
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-
     /// Whether the status is `True`.
     pub fn is_true(&self) -> bool {
         self.status == "True"

@@ -50,6 +50,7 @@ use epic_templates::{EndpointContext, EnvoyResources, GatewayIdentity, Renderer}
 use epic_xds::{Snapshot, SnapshotError};
 use serde::{Deserialize, Serialize};
 
+use crate::conditions::{ConditionType, Reason};
 use crate::model::{
     AddressPool, BackendSet, Condition, Gateway, GatewayStatus, GatewayTemplate, Listener,
     ListenerProtocol, Route, RouteStatus, Tenant, TunnelStatus,
@@ -153,13 +154,23 @@ pub struct GatewayPlan {
 
 impl GatewayPlan {
     /// The condition of `type_`, if set.
-    pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status.conditions.iter().find(|c| c.type_ == type_)
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_.as_str())
     }
 
     /// Whether the gateway is programmed (has a snapshot and addresses).
     pub fn programmed(&self) -> bool {
-        self.condition("Programmed").is_some_and(Condition::is_true)
+        self.condition(ConditionType::Programmed)
+            .is_some_and(Condition::is_true)
+    }
+
+    /// Whether the gateway is accepted.
+    pub fn accepted(&self) -> bool {
+        self.condition(ConditionType::Accepted)
+            .is_some_and(Condition::is_true)
     }
 }
 
@@ -525,7 +536,11 @@ pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
                 if let Some(message) = conflict {
                     set_condition(
                         &mut gp,
-                        Condition::new("Programmed", false, "EndpointConflict", message),
+                        ConditionType::Programmed.condition(
+                            false,
+                            Reason::EndpointConflict,
+                            message,
+                        ),
                     );
                     gp.snapshot = None;
                     gp.announcements.clear();
@@ -541,7 +556,7 @@ pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
                     }
                 }
             }
-            Err(condition) => set_condition(&mut gp, condition),
+            Err(condition) => set_condition(&mut gp, *condition),
         }
         gateway_tunnels.push(my_tunnels);
         out.gateways.push(gp);
@@ -625,16 +640,17 @@ fn plan_gateway<'a>(
     gateway_count: &mut BTreeMap<String, u32>,
     inputs: &'a DesiredInputs,
     gp: &mut GatewayPlan,
-) -> Result<Vec<BackendEndpoint<'a>>, Condition> {
+) -> Result<Vec<BackendEndpoint<'a>>, Box<Condition>> {
     let ns = namespace_of(&g.metadata);
     let name = name_of(&g.metadata);
     let owner = owner_of(g);
-    let not_accepted =
-        |reason: &str, message: String| Condition::new("Accepted", false, reason, message);
+    let not_accepted = |reason: Reason, message: String| {
+        Box::new(ConditionType::Accepted.condition(false, reason, message))
+    };
     let Some(tenant) = tenants.get(ns) else {
         ipam.release(&owner);
         return Err(not_accepted(
-            "UnknownTenant",
+            Reason::UnknownTenant,
             format!("namespace {ns:?} belongs to no tenant"),
         ));
     };
@@ -648,7 +664,7 @@ fn plan_gateway<'a>(
             if !(1..=MAX_REPLICAS).contains(&t.spec.replicas) {
                 ipam.release(&owner);
                 return Err(not_accepted(
-                    "InvalidParameters",
+                    Reason::InvalidParameters,
                     format!(
                         "GatewayTemplate {key}: replicas {} is outside 1..={MAX_REPLICAS}",
                         t.spec.replicas
@@ -658,7 +674,7 @@ fn plan_gateway<'a>(
             if let Some(e) = template_errors.get(&key) {
                 ipam.release(&owner);
                 return Err(not_accepted(
-                    "InvalidParameters",
+                    Reason::InvalidParameters,
                     format!("GatewayTemplate {key}: {e}"),
                 ));
             }
@@ -680,7 +696,7 @@ fn plan_gateway<'a>(
         None => {
             ipam.release(&owner);
             return Err(not_accepted(
-                "InvalidParameters",
+                Reason::InvalidParameters,
                 format!(
                     "no GatewayTemplate {ns}/{} and no built-in template of that name",
                     g.spec.template
@@ -693,7 +709,7 @@ fn plan_gateway<'a>(
     {
         ipam.release(&owner);
         return Err(not_accepted(
-            "NotAllowed",
+            Reason::NotAllowed,
             format!(
                 "tenant {tenant_name} may not use template {:?}",
                 g.spec.template
@@ -702,7 +718,7 @@ fn plan_gateway<'a>(
     }
     if let Some(problem) = listener_problem(&g.spec.listeners) {
         ipam.release(&owner);
-        return Err(not_accepted("InvalidParameters", problem));
+        return Err(not_accepted(Reason::InvalidParameters, problem));
     }
 
     // Tenant gateway limit.
@@ -714,16 +730,20 @@ fn plan_gateway<'a>(
     {
         ipam.release(&owner);
         return Err(not_accepted(
-            "TenantLimit",
+            Reason::TenantLimit,
             format!("tenant {tenant_name} may have at most {limit} gateways"),
         ));
     }
     *count += 1;
-    set_condition(gp, Condition::new("Accepted", true, "Accepted", ""));
+    set_condition(
+        gp,
+        ConditionType::Accepted.condition(true, Reason::Accepted, ""),
+    );
 
     // Addresses.
-    let not_programmed =
-        |reason: &str, message: String| Condition::new("Programmed", false, reason, message);
+    let not_programmed = |reason: Reason, message: String| {
+        Box::new(ConditionType::Programmed.condition(false, reason, message))
+    };
     let mut request = AllocationRequest::new(&owner, tenant_name, resolved.families.into());
     if let Some(pool) = &resolved.pool {
         request = request.in_pool(pool);
@@ -753,7 +773,7 @@ fn plan_gateway<'a>(
             match ipam.allocate(&request) {
                 Ok(a) => a,
                 Err(e) => {
-                    return Err(not_programmed("AddressNotAssigned", e.to_string()));
+                    return Err(not_programmed(Reason::AddressNotAssigned, e.to_string()));
                 }
             }
         }
@@ -768,7 +788,7 @@ fn plan_gateway<'a>(
         if held.len() > limit as usize {
             ipam.release(&owner);
             return Err(not_programmed(
-                "AddressNotAssigned",
+                Reason::AddressNotAssigned,
                 format!("tenant {tenant_name} may hold at most {limit} addresses"),
             ));
         }
@@ -865,13 +885,12 @@ fn plan_gateway<'a>(
         if report.attached_listeners.is_empty() && report.issues.is_empty() {
             continue; // not for this gateway
         }
-        let mut conditions = vec![Condition::new(
-            "Accepted",
+        let mut conditions = vec![ConditionType::Accepted.condition(
             report.accepted(),
             if report.accepted() {
-                "Accepted"
+                Reason::Accepted
             } else {
-                "NotAllowedByListeners"
+                Reason::NotAllowedByListeners
             },
             "",
         )];
@@ -883,13 +902,12 @@ fn plan_gateway<'a>(
                 None => i.message.clone(),
             })
             .collect();
-        conditions.push(Condition::new(
-            "ResolvedRefs",
+        conditions.push(ConditionType::ResolvedRefs.condition(
             report.resolved_refs(),
             if report.resolved_refs() {
-                "ResolvedRefs"
+                Reason::ResolvedRefs
             } else {
-                "BackendNotFound"
+                Reason::BackendNotFound
             },
             problems.join("; "),
         ));
@@ -949,9 +967,12 @@ fn plan_gateway<'a>(
                 gp.status.dns_name = Some(dns_name);
             }
             gp.snapshot = Some(Arc::new(snapshot));
-            set_condition(gp, Condition::new("Programmed", true, "Programmed", ""));
+            set_condition(
+                gp,
+                ConditionType::Programmed.condition(true, Reason::Programmed, ""),
+            );
         }
-        Err(message) => set_condition(gp, not_programmed("Invalid", message)),
+        Err(message) => set_condition(gp, *not_programmed(Reason::Invalid, message)),
     }
     Ok(endpoints)
 }

@@ -28,7 +28,7 @@ pub fn publish(
 ) -> Published {
     let mut now = Published::default();
     for g in &plan.gateways {
-        if !g.condition("Accepted").is_some_and(|c| c.is_true()) {
+        if !g.accepted() {
             continue;
         }
         if let Some(snapshot) = &g.snapshot {

@@ -1,78 +1,95 @@
-//! The Kubernetes source and sinks through a real `kube::Client` over an
-//! in-memory API server that stores objects, answers lists (with label
-//! selectors), merge and apply patches and deletes as the API server does,
-//! and records every request.
+//! The Kubernetes source and sinks against a real kube-apiserver + etcd
+//! (`epic_test_support::kube`), the platform's CRDs from its Helm chart.
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{FakeApi, client};
-use epic_core::k8s::{ProxySettings, apply_proxies, load, recorded_from, write_statuses};
+use common::{apply, get, platform, rt};
+use epic_core::k8s::{
+    ProxyObjects, ProxySettings, apply_proxies, load, recorded_from, write_statuses,
+};
 use epic_core::plan::plan;
+use kube::Client;
+use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 
-const CRD: &str = "/apis/epic-gateway.org/v1alpha1";
+const V: &str = "epic-gateway.org/v1alpha1";
 
-fn seed() -> Arc<FakeApi> {
-    let fake = Arc::new(FakeApi::default());
-    let cr = |kind: &str, meta: Value, spec: Value| json!({"apiVersion": "epic-gateway.org/v1alpha1", "kind": kind, "metadata": meta, "spec": spec});
-    fake.put(
-        &format!("{CRD}/tenants"),
-        cr(
-            "Tenant",
-            json!({"name": "acme"}),
-            json!({"namespace": "acme", "id": 3}),
-        ),
-    );
-    fake.put(
-        &format!("{CRD}/addresspools"),
-        cr(
-            "AddressPool",
-            json!({"name": "public"}),
-            json!({"addresses": ["203.0.113.0/30"]}),
-        ),
-    );
-    fake.put(
-        &format!("{CRD}/backendsets"),
-        cr(
-            "BackendSet",
-            json!({"name": "db", "namespace": "acme"}),
-            json!({"cluster": "c1", "namespace": "default", "service": "db",
-                   "ports": [{"port": 5432, "endpoints": [{"address": "198.18.0.9", "port": 5432, "node": "n1"}]}],
-                   "nodes": [{"name": "n1", "address": "192.0.2.9"}]}),
-        ),
-    );
-    add_gateway(&fake, "web", "uid-web");
-    fake.put(
-        "/api/v1/nodes",
-        json!({"apiVersion": "v1", "kind": "Node",
-               "metadata": {"name": "gw-1", "labels": {"epic-gateway.org/gateway-node": "true"},
-                            "annotations": {"epic-gateway.org/tunnel-address": "198.51.100.1"}},
-               "status": {"addresses": [{"type": "InternalIP", "address": "198.51.100.200"}]}}),
-    );
-    fake.put(
-        "/api/v1/nodes",
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker"},
-               "status": {"addresses": [{"type": "InternalIP", "address": "198.51.100.7"}]}}),
-    );
-    fake
+const SEED: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: acme}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Tenant
+metadata: {name: acme}
+spec: {namespace: acme, id: 3}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: AddressPool
+metadata: {name: public}
+spec: {addresses: ["203.0.113.0/30"]}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: BackendSet
+metadata: {name: db, namespace: acme}
+spec:
+  cluster: c1
+  namespace: default
+  service: db
+  ports: [{port: 5432, endpoints: [{address: 198.18.0.9, port: 5432, node: n1}]}]
+  nodes: [{name: n1, address: 192.0.2.9}]
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: gw-1
+  labels: {epic-gateway.org/gateway-node: "true"}
+  annotations: {epic-gateway.org/tunnel-address: 198.51.100.1}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: worker}
+"#;
+
+fn gateway(name: &str) -> String {
+    format!(
+        r#"
+apiVersion: epic-gateway.org/v1alpha1
+kind: Gateway
+metadata: {{name: {name}, namespace: acme}}
+spec:
+  template: tcp
+  listeners:
+  - name: pg
+    port: 5432
+    protocol: TCP
+    backends: [{{namespace: default, name: db, port: 5432}}]
+"#
+    )
 }
 
-fn add_gateway(fake: &FakeApi, name: &str, uid: &str) {
-    fake.put(
-        &format!("{CRD}/gateways"),
-        json!({"apiVersion": "epic-gateway.org/v1alpha1", "kind": "Gateway",
-               "metadata": {"name": name, "namespace": "acme", "uid": uid},
-               "spec": {"template": "tcp",
-                        "listeners": [{"name": "pg", "port": 5432, "protocol": "TCP",
-                                       "backends": [{"namespace": "default", "name": "db", "port": 5432}]}]}}),
-    );
+async fn gw(client: &Client, name: &str) -> Option<Value> {
+    get(client, V, "Gateway", "gateways", Some("acme"), name).await
 }
 
-async fn reconcile(fake: &Arc<FakeApi>) -> (usize, Vec<String>, Vec<String>) {
-    let client = client(fake);
-    let loaded = load(&client).await.unwrap();
+async fn statefulset(client: &Client, name: &str) -> Option<Value> {
+    get(
+        client,
+        "apps/v1",
+        "StatefulSet",
+        "statefulsets",
+        Some("acme"),
+        name,
+    )
+    .await
+}
+
+async fn configmap(client: &Client, name: &str) -> Option<Value> {
+    get(client, "v1", "ConfigMap", "configmaps", Some("acme"), name).await
+}
+
+async fn reconcile(client: &Client) -> (usize, Vec<String>, Vec<String>) {
+    let loaded = load(client).await.unwrap();
     let plan = plan(&loaded.inputs, &loaded.recorded);
     // The records rebuilt from status are the plan's own records.
     let mut rebuilt = loaded.recorded.clone();
@@ -85,8 +102,16 @@ async fn reconcile(fake: &Arc<FakeApi>) -> (usize, Vec<String>, Vec<String>) {
     if had_status {
         assert_eq!(rebuilt, planned, "status round-trips the records");
     }
-    let statuses = write_statuses(&client, &plan, loaded.gateways()).await;
-    let proxies = apply_proxies(&client, &plan, &loaded.inputs, &ProxySettings::default()).await;
+    let statuses = write_statuses(client, &plan, loaded.gateways()).await;
+    let existing = ProxyObjects::list(client).await.unwrap();
+    let proxies = apply_proxies(
+        client,
+        &plan,
+        &loaded.inputs,
+        &ProxySettings::default(),
+        &existing,
+    )
+    .await;
     assert!(
         statuses.failed.is_empty() && proxies.failed.is_empty(),
         "{:?} {:?}",
@@ -96,104 +121,120 @@ async fn reconcile(fake: &Arc<FakeApi>) -> (usize, Vec<String>, Vec<String>) {
     (statuses.done.len(), proxies.done, proxies.deleted)
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+/// A platform with the seed objects and gateway `web`.
+async fn seeded() -> (epic_test_support::kube::ControlPlane, Client) {
+    let plane = platform().await;
+    let client = plane.client().await.unwrap();
+    apply(&client, SEED).await;
+    apply(&client, &gateway("web")).await;
+    (plane, client)
 }
 
 #[test]
 fn reconciles_status_and_proxies_and_keeps_them_across_restarts() {
     rt().block_on(async {
-        let fake = seed();
-        let (patched, applied, deleted) = reconcile(&fake).await;
+        let (_plane, client) = seeded().await;
+        let (patched, applied, deleted) = reconcile(&client).await;
         assert_eq!((patched, applied.as_slice(), deleted.len()), (1, &["acme/web-proxy".to_owned()][..], 0));
 
         // The status holds the address, the tunnel and the proxy.
-        let web = fake.get(&format!("{CRD}/gateways"), "acme", "web").unwrap();
+        let web = gw(&client, "web").await.unwrap();
         let st = &web["status"];
         assert_eq!(st["addresses"], json!(["203.0.113.0"]));
         assert_eq!(st["proxies"], json!(["acme/web/proxy-0"]));
         assert_eq!(st["tunnels"], json!([{"id": 1, "cluster": "c1", "node": "n1", "gatewayNode": "gw-1"}]));
         let programmed = st["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Programmed").unwrap();
         assert_eq!(programmed["status"], "True");
+        // Kubernetes condition conventions: the generation it describes and
+        // when it last changed.
+        assert_eq!(programmed["observedGeneration"], web["metadata"]["generation"]);
+        assert!(programmed["lastTransitionTime"].as_str().is_some_and(|t| t.ends_with('Z')), "{programmed}");
 
         // The proxy: host network on gateway nodes, node id from the ordinal,
-        // bootstrap pointing at the ADS service.
-        let set = fake.get("/apis/apps/v1/statefulsets", "acme", "web-proxy").unwrap();
+        // bootstrap pointing at the ADS service; applied by the controller.
+        let set = statefulset(&client, "web-proxy").await.unwrap();
         assert_eq!(set["spec"]["replicas"], 1);
         let pod = &set["spec"]["template"]["spec"];
         assert_eq!(pod["hostNetwork"], true);
         assert_eq!(pod["nodeSelector"]["epic-gateway.org/gateway-node"], "true");
         let command = pod["containers"][0]["command"][2].as_str().unwrap();
         assert!(command.contains("--service-node \"acme/web/proxy-${POD_NAME##*-}\""), "{command}");
-        let map = fake.get("/api/v1/configmaps", "acme", "web-proxy").unwrap();
+        let managers: Vec<&str> = set["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["manager"].as_str())
+            .collect();
+        assert_eq!(managers, ["epic-gateway-controller"]);
+        // Owned by the gateway: the garbage collector removes it with it.
+        let owner = &set["metadata"]["ownerReferences"][0];
+        assert_eq!((owner["kind"].as_str(), owner["name"].as_str()), (Some("Gateway"), Some("web")));
+        assert_eq!(owner["uid"], web["metadata"]["uid"]);
+        assert_eq!(owner["controller"], true);
+        let map = configmap(&client, "web-proxy").await.unwrap();
         let bootstrap: Value = serde_json::from_str(map["data"]["bootstrap.json"].as_str().unwrap()).unwrap();
         assert_eq!(
             bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"],
             "epic-gateway-controller.epic-system.svc"
         );
 
-        // Everything applied carries the gateway controller's field manager.
-        assert!(
-            fake.requests()
-                .iter()
-                .filter(|(m, p)| m == "PATCH" && !p.contains("/status"))
-                .all(|(_, p)| p.contains("fieldManager=epic-gateway-controller"))
-        );
-
-        // Idempotent: a second pass patches no status.
-        fake.clear_requests();
-        let (patched, _, _) = reconcile(&fake).await;
+        // Idempotent: a second pass patches no status, and the gateway's
+        // resourceVersion stays.
+        let version = web["metadata"]["resourceVersion"].clone();
+        let (patched, _, _) = reconcile(&client).await;
         assert_eq!(patched, 0);
-        assert!(fake.requests().iter().all(|(m, p)| m != "PATCH" || !p.contains("/status")));
+        assert_eq!(gw(&client, "web").await.unwrap()["metadata"]["resourceVersion"], version);
 
         // A restarted controller rebuilds the records from status: a new
         // gateway that sorts first does not take web's address or tunnel.
-        add_gateway(&fake, "aaa", "uid-aaa");
-        let (patched, applied, _) = reconcile(&fake).await;
+        apply(&client, &gateway("aaa")).await;
+        let (patched, applied, _) = reconcile(&client).await;
         assert_eq!(patched, 1, "only the new gateway's status changes");
-        assert_eq!(applied.len(), 2);
-        let aaa = fake.get(&format!("{CRD}/gateways"), "acme", "aaa").unwrap();
-        assert_eq!(aaa["status"]["addresses"], json!(["203.0.113.1"]));
-        let web = fake.get(&format!("{CRD}/gateways"), "acme", "web").unwrap();
-        assert_eq!(web["status"]["addresses"], json!(["203.0.113.0"]));
+        assert_eq!(applied, ["acme/aaa-proxy"], "web's unchanged proxy is not applied again");
+        assert_eq!(gw(&client, "aaa").await.unwrap()["status"]["addresses"], json!(["203.0.113.1"]));
+        assert_eq!(gw(&client, "web").await.unwrap()["status"]["addresses"], json!(["203.0.113.0"]));
 
         // A gateway that goes away takes its proxy with it.
-        fake.remove(&format!("{CRD}/gateways"), "acme", "web");
-        let (_, applied, deleted) = reconcile(&fake).await;
-        assert_eq!(applied, ["acme/aaa-proxy"]);
+        let gateways: Api<epic_core::model::Gateway> = Api::namespaced(client.clone(), "acme");
+        gateways.delete("web", &DeleteParams::default()).await.unwrap();
+        let (_, applied, deleted) = reconcile(&client).await;
+        assert!(applied.is_empty(), "{applied:?}");
         assert_eq!(deleted, ["acme/web-proxy"]);
-        assert!(fake.get("/apis/apps/v1/statefulsets", "acme", "web-proxy").is_none());
-        assert!(fake.get("/api/v1/configmaps", "acme", "web-proxy").is_none());
+        assert!(statefulset(&client, "web-proxy").await.is_none());
+        assert!(configmap(&client, "web-proxy").await.is_none());
     });
 }
 
 #[test]
 fn a_gateway_that_stops_rendering_keeps_its_proxies() {
     rt().block_on(async {
-        let fake = seed();
-        reconcile(&fake).await;
+        let (_plane, client) = seeded().await;
+        reconcile(&client).await;
         // The gateway's template now fails to render: the gateway is still
         // accepted, not programmed (Invalid), and keeps serving its last
         // configuration, so its proxy and its address stay.
-        fake.put(
-            &format!("{CRD}/gatewaytemplates"),
-            json!({"apiVersion": "epic-gateway.org/v1alpha1", "kind": "GatewayTemplate",
-                   "metadata": {"name": "broken", "namespace": "acme"},
-                   "spec": {"envoy": "{{ fail(\"broken on purpose\") }}"}}),
-        );
-        let mut web = fake.get(&format!("{CRD}/gateways"), "acme", "web").unwrap();
-        web["spec"]["template"] = json!("broken");
-        fake.put(&format!("{CRD}/gateways"), web);
-        let (patched, applied, deleted) = reconcile(&fake).await;
+        apply(
+            &client,
+            r#"
+apiVersion: epic-gateway.org/v1alpha1
+kind: GatewayTemplate
+metadata: {name: broken, namespace: acme}
+spec: {envoy: '{{ fail("broken on purpose") }}'}
+"#,
+        )
+        .await;
+        apply(
+            &client,
+            &gateway("web").replace("template: tcp", "template: broken"),
+        )
+        .await;
+        let (patched, applied, deleted) = reconcile(&client).await;
         assert_eq!(patched, 1);
         assert!(
             applied.is_empty() && deleted.is_empty(),
             "{applied:?} {deleted:?}"
         );
-        let web = fake.get(&format!("{CRD}/gateways"), "acme", "web").unwrap();
+        let web = gw(&client, "web").await.unwrap();
         let programmed = web["status"]["conditions"]
             .as_array()
             .unwrap()
@@ -207,25 +248,20 @@ fn a_gateway_that_stops_rendering_keeps_its_proxies() {
             json!(["203.0.113.0"]),
             "the address is kept"
         );
-        assert!(
-            fake.get("/apis/apps/v1/statefulsets", "acme", "web-proxy")
-                .is_some()
-        );
+        assert!(statefulset(&client, "web-proxy").await.is_some());
     });
 }
 
 #[test]
 fn api_errors_say_what_was_being_done() {
     rt().block_on(async {
-        let fake = seed();
-        fake.forbidden
-            .lock()
-            .unwrap()
-            .push(format!("{CRD}/tenants"));
-        let err = load(&client(&fake)).await.unwrap_err();
+        let plane = platform().await;
+        // An identity without any role: the real RBAC refuses the first list.
+        let nobody = plane.client_as("nobody", &[]).await.unwrap();
+        let err = load(&nobody).await.unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("list Tenant: "), "{text}");
-        assert!(text.contains("forbidden by the test"), "{text}");
+        assert!(text.contains("forbidden"), "{text}");
     });
 }
 

@@ -1,103 +1,101 @@
-//! Both controllers against two in-memory API servers (a user cluster and
-//! the gateway platform), through real `kube::Client`s: a `Service` of type
-//! `LoadBalancer` is mirrored to the tenant's namespace, planned by the
-//! gateway controller, and its address comes back in the `Service`'s status;
-//! when the `Service` goes, its platform resources go too.
+//! Both controllers' Kubernetes I/O against two real control planes (a user
+//! cluster and the gateway platform, each kube-apiserver + etcd): a
+//! `Service` of type `LoadBalancer` is mirrored to the tenant's namespace,
+//! planned by the gateway controller, and its address comes back in the
+//! `Service`'s status; when the `Service` goes, its platform resources go
+//! too.
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{FakeApi, client};
+use common::{apply, get, platform, rt, user_cluster};
 use epic_core::k8s::cluster::{apply_mirrored, load_user_cluster, write_back};
 use epic_core::k8s::{load, write_statuses};
 use epic_core::mirror::{MirrorConfig, mirror};
 use epic_core::plan::plan;
+use k8s_openapi::api::core::v1::Service;
+use kube::Client;
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
 
-const CRD: &str = "/apis/epic-gateway.org/v1alpha1";
+const V: &str = "epic-gateway.org/v1alpha1";
 
-fn user_cluster() -> Arc<FakeApi> {
-    let user = Arc::new(FakeApi::default());
-    // No Gateway API CRDs in this cluster: those lists are 404.
-    for plural in ["gatewayclasses", "gateways", "httproutes"] {
-        user.missing
-            .lock()
-            .unwrap()
-            .push(format!("/apis/gateway.networking.k8s.io/v1/{plural}"));
-    }
-    for plural in ["tcproutes", "udproutes"] {
-        user.missing
-            .lock()
-            .unwrap()
-            .push(format!("/apis/gateway.networking.k8s.io/v1alpha2/{plural}"));
-    }
-    user.put(
-        "/api/v1/namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
-    );
-    user.put(
-        "/api/v1/services",
-        json!({"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": "web", "namespace": "default", "uid": "svc-uid-1"},
-               "spec": {"type": "LoadBalancer", "loadBalancerClass": "epic-gateway.org/gateway",
-                        "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}),
-    );
-    user.put(
-        "/apis/discovery.k8s.io/v1/endpointslices",
-        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-               "metadata": {"name": "web-abc", "namespace": "default",
-                            "labels": {"kubernetes.io/service-name": "web"}},
-               "addressType": "IPv4",
-               "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-               "endpoints": [{"addresses": ["198.18.3.4"], "nodeName": "node-a",
-                              "conditions": {"ready": true}}]}),
-    );
-    user.put(
-        "/api/v1/nodes",
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"},
-               "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.21"}]}}),
-    );
-    user
-}
+const USER: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: epic-gateway.org/gateway
+  ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints: [{addresses: [198.18.3.4], nodeName: node-a, conditions: {ready: true}}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+"#;
 
-fn platform() -> Arc<FakeApi> {
-    let platform = Arc::new(FakeApi::default());
-    platform.put(
-        &format!("{CRD}/tenants"),
-        json!({"apiVersion": "epic-gateway.org/v1alpha1", "kind": "Tenant",
-               "metadata": {"name": "acme"}, "spec": {"namespace": "acme", "id": 4}}),
-    );
-    platform.put(
-        &format!("{CRD}/addresspools"),
-        json!({"apiVersion": "epic-gateway.org/v1alpha1", "kind": "AddressPool",
-               "metadata": {"name": "public"}, "spec": {"addresses": ["203.0.113.64/30"]}}),
-    );
-    platform.put(
-        "/api/v1/nodes",
-        json!({"apiVersion": "v1", "kind": "Node",
-               "metadata": {"name": "gw-1", "labels": {"epic-gateway.org/gateway-node": "true"}},
-               "status": {"addresses": [{"type": "InternalIP", "address": "198.51.100.3"}]}}),
-    );
-    platform
+const PLATFORM: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: acme}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Tenant
+metadata: {name: acme}
+spec: {namespace: acme, id: 4}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: AddressPool
+metadata: {name: public}
+spec: {addresses: ["203.0.113.64/30"]}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: gw-1
+  labels: {epic-gateway.org/gateway-node: "true"}
+  annotations: {epic-gateway.org/tunnel-address: 198.51.100.3}
+"#;
+
+/// Node addresses are status: set as a kubelet would.
+async fn set_node_address(client: &Client, node: &str, address: &str) {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    nodes
+        .patch_status(
+            node,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                &json!({"status": {"addresses": [{"type": "InternalIP", "address": address}]}}),
+            ),
+        )
+        .await
+        .unwrap();
 }
 
 /// One pass of each controller: cluster → platform → plan → status back.
-async fn pass(user: &Arc<FakeApi>, platform: &Arc<FakeApi>) -> (Vec<String>, Vec<String>, usize) {
-    let (user_client, platform_client) = (client(user), client(platform));
+async fn pass(user: &Client, platform: &Client) -> (Vec<String>, Vec<String>, usize) {
     let config = MirrorConfig::new("acme");
-    let cluster = load_user_cluster(&user_client, "c1").await.unwrap();
+    let cluster = load_user_cluster(user, "c1").await.unwrap();
     let mirrored = mirror(&cluster, &config);
     assert!(mirrored.skipped.is_empty(), "{:?}", mirrored.skipped);
-    let report = apply_mirrored(&platform_client, &mirrored, &config, "c1")
+    let report = apply_mirrored(platform, &mirrored, &config, "c1")
         .await
         .unwrap();
-    let loaded = load(&platform_client).await.unwrap();
+    let loaded = load(platform).await.unwrap();
     let planned = plan(&loaded.inputs, &loaded.recorded);
-    let statuses = write_statuses(&platform_client, &planned, loaded.gateways()).await;
+    let statuses = write_statuses(platform, &planned, loaded.gateways()).await;
     assert!(statuses.failed.is_empty(), "{:?}", statuses.failed);
-    let cluster = load_user_cluster(&user_client, "c1").await.unwrap();
-    let back = write_back(&user_client, &platform_client, &cluster, &config, "c1")
+    let cluster = load_user_cluster(user, "c1").await.unwrap();
+    let back = write_back(user, platform, &cluster, &config, "c1")
         .await
         .unwrap();
     (report.applied, report.deleted, back)
@@ -105,12 +103,23 @@ async fn pass(user: &Arc<FakeApi>, platform: &Arc<FakeApi>) -> (Vec<String>, Vec
 
 #[test]
 fn a_load_balancer_service_gets_its_platform_address_and_leaves_no_trace() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (user, platform) = (user_cluster(), platform());
+    rt().block_on(async {
+        let (user_plane, platform_plane) = tokio::join!(user_cluster(false), platform());
+        let (user, platform) = (
+            user_plane.client().await.unwrap(),
+            platform_plane.client().await.unwrap(),
+        );
+        apply(&user, USER).await;
+        set_node_address(&user, "node-a", "192.0.2.21").await;
+        apply(&platform, PLATFORM).await;
+        let uid = Api::<Service>::namespaced(user.clone(), "default")
+            .get("web")
+            .await
+            .unwrap()
+            .metadata
+            .uid
+            .unwrap();
+
         let (applied, deleted, back) = pass(&user, &platform).await;
         assert_eq!(
             applied,
@@ -121,20 +130,36 @@ fn a_load_balancer_service_gets_its_platform_address_and_leaves_no_trace() {
 
         // On the platform: the mirrored gateway, programmed with an address
         // and a tunnel to the endpoint's node.
-        let gw = platform
-            .get(&format!("{CRD}/gateways"), "acme", "svc-default-web")
-            .unwrap();
-        assert_eq!(gw["spec"]["client"]["uid"], "svc-uid-1");
+        let gw = get(
+            &platform,
+            V,
+            "Gateway",
+            "gateways",
+            Some("acme"),
+            "svc-default-web",
+        )
+        .await
+        .unwrap();
+        assert_eq!(gw["spec"]["client"]["uid"], json!(uid));
         assert_eq!(gw["status"]["addresses"], json!(["203.0.113.64"]));
         assert_eq!(gw["status"]["tunnels"][0]["node"], "node-a");
-        let set = platform
-            .get(&format!("{CRD}/backendsets"), "acme", "default-web")
-            .unwrap();
+        let set = get(
+            &platform,
+            V,
+            "BackendSet",
+            "backendsets",
+            Some("acme"),
+            "default-web",
+        )
+        .await
+        .unwrap();
         assert_eq!(set["spec"]["ports"][0]["endpoints"][0]["port"], 8080);
         assert_eq!(set["spec"]["nodes"][0]["address"], "192.0.2.21");
 
         // In the user cluster: the Service's load balancer ingress.
-        let svc = user.get("/api/v1/services", "default", "web").unwrap();
+        let svc = get(&user, "v1", "Service", "services", Some("default"), "web")
+            .await
+            .unwrap();
         assert_eq!(
             svc["status"]["loadBalancer"]["ingress"][0]["ip"],
             "203.0.113.64"
@@ -146,7 +171,10 @@ fn a_load_balancer_service_gets_its_platform_address_and_leaves_no_trace() {
         assert_eq!(back, 0);
 
         // The Service goes: so do its platform resources.
-        user.remove("/api/v1/services", "default", "web");
+        Api::<Service>::namespaced(user.clone(), "default")
+            .delete("web", &DeleteParams::default())
+            .await
+            .unwrap();
         let (applied, deleted, _) = pass(&user, &platform).await;
         assert!(applied.is_empty(), "{applied:?}");
         assert_eq!(
@@ -154,26 +182,41 @@ fn a_load_balancer_service_gets_its_platform_address_and_leaves_no_trace() {
             ["BackendSet default-web", "Gateway svc-default-web"]
         );
         assert!(
-            platform
-                .get(&format!("{CRD}/gateways"), "acme", "svc-default-web")
-                .is_none()
+            get(
+                &platform,
+                V,
+                "Gateway",
+                "gateways",
+                Some("acme"),
+                "svc-default-web"
+            )
+            .await
+            .is_none()
         );
     });
 }
 
 #[test]
 fn a_missing_core_kind_is_an_error_but_missing_gateway_api_is_not() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let user = user_cluster();
-        let cluster = load_user_cluster(&client(&user), "c1").await.unwrap();
+    rt().block_on(async {
+        let plane = user_cluster(false).await;
+        let admin = plane.client().await.unwrap();
+        apply(&admin, USER).await;
+        // No Gateway API CRDs in this cluster: those kinds read as empty.
+        let cluster = load_user_cluster(&admin, "c1").await.unwrap();
         assert!(cluster.gateways.is_empty() && cluster.http_routes.is_empty());
-        assert_eq!(cluster.services.len(), 1);
-        user.forbidden.lock().unwrap().push("/api/v1/nodes".into());
-        let err = load_user_cluster(&client(&user), "c1").await.unwrap_err();
-        assert!(err.to_string().starts_with("list Node: "), "{err}");
+        // Every Service is read (the API server adds its own `kubernetes`
+        // Service at some point after it is ready: not asserted).
+        let names: Vec<_> = cluster
+            .services
+            .iter()
+            .filter_map(|s| s.metadata.name.as_deref())
+            .collect();
+        assert!(names.contains(&"web"), "{names:?}");
+        // An identity that may read nothing: the first core list is refused.
+        let nobody = plane.client_as("nobody", &[]).await.unwrap();
+        let err = load_user_cluster(&nobody, "c1").await.unwrap_err();
+        assert!(err.to_string().starts_with("list Service: "), "{err}");
+        assert!(err.to_string().contains("forbidden"), "{err}");
     });
 }

@@ -1200,8 +1200,16 @@ fn gateway_status_maps_addresses_and_conditions() {
         addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
         dns_name: Some("web.example.com".into()),
         conditions: vec![
-            PlatformCondition::new("Accepted", true, "Accepted", ""),
-            PlatformCondition::new("Programmed", true, "Programmed", ""),
+            epic_core::conditions::ConditionType::Accepted.condition(
+                true,
+                epic_core::conditions::Reason::Accepted,
+                "",
+            ),
+            epic_core::conditions::ConditionType::Programmed.condition(
+                true,
+                epic_core::conditions::Reason::Programmed,
+                "",
+            ),
         ],
         ..Default::default()
     };
@@ -1243,10 +1251,9 @@ fn gateway_status_maps_addresses_and_conditions() {
 
     // A platform-only reason keeps its detail in the message.
     let refused = GatewayStatus {
-        conditions: vec![PlatformCondition::new(
-            "Accepted",
+        conditions: vec![epic_core::conditions::ConditionType::Accepted.condition(
             false,
-            "UnknownTenant",
+            epic_core::conditions::Reason::UnknownTenant,
             "namespace \"acme\" belongs to no tenant",
         )],
         ..Default::default()
@@ -1274,8 +1281,16 @@ fn gateway_status_maps_addresses_and_conditions() {
 
     let conflict = GatewayStatus {
         conditions: vec![
-            PlatformCondition::new("Accepted", true, "Accepted", ""),
-            PlatformCondition::new("Programmed", false, "AddressNotAssigned", "pool is full"),
+            epic_core::conditions::ConditionType::Accepted.condition(
+                true,
+                epic_core::conditions::Reason::Accepted,
+                "",
+            ),
+            epic_core::conditions::ConditionType::Programmed.condition(
+                false,
+                epic_core::conditions::Reason::AddressNotAssigned,
+                "pool is full",
+            ),
         ],
         ..Default::default()
     };
@@ -1304,8 +1319,16 @@ fn transition_times_move_only_with_the_status() {
     let previous = gateway_status(
         &GatewayStatus {
             conditions: vec![
-                PlatformCondition::new("Accepted", true, "Accepted", ""),
-                PlatformCondition::new("Programmed", false, "AddressNotAssigned", ""),
+                epic_core::conditions::ConditionType::Accepted.condition(
+                    true,
+                    epic_core::conditions::Reason::Accepted,
+                    "",
+                ),
+                epic_core::conditions::ConditionType::Programmed.condition(
+                    false,
+                    epic_core::conditions::Reason::AddressNotAssigned,
+                    "",
+                ),
             ],
             ..Default::default()
         },
@@ -1315,8 +1338,16 @@ fn transition_times_move_only_with_the_status() {
     let mut next = gateway_status(
         &GatewayStatus {
             conditions: vec![
-                PlatformCondition::new("Accepted", true, "Accepted", ""),
-                PlatformCondition::new("Programmed", true, "Programmed", ""),
+                epic_core::conditions::ConditionType::Accepted.condition(
+                    true,
+                    epic_core::conditions::Reason::Accepted,
+                    "",
+                ),
+                epic_core::conditions::ConditionType::Programmed.condition(
+                    true,
+                    epic_core::conditions::Reason::Programmed,
+                    "",
+                ),
             ],
             ..Default::default()
         },

@@ -66,7 +66,10 @@ fn reason(plan: &Plan, ns: &str, name: &str, type_: &str) -> (String, String, St
     let c = plan
         .gateway(ns, name)
         .unwrap()
-        .condition(type_)
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
         .unwrap_or_else(|| panic!("{ns}/{name} has no {type_}"))
         .clone();
     (c.status, c.reason, c.message)

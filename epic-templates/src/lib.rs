@@ -42,18 +42,24 @@
 //! # The protobuf schema: `envoy-types`' own descriptor set
 //!
 //! `envoy-types` has no serde mapping, but its package ships the
-//! `FileDescriptorSet` its Rust types were generated from
-//! (`src/generated/types.bin`, every Envoy v3 message including all
-//! extensions and the well-known types). `build.rs` finds the resolved
-//! `envoy-types` package with `cargo metadata` and embeds that file; a
+//! `FileDescriptorSet` its Rust types were generated from (every Envoy v3
+//! message including all extensions and the well-known types). This crate
+//! embeds a committed copy of that file, `envoy-descriptors.binpb`, and a
 //! [`prost_reflect::DescriptorPool`] decodes it once ([`descriptors`]).
-//! This was chosen over compiling the `.proto` sources with `protox` at
-//! build time because it is the exact schema the Rust types were made
-//! from (no drift, nothing to keep in sync), costs no proto compilation in
-//! the build, and needs no extra build dependency. Dynamic messages are
+//!
+//! Why a committed copy: it is the exact schema the Rust types were made
+//! from, it needs no build script (so the crate builds offline, vendored,
+//! with any target directory and on a machine whose cargo registry holds
+//! only what this package needs) and no proto compilation. It cannot drift
+//! silently: the workspace pins `envoy-types` to one exact version, `cargo
+//! xtask descriptors` rewrites the copy from the resolved package, and
+//! `cargo xtask descriptors --check` (run by `cargo xtask test`) fails when
+//! the copy differs from the package of any lock file in the repository.
+//! Compiling the `.proto` sources with `protox` was rejected: the sources
+//! live inside the `envoy-types` package too, so it would trade one file
+//! for 500 and still depend on that package's layout. Dynamic messages are
 //! converted to the typed `envoy-types` messages by re-encoding
-//! (`transcode_to`). Set `EPIC_ENVOY_DESCRIPTORS` to the file to skip the
-//! lookup (vendored/offline builds).
+//! (`transcode_to`).
 //!
 //! That reference path (YAML → JSON value → `DynamicMessage` → bytes →
 //! typed message) is thorough but slow for large gateways, so

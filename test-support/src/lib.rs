@@ -27,6 +27,9 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "kube")]
+pub mod kube;
+
 use std::ffi::OsStr;
 use std::fmt;
 use std::net::IpAddr;

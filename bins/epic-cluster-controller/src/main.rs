@@ -1,21 +1,26 @@
 //! `epic-cluster-controller`: the user-cluster side of EPIC-RS.
 //!
-//! Every interval it reads the user cluster's `Service`s of type
-//! `LoadBalancer` (class `epic-gateway.org/gateway`), Gateway API gateways
-//! and routes, `EndpointSlice`s, `Node`s and `Namespace`s, mirrors them as
-//! EPIC-RS resources into the tenant's namespace on the gateway platform
-//! (with the tenant's credentials: `--platform-kubeconfig`), deletes what it
-//! mirrored before and no longer does, and writes the platform's status
-//! back: the `Service`'s load balancer ingress, the `Gateway`'s addresses
-//! and conditions. `SIGTERM` stops it after the current pass.
+//! It watches the user cluster's `Service`s of type `LoadBalancer` (class
+//! `epic-gateway.org/gateway`), Gateway API gateways and routes,
+//! `EndpointSlice`s, `Node`s and `Namespace`s, and what it mirrored to the
+//! tenant's namespace on the gateway platform (with the tenant's
+//! credentials: `--platform-kubeconfig`). On every debounced burst of
+//! changes from either cluster it mirrors them as EPIC-RS resources
+//! (applying only what differs, deleting what it no longer mirrors), holds
+//! deleted Services with the `service.kubernetes.io/load-balancer-cleanup`
+//! finalizer until their platform gateway is gone, and writes the
+//! platform's status back: the `Service`'s load balancer ingress, the
+//! `Gateway`'s addresses and conditions
+//! ([`epic_core::k8s::cluster_controller`]). `/metrics`, `/healthz` and
+//! `/readyz` are served on `--ops-listen`; `SIGTERM` stops it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use epic_core::k8s::cluster::{apply_mirrored, load_user_cluster, write_back};
-use epic_core::mirror::{MirrorConfig, mirror};
+use epic_core::k8s::cluster_controller::{ClusterController, ClusterOptions};
+use epic_core::k8s::ops;
 
 #[derive(Parser)]
 #[command(
@@ -34,9 +39,15 @@ struct Args {
     /// user cluster itself if absent (single-cluster setups and tests).
     #[arg(long)]
     platform_kubeconfig: Option<PathBuf>,
-    /// Seconds between passes.
-    #[arg(long, default_value_t = 5)]
-    interval: u64,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    ops_listen: std::net::SocketAddr,
+    /// Seconds between safety-net resyncs when nothing changes.
+    #[arg(long, default_value_t = 300)]
+    resync_seconds: u64,
+    /// Milliseconds of quiet that end a burst of changes.
+    #[arg(long, default_value_t = 100)]
+    debounce_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -84,43 +95,31 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
     let platform = platform_client(&args.platform_kubeconfig).await?;
-    let config = MirrorConfig::new(&args.tenant_namespace);
+    let mut options = ClusterOptions::new(&args.cluster_id, &args.tenant_namespace);
+    options.resync = Duration::from_secs(args.resync_seconds.max(1));
+    options.debounce = Duration::from_millis(args.debounce_ms);
+    let controller = ClusterController::new(user, platform, options);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let ops_listener = tokio::net::TcpListener::bind(args.ops_listen)
+        .await
+        .map_err(|e| format!("operations endpoint on {}: {e}", args.ops_listen))?;
+    let ops_task = tokio::spawn(ops::serve(
+        ops_listener,
+        controller.metrics(),
+        controller.health(),
+        stopped.clone(),
+    ));
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
-    let mut tick = tokio::time::interval(Duration::from_secs(args.interval.max(1)));
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = tick.tick() => {}
-        }
-        let cluster = match load_user_cluster(&user, &args.cluster_id).await {
-            Ok(cluster) => cluster,
-            Err(e) => {
-                tracing::error!("{e}");
-                continue;
-            }
-        };
-        let mirrored = mirror(&cluster, &config);
-        for s in &mirrored.skipped {
-            tracing::warn!("{}: {}", s.object, s.reason);
-        }
-        match apply_mirrored(&platform, &mirrored, &config, &args.cluster_id).await {
-            Ok(report) if !report.deleted.is_empty() => {
-                tracing::info!("removed from the platform: {:?}", report.deleted)
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!("{e}");
-                continue;
-            }
-        }
-        match write_back(&user, &platform, &cluster, &config, &args.cluster_id).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("{n} status(es) written back"),
-            Err(e) => tracing::error!("{e}"),
-        }
-    }
+    let running = tokio::spawn(controller.run(stopped));
+    tokio::pin!(running);
+    let result = tokio::select! {
+        result = &mut running => result.map_err(|e| e.to_string()).and_then(|r| r),
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+    };
     tracing::info!("stopping");
-    Ok(())
+    stop.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), ops_task).await;
+    result
 }

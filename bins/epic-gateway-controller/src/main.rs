@@ -1,22 +1,26 @@
 //! `epic-gateway-controller`: the engine on the gateway platform.
 //!
-//! Every interval (and at start) it reads the EPIC-RS resources and the
-//! gateway nodes from the Kubernetes API, plans, publishes the Envoy
-//! snapshots to its ADS server, patches each gateway's status, and keeps
-//! one Envoy `StatefulSet` per programmed gateway. Recorded state (addresses,
-//! tunnel ids) lives in the gateways' status, so a restart loses nothing.
-//! It runs with the service account the Helm chart (`charts/epic-gateway`)
-//! creates; `SIGTERM` stops it after the current pass.
+//! It watches the EPIC-RS resources and the gateway nodes (reflectors, no
+//! polling), and on every debounced burst of changes plans, publishes the
+//! Envoy snapshots to its ADS server, patches each gateway's status and
+//! keeps one Envoy `StatefulSet` per programmed gateway
+//! ([`epic_core::k8s::controller`]). Recorded state (addresses, tunnel ids)
+//! lives in the gateways' status, so a restart loses nothing. Replicas elect
+//! a leader with a `Lease`; only the leader reconciles, and a replica that
+//! loses the lease exits so it restarts as a candidate. `/metrics`,
+//! `/healthz` and `/readyz` are served on `--ops-listen`. It runs with the
+//! service account the Helm chart (`charts/epic-gateway`) creates; `SIGTERM`
+//! stops it (releasing the lease).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use epic_core::k8s::{ProxySettings, apply_proxies, load, write_statuses};
-use epic_core::plan::plan;
-use epic_core::publish::{Published, publish};
-use epic_xds::{AdsServer, KnownGateways, SnapshotCache};
+use epic_core::k8s::ProxySettings;
+use epic_core::k8s::controller::{GatewayController, LeaseOptions, Options};
+use epic_core::k8s::ops;
+use epic_xds::AdsServer;
 
 #[derive(Parser)]
 #[command(
@@ -34,12 +38,36 @@ struct Args {
     /// Where the xDS admin endpoint (`epicctl xds status`) listens; off if absent.
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    ops_listen: SocketAddr,
     /// Envoy image for proxies whose template names none.
     #[arg(long, default_value = "envoyproxy/envoy:v1.40.0")]
     envoy_image: String,
-    /// Seconds between reconciles.
-    #[arg(long, default_value_t = 5)]
-    interval: u64,
+    /// Elect a leader with a Lease (off: this replica always leads).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: `$POD_NAMESPACE`, else `epic-system`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "epic-system")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "epic-gateway-controller")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: `$POD_NAME`).
+    #[arg(long, env = "POD_NAME")]
+    holder_id: Option<String>,
+    /// Seconds a lease holds without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+    /// Seconds between lease renewals and candidate retries.
+    #[arg(long, default_value_t = 2)]
+    lease_retry_seconds: u64,
+    /// Seconds between safety-net resyncs when nothing changes.
+    #[arg(long, default_value_t = 300)]
+    resync_seconds: u64,
+    /// Milliseconds of quiet that end a burst of changes.
+    #[arg(long, default_value_t = 100)]
+    debounce_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -67,84 +95,88 @@ fn main() -> ExitCode {
     }
 }
 
+fn options(args: &Args) -> Options {
+    let holder = args.holder_id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| format!("pid-{}", std::process::id()))
+    });
+    Options {
+        proxies: ProxySettings {
+            image: args.envoy_image.clone(),
+            xds: args.xds_service.clone(),
+        },
+        debounce: Duration::from_millis(args.debounce_ms),
+        max_delay: Duration::from_secs(1),
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        lease: args.leader_elect.then(|| LeaseOptions {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            holder,
+            duration: Duration::from_secs(args.lease_seconds.max(1)),
+            retry: Duration::from_secs(args.lease_retry_seconds.max(1)),
+        }),
+    }
+}
+
+async fn listen(address: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("{what} on {address}: {e}"))
+}
+
 async fn run(args: Args) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
-    let cache = SnapshotCache::new();
-    let known = KnownGateways::new();
-    let listener = tokio::net::TcpListener::bind(args.xds_listen)
-        .await
-        .map_err(|e| format!("xDS server on {}: {e}", args.xds_listen))?;
+    let controller = GatewayController::new(client, options(&args));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    let xds = listen(args.xds_listen, "xDS server").await?;
+    let ads = AdsServer::new(controller.cache().clone(), controller.known().clone());
     let mut ads_stopped = stopped.clone();
-    let ads = tokio::spawn(AdsServer::new(cache.clone(), known.clone()).serve(
-        listener,
-        async move {
-            let _ = ads_stopped.wait_for(|s| *s).await;
-        },
-    ));
-    let admin = match args.admin_listen {
-        Some(address) => {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|e| format!("admin endpoint on {address}: {e}"))?;
-            let mut admin_stopped = stopped.clone();
-            Some(tokio::spawn(epic_xds::serve_admin(
-                listener,
-                cache.clone(),
-                async move {
-                    let _ = admin_stopped.wait_for(|s| *s).await;
-                },
-            )))
-        }
-        None => None,
-    };
-    tracing::info!("ADS server on {}", args.xds_listen);
-    let settings = ProxySettings {
-        image: args.envoy_image,
-        xds: args.xds_service,
-    };
+    tasks.push(tokio::spawn(async move {
+        let _ = ads
+            .serve(xds, async move {
+                let _ = ads_stopped.wait_for(|s| *s).await;
+            })
+            .await;
+    }));
+    if let Some(address) = args.admin_listen {
+        let listener = listen(address, "admin endpoint").await?;
+        let (cache, mut admin_stopped) = (controller.cache().clone(), stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = epic_xds::serve_admin(listener, cache, async move {
+                let _ = admin_stopped.wait_for(|s| *s).await;
+            })
+            .await;
+        }));
+    }
+    let ops_listener = listen(args.ops_listen, "operations endpoint").await?;
+    tasks.push(tokio::spawn(ops::serve(
+        ops_listener,
+        controller.metrics(),
+        controller.health(),
+        stopped.clone(),
+    )));
+    tracing::info!(xds = %args.xds_listen, ops = %args.ops_listen, "serving");
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
-    let mut tick = tokio::time::interval(Duration::from_secs(args.interval.max(1)));
-    let mut published = Published::default();
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = tick.tick() => {}
-        }
-        let loaded = match load(&client).await {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                tracing::error!("{e}");
-                continue;
-            }
-        };
-        let plan = plan(&loaded.inputs, &loaded.recorded);
-        published = publish(&plan, &cache, &known, &published);
-        for p in &plan.problems {
-            tracing::warn!("{}: {}", p.object, p.message);
-        }
-        let statuses = write_statuses(&client, &plan, loaded.gateways()).await;
-        if !statuses.done.is_empty() {
-            tracing::info!("status updated: {:?}", statuses.done);
-        }
-        let proxies = apply_proxies(&client, &plan, &loaded.inputs, &settings).await;
-        if !proxies.deleted.is_empty() {
-            tracing::info!("proxies removed: {:?}", proxies.deleted);
-        }
-        for e in statuses.failed.iter().chain(&proxies.failed) {
-            tracing::error!("{e}");
-        }
-    }
+    let running = tokio::spawn(controller.run(stopped));
+    tokio::pin!(running);
+    let result = tokio::select! {
+        result = &mut running => result.map_err(|e| e.to_string()).and_then(|r| r),
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+    };
     tracing::info!("stopping");
     stop.send_replace(true);
-    let _ = ads.await;
-    if let Some(admin) = admin {
-        let _ = admin.await;
+    if !running.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
     }
-    Ok(())
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    result
 }

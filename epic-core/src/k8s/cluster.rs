@@ -25,10 +25,12 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
+use super::reflect::sorted;
+use super::user::{MirrorSource, mirrored_selector};
 use super::{K8sError, api_error};
 use crate::mirror::{
-    CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MirrorConfig, Mirrored, SOURCE_ANNOTATION,
-    UserCluster, gateway_status, keep_transition_times, label_value, service_status,
+    MirrorConfig, Mirrored, SOURCE_ANNOTATION, UserCluster, gateway_status, keep_transition_times,
+    service_status,
 };
 use crate::model::{BackendSet, Gateway, Route};
 
@@ -75,15 +77,30 @@ pub struct ApplyReport {
     pub deleted: Vec<String>,
 }
 
+/// Whether two objects agree on what the mirror sets: spec, labels and
+/// annotations (the server adds the rest).
+fn same_object<K: serde::Serialize>(a: &K, b: &K) -> bool {
+    let (a, b) = (serde_json::to_value(a).ok(), serde_json::to_value(b).ok());
+    let pick = |v: &Option<serde_json::Value>, path: &str| {
+        v.as_ref().and_then(|v| v.pointer(path).cloned())
+    };
+    ["/spec", "/metadata/labels", "/metadata/annotations"]
+        .iter()
+        .all(|path| pick(&a, path) == pick(&b, path))
+}
+
+/// Makes `namespace` hold exactly `wanted` of kind `K` among `existing`
+/// (what this cluster mirrored before): applies what is missing or differs,
+/// deletes what is no longer wanted. Continues past one object's error.
 async fn sync_kind<K>(
     platform: &Client,
     namespace: &str,
     kind: &str,
     wanted: &[K],
-    selector: &str,
+    existing: &[K],
     report: &mut ApplyReport,
-) -> Result<(), K8sError>
-where
+    errors: &mut Vec<K8sError>,
+) where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::Serialize
@@ -93,80 +110,160 @@ where
 {
     let api: Api<K> = Api::namespaced(platform.clone(), namespace);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let mut names = Vec::new();
+    let name_of = |o: &K| o.meta().name.clone().unwrap_or_default();
     for object in wanted {
-        let name = object.meta().name.clone().unwrap_or_default();
-        api.patch(&name, &apply, &Patch::Apply(object))
-            .await
-            .map_err(api_error(format!("apply {kind} {namespace}/{name}")))?;
-        report.applied.push(format!("{kind} {name}"));
-        names.push(name);
-    }
-    let existing = api
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map_err(api_error(format!("list {kind} in {namespace}")))?;
-    for object in existing.items {
-        let Some(name) = object.meta().name.clone() else {
+        let name = name_of(object);
+        if existing
+            .iter()
+            .any(|e| name_of(e) == name && same_object(e, object))
+        {
             continue;
-        };
-        if names.contains(&name) {
+        }
+        match api.patch(&name, &apply, &Patch::Apply(object)).await {
+            Ok(_) => report.applied.push(format!("{kind} {name}")),
+            Err(e) => errors.push(api_error(format!("apply {kind} {namespace}/{name}"))(e)),
+        }
+    }
+    for object in existing {
+        let name = name_of(object);
+        if wanted.iter().any(|w| name_of(w) == name) {
             continue;
         }
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => report.deleted.push(format!("{kind} {name}")),
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(api_error(format!("delete {kind} {namespace}/{name}"))(e)),
+            Err(e) => errors.push(api_error(format!("delete {kind} {namespace}/{name}"))(e)),
         }
     }
-    Ok(())
 }
 
 /// Applies the mirrored resources to the tenant's namespace on the
-/// platform (server-side apply), then deletes what this cluster mirrored
-/// before and no longer does (by the cluster and managed-by labels).
-/// Backend sets go first and gateways last, so a gateway never appears
-/// before its backends.
+/// platform where they differ from `existing` (what the reflectors hold of
+/// this cluster's mirror), then deletes what this cluster mirrored before
+/// and no longer does. Backend sets go first and gateways last, so a
+/// gateway never appears before its backends. Every error is returned, one
+/// per object; the others are still written.
+pub async fn apply_mirrored_diff(
+    platform: &Client,
+    mirrored: &Mirrored,
+    config: &MirrorConfig,
+    existing: &MirrorSource,
+) -> Result<ApplyReport, Vec<K8sError>> {
+    let ns = config.tenant_namespace.as_str();
+    let mut report = ApplyReport::default();
+    let mut errors = Vec::new();
+    let (sets, routes, gateways) = (
+        sorted(&existing.backend_sets),
+        sorted(&existing.routes),
+        sorted(&existing.gateways),
+    );
+    sync_kind(
+        platform,
+        ns,
+        "BackendSet",
+        &mirrored.backend_sets,
+        &sets,
+        &mut report,
+        &mut errors,
+    )
+    .await;
+    sync_kind(
+        platform,
+        ns,
+        "Route",
+        &mirrored.routes,
+        &routes,
+        &mut report,
+        &mut errors,
+    )
+    .await;
+    sync_kind(
+        platform,
+        ns,
+        "Gateway",
+        &mirrored.gateways,
+        &gateways,
+        &mut report,
+        &mut errors,
+    )
+    .await;
+    if errors.is_empty() {
+        Ok(report)
+    } else {
+        Err(errors)
+    }
+}
+
+async fn list_mirrored<K>(
+    platform: &Client,
+    namespace: &str,
+    kind: &str,
+    selector: &str,
+) -> Result<Vec<K>, K8sError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(platform.clone(), namespace)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items)
+        .map_err(api_error(format!("list {kind} in {namespace}")))
+}
+
+/// [`apply_mirrored_diff`] for one-shot tools and tests: reads what this
+/// cluster mirrored before with one LIST per kind. Stops at the first
+/// error.
 pub async fn apply_mirrored(
     platform: &Client,
     mirrored: &Mirrored,
     config: &MirrorConfig,
     cluster: &str,
 ) -> Result<ApplyReport, K8sError> {
-    let selector = format!(
-        "{CLUSTER_LABEL}={},{MANAGED_BY_LABEL}={MANAGED_BY}",
-        label_value(cluster)
-    );
+    let selector = mirrored_selector(cluster);
     let ns = config.tenant_namespace.as_str();
+    let sets: Vec<BackendSet> = list_mirrored(platform, ns, "BackendSet", &selector).await?;
+    let routes: Vec<Route> = list_mirrored(platform, ns, "Route", &selector).await?;
+    let gateways: Vec<Gateway> = list_mirrored(platform, ns, "Gateway", &selector).await?;
     let mut report = ApplyReport::default();
-    sync_kind::<BackendSet>(
+    let mut errors = Vec::new();
+    sync_kind(
         platform,
         ns,
         "BackendSet",
         &mirrored.backend_sets,
-        &selector,
+        &sets,
         &mut report,
+        &mut errors,
     )
-    .await?;
-    sync_kind::<Route>(
+    .await;
+    sync_kind(
         platform,
         ns,
         "Route",
         &mirrored.routes,
-        &selector,
+        &routes,
         &mut report,
+        &mut errors,
     )
-    .await?;
-    sync_kind::<Gateway>(
+    .await;
+    sync_kind(
         platform,
         ns,
         "Gateway",
         &mirrored.gateways,
-        &selector,
+        &gateways,
         &mut report,
+        &mut errors,
     )
-    .await?;
-    Ok(report)
+    .await;
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
 /// Writes each platform gateway's status back to the user object it
@@ -181,19 +278,23 @@ pub async fn write_back(
     config: &MirrorConfig,
     cluster_id: &str,
 ) -> Result<usize, K8sError> {
-    let selector = format!(
-        "{CLUSTER_LABEL}={},{MANAGED_BY_LABEL}={MANAGED_BY}",
-        label_value(cluster_id)
-    );
-    let gateways: Api<Gateway> = Api::namespaced(platform.clone(), &config.tenant_namespace);
-    let platform_gateways = gateways
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(api_error(format!(
-            "list Gateway in {}",
-            config.tenant_namespace
-        )))?
-        .items;
+    let platform_gateways: Vec<Gateway> = list_mirrored(
+        platform,
+        &config.tenant_namespace,
+        "Gateway",
+        &mirrored_selector(cluster_id),
+    )
+    .await?;
+    write_back_from(user, &platform_gateways, cluster).await
+}
+
+/// [`write_back`] from the platform gateways as read (the cluster
+/// controller's store of its mirror).
+pub async fn write_back_from(
+    user: &Client,
+    platform_gateways: &[Gateway],
+    cluster: &UserCluster,
+) -> Result<usize, K8sError> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut patched = 0;
     for g in platform_gateways {

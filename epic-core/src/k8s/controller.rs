@@ -1,0 +1,295 @@
+//! The gateway controller: the reflector source ([`PlatformSource`]), the
+//! pure plan, and the sinks (xDS snapshots, gateway status, proxies), run
+//! once per debounced burst of changes while this replica leads.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), String> {
+//! use epic_core::k8s::controller::{GatewayController, Options};
+//!
+//! let client = kube::Client::try_default().await.map_err(|e| e.to_string())?;
+//! let (stop_tx, stop) = tokio::sync::watch::channel(false);
+//! let controller = GatewayController::new(client, Options::default());
+//! controller.run(stop).await?;
+//! # drop(stop_tx); Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use epic_xds::{KnownGateways, SnapshotCache};
+use kube::Client;
+use tokio::sync::watch;
+
+use super::lease::LeaseLock;
+use super::ops::{ConditionLabels, Health, Metrics};
+use super::platform::PlatformSource;
+use super::proxies::{ProxyObjects, ProxySettings, apply_proxies};
+use super::reflect::{Debouncer, Trigger};
+use super::status::write_statuses;
+use crate::plan::{Plan, plan};
+use crate::publish::{Published, publish};
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How proxies are run.
+    pub proxies: ProxySettings,
+    /// Quiet time that ends a burst of changes.
+    pub debounce: Duration,
+    /// The longest a burst may delay a reconcile.
+    pub max_delay: Duration,
+    /// The safety-net resync without changes.
+    pub resync: Duration,
+    /// Leader election: the lease `namespace/name` and this replica's
+    /// identity; `None` runs without election (one replica).
+    pub lease: Option<LeaseOptions>,
+}
+
+/// The lease of leader election.
+#[derive(Debug, Clone)]
+pub struct LeaseOptions {
+    /// Namespace of the `Lease`.
+    pub namespace: String,
+    /// Name of the `Lease`.
+    pub name: String,
+    /// This replica's identity (the pod name).
+    pub holder: String,
+    /// How long a lease holds without renewal.
+    pub duration: Duration,
+    /// How often the leader renews and candidates retry.
+    pub retry: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            proxies: ProxySettings::default(),
+            debounce: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            resync: Duration::from_secs(300),
+            lease: None,
+        }
+    }
+}
+
+/// What one reconcile did.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// Gateways whose status was patched.
+    pub statuses: Vec<String>,
+    /// Proxies applied.
+    pub proxies: Vec<String>,
+    /// Proxies deleted.
+    pub deleted: Vec<String>,
+    /// Errors, each naming its object.
+    pub errors: Vec<String>,
+}
+
+/// The gateway controller.
+pub struct GatewayController {
+    client: Client,
+    options: Options,
+    cache: SnapshotCache,
+    known: KnownGateways,
+    published: Published,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl GatewayController {
+    /// A controller writing through `client`, with a fresh snapshot cache.
+    pub fn new(client: Client, options: Options) -> Self {
+        GatewayController {
+            client,
+            options,
+            cache: SnapshotCache::new(),
+            known: KnownGateways::new(),
+            published: Published::default(),
+            metrics: Arc::new(Metrics::new("gateway")),
+            health: Arc::new(Health::default()),
+        }
+    }
+
+    /// The snapshot cache the ADS server serves.
+    pub fn cache(&self) -> &SnapshotCache {
+        &self.cache
+    }
+
+    /// The gateways the ADS server accepts proxies of.
+    pub fn known(&self) -> &KnownGateways {
+        &self.known
+    }
+
+    /// The metrics (for the operations endpoint).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Readiness (for the operations endpoint).
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// One reconcile from the stores: plan, publish, statuses, proxies.
+    pub async fn reconcile(&mut self, source: &PlatformSource) -> Reconciled {
+        let started = Instant::now();
+        let loaded = source.load();
+        let plan = plan(&loaded.inputs, &loaded.recorded);
+        self.published = publish(&plan, &self.cache, &self.known, &self.published);
+        for p in &plan.problems {
+            tracing::warn!(object = %p.object, "{}", p.message);
+        }
+        let statuses = write_statuses(&self.client, &plan, loaded.gateways()).await;
+        let existing = ProxyObjects::from_stores(&source.proxy_sets, &source.proxy_maps);
+        let proxies = apply_proxies(
+            &self.client,
+            &plan,
+            &loaded.inputs,
+            &self.options.proxies,
+            &existing,
+        )
+        .await;
+        let errors: Vec<String> = statuses
+            .failed
+            .iter()
+            .chain(&proxies.failed)
+            .map(ToString::to_string)
+            .collect();
+        self.record(source, &plan, started.elapsed(), errors.len());
+        Reconciled {
+            statuses: statuses.done,
+            proxies: proxies.done,
+            deleted: proxies.deleted,
+            errors,
+        }
+    }
+
+    fn record(&self, source: &PlatformSource, plan: &Plan, took: Duration, errors: usize) {
+        let m = &self.metrics;
+        m.reconciled(took, errors == 0);
+        m.sink_errors.inc_by(errors as u64);
+        m.set_objects("Tenant", source.tenants.state().len());
+        m.set_objects("AddressPool", source.pools.state().len());
+        m.set_objects("GatewayTemplate", source.templates.state().len());
+        m.set_objects("Gateway", source.gateways.state().len());
+        m.set_objects("Route", source.routes.state().len());
+        m.set_objects("BackendSet", source.backend_sets.state().len());
+        m.set_objects("Node", source.nodes.state().len());
+        m.gateways.clear();
+        for g in &plan.gateways {
+            for c in &g.status.conditions {
+                m.gateways
+                    .get_or_create(&ConditionLabels {
+                        condition: c.type_.clone(),
+                        status: c.status.clone(),
+                    })
+                    .inc();
+            }
+        }
+        let status = self.cache.status();
+        let streams: usize = status.nodes.iter().map(|n| n.streams.len()).sum();
+        let nacks: u64 = status
+            .nodes
+            .iter()
+            .flat_map(|n| &n.streams)
+            .map(|s| s.nacks)
+            .sum();
+        m.xds_streams.set(streams as i64);
+        m.xds_nacks.set(i64::try_from(nacks).unwrap_or(i64::MAX));
+    }
+
+    /// Runs until `stop` is set: starts the reflectors, waits for their
+    /// first lists, and reconciles on every debounced burst of changes (or
+    /// resync) while leading. Losing the lease ends the run with an error,
+    /// so the process restarts as a candidate with fresh state.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+        let (source, changes) = PlatformSource::watch(&self.client);
+        let mut triggers = Debouncer::new(
+            changes,
+            self.options.debounce,
+            self.options.max_delay,
+            self.options.resync,
+        );
+        // The stores fill only while their streams are polled.
+        let ready = source.ready();
+        tokio::pin!(ready);
+        loop {
+            tokio::select! {
+                result = &mut ready => { result?; break; }
+                _ = triggers.next() => {}
+                _ = super::stopped(&mut stop) => return Ok(()),
+            }
+        }
+        self.health.set_synced();
+        tracing::info!("caches synced");
+        // Without election this replica always leads (the sender is kept, so
+        // `changed` never resolves).
+        let (_always, always) = watch::channel(true);
+        let mut leading = match &self.options.lease {
+            Some(lease) => LeaseLock::new(
+                &self.client,
+                &lease.namespace,
+                &lease.name,
+                &lease.holder,
+                lease.duration,
+            )
+            .campaign(lease.retry, stop.clone()),
+            None => always,
+        };
+        let mut led = false;
+        let mut pending = true;
+        loop {
+            let is_leader = *leading.borrow();
+            if led && !is_leader {
+                self.health.set_leading(false);
+                self.metrics.leader.set(0);
+                return Err("lost the leader lease".into());
+            }
+            if is_leader && !led {
+                tracing::info!("leading: reconciling");
+                led = true;
+                pending = true;
+                self.health.set_leading(true);
+                self.metrics.leader.set(1);
+            }
+            if led && pending {
+                pending = false;
+                self.reconcile_logged(&source).await;
+            }
+            tokio::select! {
+                trigger = triggers.next() => match trigger {
+                    Some(Trigger::Changed(n)) => {
+                        tracing::debug!(changes = n, "changes");
+                        pending = true;
+                    }
+                    Some(Trigger::Resync) => pending = true,
+                    None => return Err("the reflectors stopped".into()),
+                },
+                // Not cancel-safe to drop `triggers.next()` for nothing: this
+                // arm resolves only on a real leadership change.
+                _ = leading.changed() => {}
+                _ = super::stopped(&mut stop) => return Ok(()),
+            }
+        }
+    }
+
+    async fn reconcile_logged(&mut self, source: &PlatformSource) {
+        use tracing::Instrument;
+        let span = tracing::info_span!("reconcile", controller = "gateway");
+        let started = Instant::now();
+        let done = self.reconcile(source).instrument(span.clone()).await;
+        let _entered = span.enter();
+        self.health.set_reconciled();
+        tracing::info!(
+            statuses = done.statuses.len(),
+            proxies = done.proxies.len(),
+            deleted = done.deleted.len(),
+            errors = done.errors.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "reconciled"
+        );
+        for e in &done.errors {
+            tracing::error!("{e}");
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The proxy sink: one Envoy `StatefulSet` (and its bootstrap `ConfigMap`)
+//! per programmed gateway, owned by the gateway (`ownerReferences`, so the
+//! garbage collector removes them with it even while no controller runs),
+//! applied only when what the controller wants differs from what is there
+//! (a hash of the wanted object in [`APPLIED_HASH_ANNOTATION`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PodSpec, PodTemplateSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{
+    FIELD_MANAGER, GATEWAY_LABEL, GATEWAY_NODE_LABEL, K8sError, MANAGED_BY, SinkReport, api_error,
+    is_not_found,
+};
+use crate::model::Gateway;
+use crate::plan::{DesiredInputs, GatewayPlan, Plan};
+
+/// Annotation holding the SHA-256 of the object as the controller last
+/// applied it: equal means nothing to apply.
+pub const APPLIED_HASH_ANNOTATION: &str = "epic-gateway.org/applied-hash";
+
+/// The proxy objects that exist (this controller's, by its managed-by label).
+#[derive(Debug, Clone, Default)]
+pub struct ProxyObjects {
+    /// The proxy `StatefulSet`s.
+    pub sets: Vec<StatefulSet>,
+    /// The bootstrap `ConfigMap`s.
+    pub maps: Vec<ConfigMap>,
+}
+
+impl ProxyObjects {
+    /// Read from the reflectors' stores.
+    pub fn from_stores(sets: &Store<StatefulSet>, maps: &Store<ConfigMap>) -> Self {
+        ProxyObjects {
+            sets: super::reflect::sorted(sets),
+            maps: super::reflect::sorted(maps),
+        }
+    }
+
+    /// Read with one LIST per kind (for one-shot tools and tests).
+    pub async fn list(client: &Client) -> Result<Self, K8sError> {
+        let selector =
+            ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+        let sets = Api::<StatefulSet>::all(client.clone())
+            .list(&selector)
+            .await
+            .map_err(api_error("list StatefulSet"))?
+            .items;
+        let maps = Api::<ConfigMap>::all(client.clone())
+            .list(&selector)
+            .await
+            .map_err(api_error("list ConfigMap"))?
+            .items;
+        Ok(ProxyObjects { sets, maps })
+    }
+
+    fn hash_of<K: kube::Resource>(objects: &[K], namespace: &str, name: &str) -> Option<String> {
+        objects
+            .iter()
+            .find(|o| {
+                o.meta().namespace.as_deref() == Some(namespace)
+                    && o.meta().name.as_deref() == Some(name)
+            })
+            .and_then(|o| {
+                o.meta()
+                    .annotations
+                    .as_ref()?
+                    .get(APPLIED_HASH_ANNOTATION)
+                    .cloned()
+            })
+    }
+}
+
+/// Sets [`APPLIED_HASH_ANNOTATION`] on `object` to the hash of the object
+/// without it; returns the hash.
+fn annotate_hash<K: kube::Resource + serde::Serialize>(object: &mut K) -> String {
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+        annotations.remove(APPLIED_HASH_ANNOTATION);
+    }
+    let bytes = serde_json::to_vec(&*object).unwrap_or_default();
+    let hash: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash.clone());
+    hash
+}
+
+/// The owner reference that ties a proxy object to its gateway.
+fn owned_by(gateway: &Gateway) -> Option<Vec<OwnerReference>> {
+    Some(vec![OwnerReference {
+        api_version: "epic-gateway.org/v1alpha1".into(),
+        kind: "Gateway".into(),
+        name: gateway.metadata.name.clone()?,
+        uid: gateway.metadata.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }])
+}
+
+/// How proxies are run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Envoy image, unless the template names one.
+    pub image: String,
+    /// The ADS server as proxies reach it (`host:port`).
+    pub xds: String,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            image: "envoyproxy/envoy:v1.40.0".into(),
+            xds: "epic-gateway-controller.epic-system.svc:18000".into(),
+        }
+    }
+}
+
+/// The name of a gateway's proxy `StatefulSet` and `ConfigMap`.
+pub fn proxy_name(gateway: &str) -> String {
+    format!("{gateway}-proxy")
+}
+
+/// The Envoy bootstrap every proxy of a gateway starts from: ADS over
+/// gRPC to `settings.xds`; the node id comes from the command line.
+pub fn proxy_bootstrap(settings: &ProxySettings) -> serde_json::Value {
+    let (host, port) = settings
+        .xds
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_owned(), p.parse::<u16>().unwrap_or(18000)))
+        .unwrap_or_else(|| (settings.xds.clone(), 18000));
+    json!({
+        // Port 0: proxies share the host network of a gateway node.
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "epic-xds"}}],
+                "set_node_on_first_message_only": true
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"}
+        },
+        "static_resources": {"clusters": [{
+            "name": "epic-xds",
+            "type": "STRICT_DNS",
+            "connect_timeout": "2s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}
+                }
+            },
+            "load_assignment": {"cluster_name": "epic-xds", "endpoints": [{"lb_endpoints": [{
+                "endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}
+            }]}]}
+        }]}
+    })
+}
+
+/// The proxies of a programmed gateway: a `StatefulSet` of Envoy on the
+/// gateway nodes (host network, so they bind the public addresses the
+/// gateway agent puts on the node), one replica per planned proxy. Pod `i`
+/// connects as node `<tenant>/<gateway>/proxy-<i>`, as the engine plans.
+pub fn proxy_statefulset(
+    tenant: &str,
+    namespace: &str,
+    gateway: &str,
+    replicas: i32,
+    image: &str,
+) -> StatefulSet {
+    let name = proxy_name(gateway);
+    let labels: BTreeMap<String, String> = [
+        (GATEWAY_LABEL.to_owned(), gateway.to_owned()),
+        ("app.kubernetes.io/name".to_owned(), "epic-proxy".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            MANAGED_BY.to_owned(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    // `proxy-${POD_NAME##*-}`: the StatefulSet ordinal as the proxy index.
+    let command = format!(
+        "exec envoy -c /etc/epic/bootstrap.json --service-cluster '{tenant}/{gateway}' \
+         --service-node \"{tenant}/{gateway}/proxy-${{POD_NAME##*-}}\" --disable-hot-restart"
+    );
+    StatefulSet {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(name.clone()),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    host_network: Some(true),
+                    dns_policy: Some("ClusterFirstWithHostNet".into()),
+                    node_selector: Some(
+                        [(GATEWAY_NODE_LABEL.to_owned(), "true".to_owned())]
+                            .into_iter()
+                            .collect(),
+                    ),
+                    containers: vec![Container {
+                        name: "envoy".into(),
+                        image: Some(image.to_owned()),
+                        command: Some(vec!["/bin/sh".into(), "-c".into(), command]),
+                        env: Some(vec![EnvVar {
+                            name: "POD_NAME".into(),
+                            value_from: Some(EnvVarSource {
+                                field_ref: Some(ObjectFieldSelector {
+                                    field_path: "metadata.name".into(),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }]),
+                        volume_mounts: Some(vec![VolumeMount {
+                            name: "bootstrap".into(),
+                            mount_path: "/etc/epic".into(),
+                            read_only: Some(true),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }],
+                    volumes: Some(vec![Volume {
+                        name: "bootstrap".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: name.clone(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The template's Envoy image for gateway `g`, else the default.
+fn image_of(g: &GatewayPlan, inputs: &DesiredInputs, settings: &ProxySettings) -> String {
+    inputs
+        .gateways
+        .iter()
+        .find(|x| {
+            x.metadata.namespace.as_deref() == Some(g.namespace.as_str())
+                && x.metadata.name.as_deref() == Some(g.name.as_str())
+        })
+        .and_then(|x| {
+            inputs.templates.iter().find(|t| {
+                t.metadata.namespace == x.metadata.namespace
+                    && t.metadata.name.as_deref() == Some(x.spec.template.as_str())
+            })
+        })
+        .and_then(|t| t.spec.envoy_image.clone())
+        .unwrap_or_else(|| settings.image.clone())
+}
+
+/// The bootstrap `ConfigMap` of gateway `g`'s proxies.
+pub fn proxy_config_map(g: &GatewayPlan, bootstrap: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(proxy_name(&g.name)),
+            namespace: Some(g.namespace.clone()),
+            labels: Some(
+                [
+                    (GATEWAY_LABEL.to_owned(), g.name.clone()),
+                    (
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        MANAGED_BY.to_owned(),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            ..Default::default()
+        },
+        data: Some(
+            [("bootstrap.json".to_owned(), bootstrap.to_owned())]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Server-side applies `object` unless its hash equals `existing_hash`;
+/// returns whether it applied.
+async fn apply_if_changed<K>(
+    api: &Api<K>,
+    mut object: K,
+    existing_hash: Option<String>,
+) -> Result<bool, kube::Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let hash = annotate_hash(&mut object);
+    if existing_hash.as_deref() == Some(hash.as_str()) {
+        return Ok(false);
+    }
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&object),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Applies the proxies of every programmed gateway (server-side apply of
+/// its bootstrap `ConfigMap` and `StatefulSet`, each owned by the gateway,
+/// skipped when unchanged), leaves those of accepted gateways whose new
+/// configuration was rejected as they are (the last good configuration
+/// keeps serving), and deletes the others among `existing`: `done` and
+/// `deleted` name them as `namespace/name`.
+pub async fn apply_proxies(
+    client: &Client,
+    plan: &Plan,
+    inputs: &DesiredInputs,
+    settings: &ProxySettings,
+    existing: &ProxyObjects,
+) -> SinkReport {
+    let mut report = SinkReport::default();
+    let bootstrap = serde_json::to_string_pretty(&proxy_bootstrap(settings)).unwrap_or_default();
+    let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+    // An accepted gateway whose new configuration was rejected keeps
+    // serving its last one: its proxies stay as they are.
+    for g in plan
+        .gateways
+        .iter()
+        .filter(|g| !g.programmed() && !g.status.addresses.is_empty() && g.accepted())
+    {
+        wanted.insert((g.namespace.clone(), proxy_name(&g.name)));
+    }
+    for g in plan.gateways.iter().filter(|g| g.programmed()) {
+        let name = proxy_name(&g.name);
+        let what = format!("{}/{name}", g.namespace);
+        // Wanted whether or not this pass can apply it: a failure must not
+        // delete what serves.
+        wanted.insert((g.namespace.clone(), name.clone()));
+        let owner = inputs.gateways.iter().find(|x| {
+            x.metadata.namespace.as_deref() == Some(g.namespace.as_str())
+                && x.metadata.name.as_deref() == Some(g.name.as_str())
+        });
+        let owners = owner.and_then(owned_by);
+        let mut config_map = proxy_config_map(g, &bootstrap);
+        config_map.metadata.owner_references = owners.clone();
+        let replicas = i32::try_from(g.status.proxies.len()).unwrap_or(i32::MAX);
+        let image = image_of(g, inputs, settings);
+        let mut set = proxy_statefulset(&g.tenant, &g.namespace, &g.name, replicas, &image);
+        set.metadata.owner_references = owners;
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &g.namespace);
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &g.namespace);
+        let map_hash = ProxyObjects::hash_of(&existing.maps, &g.namespace, &name);
+        let set_hash = ProxyObjects::hash_of(&existing.sets, &g.namespace, &name);
+        let applied = match apply_if_changed(&maps, config_map, map_hash).await {
+            Ok(map_applied) => match apply_if_changed(&sets, set, set_hash).await {
+                Ok(set_applied) => map_applied || set_applied,
+                Err(e) => {
+                    report
+                        .failed
+                        .push(api_error(format!("apply StatefulSet {what}"))(e));
+                    continue;
+                }
+            },
+            Err(e) => {
+                report
+                    .failed
+                    .push(api_error(format!("apply ConfigMap {what}"))(e));
+                continue;
+            }
+        };
+        if applied {
+            report.done.push(what);
+        }
+    }
+    delete_unwanted(client, existing, &wanted, &mut report).await;
+    report
+}
+
+/// Deletes the proxy objects among `existing` that no gateway wants.
+async fn delete_unwanted(
+    client: &Client,
+    existing: &ProxyObjects,
+    wanted: &BTreeSet<(String, String)>,
+    report: &mut SinkReport,
+) {
+    let mut gone: BTreeSet<(String, String)> = BTreeSet::new();
+    for meta in existing
+        .sets
+        .iter()
+        .map(|s| &s.metadata)
+        .chain(existing.maps.iter().map(|m| &m.metadata))
+    {
+        if let (Some(ns), Some(name)) = (&meta.namespace, &meta.name)
+            && !wanted.contains(&(ns.clone(), name.clone()))
+        {
+            gone.insert((ns.clone(), name.clone()));
+        }
+    }
+    for (ns, name) in gone {
+        let what = format!("{ns}/{name}");
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+        if let Err(e) = sets.delete(&name, &DeleteParams::background()).await
+            && !is_not_found(&e)
+        {
+            report
+                .failed
+                .push(api_error(format!("delete StatefulSet {what}"))(e));
+            continue;
+        }
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        if let Err(e) = maps.delete(&name, &DeleteParams::background()).await
+            && !is_not_found(&e)
+        {
+            report
+                .failed
+                .push(api_error(format!("delete ConfigMap {what}"))(e));
+            continue;
+        }
+        report.deleted.push(what);
+    }
+}

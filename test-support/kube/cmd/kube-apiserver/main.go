@@ -1,0 +1,18 @@
+// Command kube-apiserver is the upstream kube-apiserver, built from k8s.io/kubernetes for
+// the EPIC-RS tests (the same main as cmd/kube-apiserver upstream).
+package main
+
+import (
+	"os"
+	_ "time/tzdata"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}
