@@ -2,9 +2,13 @@
 //! nodes) from scratch and again from its own records, against a baseline
 //! in the same group — rendering the same N gateways' templates alone, the
 //! part of planning that is not the engine's own bookkeeping.
+//!
+//! `replan`: after one gateway's endpoints change, a full plan against
+//! the incremental plan (a `RenderCache` kept between plans: only the
+//! changed gateway renders), at 1,000 and 10,000 gateways.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use epic_core::plan::{DesiredInputs, GatewayNode, Recorded, plan};
+use epic_core::plan::{DesiredInputs, GatewayNode, Recorded, RenderCache, plan, plan_incremental};
 use epic_core::source::parse_resources;
 use epic_templates::Renderer;
 use epic_templates::translate::{GatewayInputs, translate};
@@ -88,5 +92,50 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// `inputs` with the first backend set's first endpoint moved to `port`.
+fn changed(inputs: &DesiredInputs, port: u16) -> DesiredInputs {
+    let mut next = inputs.clone();
+    next.backend_sets[0].spec.ports[0].endpoints[0].port = port;
+    next
+}
+
+fn replan(c: &mut Criterion) {
+    let mut g = c.benchmark_group("replan");
+    g.sample_size(10);
+    for n in [1_000usize, 10_000] {
+        let a = inputs(n);
+        let b = changed(&a, 8081);
+        let first = plan(&a, &Recorded::default());
+        let recorded = first.recorded.clone();
+        // Both ways give the same plan.
+        let mut cache = RenderCache::new();
+        let _ = plan_incremental(&a, &recorded, &mut cache);
+        let incremental = plan_incremental(&b, &recorded, &mut cache);
+        let full = plan(&b, &recorded);
+        assert_eq!(incremental.gateways.len(), full.gateways.len());
+        for (x, y) in incremental.gateways.iter().zip(&full.gateways) {
+            assert_eq!(x.status, y.status);
+            assert_eq!(
+                x.snapshot.as_ref().map(|s| s.version()),
+                y.snapshot.as_ref().map(|s| s.version())
+            );
+        }
+        let mut flip = false;
+        g.bench_function(BenchmarkId::new("full", n), |bench| {
+            bench.iter(|| {
+                flip = !flip;
+                plan(black_box(if flip { &a } else { &b }), &recorded)
+            })
+        });
+        g.bench_function(BenchmarkId::new("incremental", n), |bench| {
+            bench.iter(|| {
+                flip = !flip;
+                plan_incremental(black_box(if flip { &a } else { &b }), &recorded, &mut cache)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, replan);
 criterion_main!(benches);

@@ -57,4 +57,5 @@ pub mod mirror;
 pub mod model;
 pub mod plan;
 pub mod publish;
+pub mod render;
 pub mod source;

@@ -46,7 +46,7 @@ use epic_ipam::{AllocationRecord, AllocationRequest, Allocator, PoolSet, PortSpe
 use epic_templates::translate::{
     BackendInput, BackendRefInput, GatewayInputs, ListenerInput, Route as TemplateRoute, translate,
 };
-use epic_templates::{EndpointContext, EnvoyResources, GatewayIdentity, Renderer};
+use epic_templates::{EndpointContext, EnvoyResources, GatewayIdentity};
 use epic_xds::{Snapshot, SnapshotError};
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +55,8 @@ use crate::model::{
     AddressPool, BackendSet, Condition, Gateway, GatewayStatus, GatewayTemplate, Listener,
     ListenerProtocol, Route, RouteStatus, Tenant, TunnelStatus,
 };
+pub use crate::render::RenderCache;
+use crate::render::Templates;
 
 /// A node of the gateway platform that runs proxies and ends tunnels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,6 +354,18 @@ pub fn sharing_key_of(g: &Gateway, templates: &[GatewayTemplate]) -> Option<Stri
 
 /// Plans everything. Pure: see the module docs for the rules.
 pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
+    plan_incremental(inputs, recorded, &mut RenderCache::new())
+}
+
+/// [`plan`] with a [`RenderCache`] kept between plans: a gateway whose
+/// template and rendering context did not change keeps its rendered
+/// snapshot instead of being rendered again. The plan is the one [`plan`]
+/// gives for the same inputs.
+pub fn plan_incremental(
+    inputs: &DesiredInputs,
+    recorded: &Recorded,
+    cache: &mut RenderCache,
+) -> Plan {
     let mut out = Plan::default();
 
     let (tenants, problems) = tenants_by_namespace(&inputs.tenants);
@@ -389,41 +403,9 @@ pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
         }
     }
 
-    // Templates, registered under `namespace/name`.
-    let mut renderer = Renderer::new();
-    let mut template_errors: BTreeMap<String, String> = BTreeMap::new();
-    let mut templates: BTreeMap<(String, String), &GatewayTemplate> = BTreeMap::new();
-    for t in &inputs.templates {
-        let ns = namespace_of(&t.metadata).to_owned();
-        let name = name_of(&t.metadata).to_owned();
-        let key = format!("{ns}/{name}");
-        let source = match (&t.spec.builtin, &t.spec.envoy) {
-            (Some(b), None) => match epic_templates::builtin_source(b)
-                .filter(|_| epic_templates::BUILTIN_TEMPLATES.contains(&b.as_str()))
-            {
-                Some(s) => Ok(s.to_owned()),
-                None => Err(format!(
-                    "unknown built-in template {b:?} (known: {})",
-                    epic_templates::BUILTIN_TEMPLATES.join(", ")
-                )),
-            },
-            (None, Some(envoy)) => Ok(envoy.clone()),
-            _ => Err("exactly one of `builtin` and `envoy` must be set".to_owned()),
-        };
-        let registered = source.and_then(|envoy| {
-            renderer
-                .add_template(&epic_templates::GatewayTemplate {
-                    name: key.clone(),
-                    envoy,
-                    dns_name: t.spec.dns_name.clone(),
-                })
-                .map_err(|e| e.to_string())
-        });
-        if let Err(e) = registered {
-            template_errors.insert(key.clone(), e);
-        }
-        templates.insert((ns, name), t);
-    }
+    // Templates, registered under `namespace/name`; the inputs indexed.
+    let mut templates = Templates::new(&inputs.templates, cache);
+    let catalog = Catalog::new(inputs);
 
     for r in &inputs.routes {
         if template_route(r).is_none() {
@@ -475,12 +457,10 @@ pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
         let outcome = plan_gateway(
             g,
             &tenants,
-            &templates,
-            &template_errors,
-            &renderer,
+            &mut templates,
             &mut ipam,
             &mut gateway_count,
-            inputs,
+            &catalog,
             &mut gp,
         );
         match outcome {
@@ -616,6 +596,8 @@ pub fn plan(inputs: &DesiredInputs, recorded: &Recorded) -> Plan {
             .map(|(key, id)| RecordedTunnel { key, id })
             .collect(),
     };
+    drop(templates);
+    cache.finish_plan();
     out
 }
 
@@ -625,20 +607,51 @@ fn set_condition(gp: &mut GatewayPlan, condition: Condition) {
     gp.status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
+/// The inputs indexed for the per-gateway steps: look-ups instead of scans,
+/// so planning stays linear in the number of gateways.
+struct Catalog<'a> {
+    inputs: &'a DesiredInputs,
+    /// Backend sets by (platform namespace, service).
+    sets_by_service: BTreeMap<(&'a str, &'a str), Vec<&'a BackendSet>>,
+    /// Routes by platform namespace.
+    routes_by_ns: BTreeMap<&'a str, Vec<&'a Route>>,
+}
+
+impl<'a> Catalog<'a> {
+    fn new(inputs: &'a DesiredInputs) -> Self {
+        let mut sets_by_service: BTreeMap<(&str, &str), Vec<&BackendSet>> = BTreeMap::new();
+        for set in &inputs.backend_sets {
+            sets_by_service
+                .entry((namespace_of(&set.metadata), set.spec.service.as_str()))
+                .or_default()
+                .push(set);
+        }
+        let mut routes_by_ns: BTreeMap<&str, Vec<&Route>> = BTreeMap::new();
+        for route in &inputs.routes {
+            routes_by_ns
+                .entry(namespace_of(&route.metadata))
+                .or_default()
+                .push(route);
+        }
+        Catalog {
+            inputs,
+            sets_by_service,
+            routes_by_ns,
+        }
+    }
+}
+
 /// A backend endpoint of a gateway: its set, its protocol number, the endpoint.
 type BackendEndpoint<'a> = (&'a BackendSet, u8, &'a crate::model::Endpoint);
 
 /// Plans one gateway; `Err` is the condition that stops it.
-#[allow(clippy::too_many_arguments)]
 fn plan_gateway<'a>(
     g: &Gateway,
     tenants: &BTreeMap<&str, &Tenant>,
-    templates: &BTreeMap<(String, String), &GatewayTemplate>,
-    template_errors: &BTreeMap<String, String>,
-    renderer: &Renderer,
+    templates: &mut Templates<'_>,
     ipam: &mut Allocator,
     gateway_count: &mut BTreeMap<String, u32>,
-    inputs: &'a DesiredInputs,
+    catalog: &Catalog<'a>,
     gp: &mut GatewayPlan,
 ) -> Result<Vec<BackendEndpoint<'a>>, Box<Condition>> {
     let ns = namespace_of(&g.metadata);
@@ -658,7 +671,10 @@ fn plan_gateway<'a>(
     gp.tenant = tenant_name.to_owned();
 
     // Template.
-    let resolved = match templates.get(&(ns.to_owned(), g.spec.template.clone())) {
+    let resolved = match templates
+        .by_key
+        .get(&(ns.to_owned(), g.spec.template.clone()))
+    {
         Some(t) => {
             let key = format!("{ns}/{}", g.spec.template);
             if !(1..=MAX_REPLICAS).contains(&t.spec.replicas) {
@@ -671,7 +687,7 @@ fn plan_gateway<'a>(
                     ),
                 ));
             }
-            if let Some(e) = template_errors.get(&key) {
+            if let Some(e) = templates.errors.get(&key) {
                 ipam.release(&owner);
                 return Err(not_accepted(
                     Reason::InvalidParameters,
@@ -751,7 +767,7 @@ fn plan_gateway<'a>(
     for a in &g.spec.addresses {
         request = request.with_address(*a);
     }
-    if let Some(key) = sharing_key_of(g, &inputs.templates) {
+    if let Some(key) = sharing_key_of(g, &catalog.inputs.templates) {
         request = request.with_sharing_key(key);
     }
     request = request.with_ports(g.spec.listeners.iter().map(|l| match l.protocol {
@@ -818,11 +834,8 @@ fn plan_gateway<'a>(
         .iter()
         .flat_map(|l| l.backends.iter().map(|b| b.name.clone()))
         .collect();
-    for r in inputs
-        .routes
-        .iter()
-        .filter(|r| namespace_of(&r.metadata) == ns)
-    {
+    let ns_routes = catalog.routes_by_ns.get(ns).map_or(&[][..], Vec::as_slice);
+    for r in ns_routes {
         backend_names(
             &serde_json::to_value(&r.spec).unwrap_or_default(),
             &mut named,
@@ -830,12 +843,14 @@ fn plan_gateway<'a>(
     }
     let mut backends = Vec::new();
     let mut endpoints: Vec<BackendEndpoint<'a>> = Vec::new();
-    for set in inputs
-        .backend_sets
+    let candidates: Vec<&'a BackendSet> = named
         .iter()
+        .filter_map(|service| catalog.sets_by_service.get(&(ns, service.as_str())))
+        .flatten()
+        .copied()
         .filter(serves)
-        .filter(|b| named.contains(&b.spec.service))
-    {
+        .collect();
+    for set in &candidates {
         for port in &set.spec.ports {
             backends.push(BackendInput {
                 namespace: ns_or_default(&set.spec.namespace).to_owned(),
@@ -866,11 +881,9 @@ fn plan_gateway<'a>(
         listeners: g.spec.listeners.iter().map(listener_input).collect(),
         backends,
     };
-    let routes: Vec<(&Route, TemplateRoute)> = inputs
-        .routes
+    let routes: Vec<(&Route, TemplateRoute)> = ns_routes
         .iter()
-        .filter(|r| namespace_of(&r.metadata) == ns)
-        .filter_map(|r| template_route(r).map(|t| (r, t)))
+        .filter_map(|r| template_route(r).map(|t| (*r, t)))
         .collect();
     let template_routes: Vec<TemplateRoute> = routes.iter().map(|(_, t)| t.clone()).collect();
     let mut translation = translate(&gateway_inputs, &template_routes);
@@ -930,7 +943,7 @@ fn plan_gateway<'a>(
             )
         })
         .collect();
-    for set in inputs.backend_sets.iter().filter(serves) {
+    for set in candidates {
         for port in &set.spec.ports {
             let id = (
                 ns_or_default(&set.spec.namespace).to_owned(),
@@ -952,21 +965,13 @@ fn plan_gateway<'a>(
     // A configuration that does not render, is inconsistent or is refused
     // as a snapshot leaves the last good one serving: the gateway keeps its
     // proxies, addresses, tunnels and endpoints; `Programmed` says why.
-    let outcome = renderer
-        .render(&resolved.render_name, &translation.context)
-        .map_err(|e| e.to_string())
-        .and_then(|rendered| {
-            epic_templates::validate::check_consistency(&rendered.resources)
-                .map_err(|e| e.to_string())?;
-            let snapshot = snapshot_of(&rendered.resources).map_err(|e| e.to_string())?;
-            Ok((rendered.dns_name, snapshot))
-        });
+    let outcome = templates.render(&resolved.render_name, &translation.context);
     match outcome {
         Ok((dns_name, snapshot)) => {
             if !dns_name.is_empty() {
                 gp.status.dns_name = Some(dns_name);
             }
-            gp.snapshot = Some(Arc::new(snapshot));
+            gp.snapshot = Some(snapshot);
             set_condition(
                 gp,
                 ConditionType::Programmed.condition(true, Reason::Programmed, ""),

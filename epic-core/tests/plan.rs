@@ -523,3 +523,47 @@ spec:
         "tunnel to an unused backend's node"
     );
 }
+
+/// The plan as compared here: each gateway's status and snapshot version.
+fn outcome(p: &Plan) -> Vec<(String, epic_core::model::GatewayStatus, Option<String>)> {
+    p.gateways
+        .iter()
+        .map(|g| {
+            (
+                format!("{}/{}", g.namespace, g.name),
+                g.status.clone(),
+                g.snapshot.as_ref().map(|s| s.version().to_owned()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_incremental_plan_is_the_full_plan_and_renders_only_what_changed() {
+    use epic_core::plan::{RenderCache, plan_incremental};
+    let a = inputs(&format!("{}{}", web("web", "tcp"), web("api", "tcp")));
+    let mut b = a.clone();
+    b.backend_sets[0].spec.ports[0].endpoints[0].port = 8081;
+    let broken = inputs(&format!(
+        "{}{}\n---\napiVersion: epic-gateway.org/v1alpha1\nkind: GatewayTemplate\nmetadata: {{name: bad, namespace: acme}}\nspec: {{envoy: '{{{{ fail(\"no\") }}}}'}}\n",
+        web("web", "bad"),
+        web("api", "tcp")
+    ));
+    let mut cache = RenderCache::new();
+    let mut recorded = Recorded::default();
+    for (step, next) in [&a, &a, &b, &a, &broken, &a].into_iter().enumerate() {
+        let incremental = plan_incremental(next, &recorded, &mut cache);
+        let full = plan(next, &recorded);
+        assert_eq!(outcome(&incremental), outcome(&full), "step {step}");
+        recorded = full.recorded;
+        assert!(
+            cache.len() <= 2,
+            "step {step}: only live renderings are kept"
+        );
+    }
+    // a: 2 renders; a again: 0; b (both gateways use the changed set): 2;
+    // back to a: 2 (the cache keeps only the last plan's); broken: a new
+    // template changes every key (templates may include each other): 2;
+    // a: 2 again.
+    assert_eq!((cache.misses(), cache.hits()), (10, 2));
+}

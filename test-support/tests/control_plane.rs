@@ -61,10 +61,9 @@ fn two_control_planes_with_rbac_and_crds() {
             applied.contains(&"Deployment/epic-gateway-controller".to_owned()),
             "{applied:?}"
         );
+        let user_admin = user.client().await.unwrap();
         let crds = gateway_api_crds("experimental").unwrap();
-        let applied = apply_manifests(&user.client().await.unwrap(), &crds)
-            .await
-            .unwrap();
+        let applied = apply_manifests(&user_admin, &crds).await.unwrap();
         for kind in [
             "gateways",
             "httproutes",
@@ -75,5 +74,12 @@ fn two_control_planes_with_rbac_and_crds() {
             let name = format!("CustomResourceDefinition/{kind}.gateway.networking.k8s.io");
             assert!(applied.contains(&name), "{name} not in {applied:?}");
         }
+        // The user cluster's chart, with platform credentials: the real API
+        // server accepts every object (server-side apply checks each field
+        // against the schema).
+        let values = r#"{"clusterId": "c1", "tenantNamespace": "acme", "platformKubeconfigSecret": "platform"}"#;
+        let chart = render_chart("epic-cluster", values, "epic-system").unwrap();
+        let applied = apply_manifests(&user_admin, &chart).await.unwrap();
+        assert!(applied.contains(&"Deployment/epic-cluster-controller".to_owned()), "{applied:?}");
     });
 }

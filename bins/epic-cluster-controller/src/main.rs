@@ -12,14 +12,15 @@
 //! platform's status back: the `Service`'s load balancer ingress, the
 //! `Gateway`'s addresses and conditions
 //! ([`epic_core::k8s::cluster_controller`]). `/metrics`, `/healthz` and
-//! `/readyz` are served on `--ops-listen`; `SIGTERM` stops it.
+//! `/readyz` are served on `--ops-listen`. Replicas elect a leader with a
+//! `Lease` in the user cluster; only the leader writes. `SIGTERM` stops it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use epic_core::k8s::cluster_controller::{ClusterController, ClusterOptions};
+use epic_core::k8s::cluster_controller::{ClusterController, ClusterOptions, LeaseOptions};
 use epic_core::k8s::ops;
 
 #[derive(Parser)]
@@ -42,6 +43,22 @@ struct Args {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     ops_listen: std::net::SocketAddr,
+    /// Elect a leader with a Lease in the user cluster (off: this replica
+    /// always leads).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: `$POD_NAMESPACE`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "epic-system")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "epic-cluster-controller")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: `$POD_NAME`).
+    #[arg(long, env = "POD_NAME")]
+    holder_id: Option<String>,
+    /// Seconds a lease holds without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
     /// Seconds between safety-net resyncs when nothing changes.
     #[arg(long, default_value_t = 300)]
     resync_seconds: u64,
@@ -98,6 +115,17 @@ async fn run(args: Args) -> Result<(), String> {
     let mut options = ClusterOptions::new(&args.cluster_id, &args.tenant_namespace);
     options.resync = Duration::from_secs(args.resync_seconds.max(1));
     options.debounce = Duration::from_millis(args.debounce_ms);
+    options.lease = args.leader_elect.then(|| LeaseOptions {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        holder: args.holder_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| format!("pid-{}", std::process::id()))
+        }),
+        duration: Duration::from_secs(args.lease_seconds.max(1)),
+        retry: Duration::from_secs((args.lease_seconds / 5).max(1)),
+    });
     let controller = ClusterController::new(user, platform, options);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let ops_listener = tokio::net::TcpListener::bind(args.ops_listen)
@@ -120,6 +148,10 @@ async fn run(args: Args) -> Result<(), String> {
     };
     tracing::info!("stopping");
     stop.send_replace(true);
+    // The controller releases its lease on the way out.
+    if !running.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut running).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), ops_task).await;
     result
 }

@@ -172,8 +172,9 @@ async fn run(args: Args) -> Result<(), String> {
     };
     tracing::info!("stopping");
     stop.send_replace(true);
+    // The controller releases its lease on the way out.
     if !running.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut running).await;
     }
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

@@ -285,16 +285,23 @@ pub async fn write_back(
         &mirrored_selector(cluster_id),
     )
     .await?;
-    write_back_from(user, &platform_gateways, cluster).await
+    // One-shot: the first error stands for all (every object was tried).
+    write_back_from(user, &platform_gateways, cluster)
+        .await
+        .map_err(|errors| errors.into_iter().next().expect("an error"))
 }
 
 /// [`write_back`] from the platform gateways as read (the cluster
 /// controller's store of its mirror).
+///
+/// One object's error does not stop the others: every error is returned,
+/// after all objects were tried.
 pub async fn write_back_from(
     user: &Client,
     platform_gateways: &[Gateway],
     cluster: &UserCluster,
-) -> Result<usize, K8sError> {
+) -> Result<usize, Vec<K8sError>> {
+    let mut errors = Vec::new();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut patched = 0;
     for g in platform_gateways {
@@ -329,14 +336,20 @@ pub async fn write_back_from(
                     continue;
                 }
                 let api: Api<Service> = Api::namespaced(user.clone(), ns);
-                api.patch_status(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": {"loadBalancer": next.load_balancer}})),
-                )
-                .await
-                .map_err(api_error(format!("patch status of Service {ns}/{name}")))?;
-                patched += 1;
+                match api
+                    .patch_status(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"status": {"loadBalancer": next.load_balancer}})),
+                    )
+                    .await
+                {
+                    Ok(_) => patched += 1,
+                    Err(e) if super::is_not_found(&e) => {}
+                    Err(e) => {
+                        errors.push(api_error(format!("patch status of Service {ns}/{name}"))(e))
+                    }
+                }
             }
             "Gateway" => {
                 let Some(current) = cluster.gateways.iter().find(|x| {
@@ -361,20 +374,30 @@ pub async fn write_back_from(
                     continue;
                 }
                 let api: Api<gateway_api::gateways::Gateway> = Api::namespaced(user.clone(), ns);
-                api.patch_status(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": {
-                        "addresses": next.addresses,
-                        "conditions": next.conditions,
-                    }})),
-                )
-                .await
-                .map_err(api_error(format!("patch status of Gateway {ns}/{name}")))?;
-                patched += 1;
+                match api
+                    .patch_status(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"status": {
+                            "addresses": next.addresses,
+                            "conditions": next.conditions,
+                        }})),
+                    )
+                    .await
+                {
+                    Ok(_) => patched += 1,
+                    Err(e) if super::is_not_found(&e) => {}
+                    Err(e) => {
+                        errors.push(api_error(format!("patch status of Gateway {ns}/{name}"))(e))
+                    }
+                }
             }
             _ => {}
         }
     }
-    Ok(patched)
+    if errors.is_empty() {
+        Ok(patched)
+    } else {
+        Err(errors)
+    }
 }

@@ -19,8 +19,10 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::cluster::{ApplyReport, write_back_from};
+pub use super::drive::LeaseOptions;
+use super::drive::{Leadership, Step, wait_ready};
 use super::ops::{Health, Metrics};
-use super::reflect::{Changes, Debouncer, Trigger, sorted};
+use super::reflect::{Changes, Debouncer, sorted};
 use super::user::{MirrorSource, UserSource, gateway_api_installed};
 use super::{K8sError, api_error, is_not_found};
 use crate::mirror::{MirrorConfig, Mirrored, SOURCE_ANNOTATION, UserCluster, mirror};
@@ -42,6 +44,9 @@ pub struct ClusterOptions {
     pub max_delay: Duration,
     /// The safety-net resync without changes.
     pub resync: Duration,
+    /// Leader election among replicas (a `Lease` in the user cluster);
+    /// `None`: this replica always leads.
+    pub lease: Option<LeaseOptions>,
 }
 
 impl ClusterOptions {
@@ -53,6 +58,7 @@ impl ClusterOptions {
             debounce: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             resync: Duration::from_secs(300),
+            lease: None,
         }
     }
 }
@@ -157,7 +163,7 @@ impl ClusterController {
         let platform_gateways = sorted(&mirrored.gateways);
         match write_back_from(&self.user, &platform_gateways, &cluster).await {
             Ok(n) => done.written_back = n,
-            Err(e) => done.errors.push(e.to_string()),
+            Err(errors) => done.errors.extend(errors.iter().map(ToString::to_string)),
         }
         self.metrics
             .reconciled(started.elapsed(), done.errors.is_empty());
@@ -283,26 +289,24 @@ impl ClusterController {
             user.ready().await?;
             mirrored.ready().await
         };
-        tokio::pin!(ready);
-        loop {
-            tokio::select! {
-                result = &mut ready => { result?; break; }
-                _ = triggers.next() => {}
-                _ = super::stopped(&mut stop) => return Ok(()),
-            }
+        if !wait_ready(ready, &mut triggers, &mut stop).await? {
+            return Ok(());
         }
-        self.health.set_synced();
-        self.health.set_leading(true);
-        loop {
-            self.reconcile_logged(&user, &mirrored).await;
-            tokio::select! {
-                trigger = triggers.next() => match trigger {
-                    Some(Trigger::Changed(_) | Trigger::Resync) => {}
-                    None => return Err("the reflectors stopped".into()),
-                },
-                _ = super::stopped(&mut stop) => return Ok(()),
+        let lease = self.options.lease.as_ref();
+        let mut lead = Leadership::start(&self.user, lease, &self.health, &self.metrics, &stop);
+        let result = loop {
+            match lead.next(&mut triggers, &mut stop).await {
+                Ok(Step::Lead) => {
+                    self.reconcile_logged(&user, &mirrored).await;
+                    lead.reconciled();
+                }
+                Ok(Step::Standby) => {}
+                Ok(Step::Stop) => break Ok(()),
+                Err(e) => break Err(e),
             }
-        }
+        };
+        lead.finish().await;
+        result
     }
 
     async fn reconcile_logged(&self, user: &UserSource, mirrored: &MirrorSource) {

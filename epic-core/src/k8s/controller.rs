@@ -20,13 +20,14 @@ use epic_xds::{KnownGateways, SnapshotCache};
 use kube::Client;
 use tokio::sync::watch;
 
-use super::lease::LeaseLock;
+pub use super::drive::LeaseOptions;
+use super::drive::{Leadership, Step, wait_ready};
 use super::ops::{ConditionLabels, Health, Metrics};
 use super::platform::PlatformSource;
 use super::proxies::{ProxyObjects, ProxySettings, apply_proxies};
-use super::reflect::{Debouncer, Trigger};
+use super::reflect::Debouncer;
 use super::status::write_statuses;
-use crate::plan::{Plan, plan};
+use crate::plan::{Plan, RenderCache, plan_incremental};
 use crate::publish::{Published, publish};
 
 /// How the controller runs.
@@ -43,21 +44,6 @@ pub struct Options {
     /// Leader election: the lease `namespace/name` and this replica's
     /// identity; `None` runs without election (one replica).
     pub lease: Option<LeaseOptions>,
-}
-
-/// The lease of leader election.
-#[derive(Debug, Clone)]
-pub struct LeaseOptions {
-    /// Namespace of the `Lease`.
-    pub namespace: String,
-    /// Name of the `Lease`.
-    pub name: String,
-    /// This replica's identity (the pod name).
-    pub holder: String,
-    /// How long a lease holds without renewal.
-    pub duration: Duration,
-    /// How often the leader renews and candidates retry.
-    pub retry: Duration,
 }
 
 impl Default for Options {
@@ -92,6 +78,7 @@ pub struct GatewayController {
     cache: SnapshotCache,
     known: KnownGateways,
     published: Published,
+    renders: RenderCache,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -105,6 +92,7 @@ impl GatewayController {
             cache: SnapshotCache::new(),
             known: KnownGateways::new(),
             published: Published::default(),
+            renders: RenderCache::new(),
             metrics: Arc::new(Metrics::new("gateway")),
             health: Arc::new(Health::default()),
         }
@@ -130,12 +118,13 @@ impl GatewayController {
         self.health.clone()
     }
 
-    /// One reconcile from the stores: plan, publish, statuses, proxies.
+    /// One reconcile from the stores: plan (incremental: only gateways
+    /// whose rendering inputs changed render again), publish, statuses,
+    /// proxies.
     pub async fn reconcile(&mut self, source: &PlatformSource) -> Reconciled {
         let started = Instant::now();
         let loaded = source.load();
-        let plan = plan(&loaded.inputs, &loaded.recorded);
-        self.published = publish(&plan, &self.cache, &self.known, &self.published);
+        let plan = self.plan_and_publish(&loaded);
         for p in &plan.problems {
             tracing::warn!(object = %p.object, "{}", p.message);
         }
@@ -210,67 +199,48 @@ impl GatewayController {
             self.options.max_delay,
             self.options.resync,
         );
-        // The stores fill only while their streams are polled.
-        let ready = source.ready();
-        tokio::pin!(ready);
+        if !wait_ready(source.ready(), &mut triggers, &mut stop).await? {
+            return Ok(());
+        }
+        let (client, lease) = (self.client.clone(), self.options.lease.clone());
+        let (health, metrics) = (self.health.clone(), self.metrics.clone());
+        let mut lead = Leadership::start(&client, lease.as_ref(), &health, &metrics, &stop);
         loop {
-            tokio::select! {
-                result = &mut ready => { result?; break; }
-                _ = triggers.next() => {}
-                _ = super::stopped(&mut stop) => return Ok(()),
+            match lead.next(&mut triggers, &mut stop).await {
+                Ok(Step::Lead) => {
+                    self.reconcile_logged(&source).await;
+                    lead.reconciled();
+                }
+                // A standby serves the same snapshots (the plan is pure and
+                // its records live in status), so proxies that reach it
+                // through the ADS Service get their configuration; it writes
+                // nothing.
+                Ok(Step::Standby) => {
+                    self.publish(&source);
+                }
+                Ok(Step::Stop) => break,
+                Err(e) => {
+                    lead.finish().await;
+                    return Err(e);
+                }
             }
         }
-        self.health.set_synced();
-        tracing::info!("caches synced");
-        // Without election this replica always leads (the sender is kept, so
-        // `changed` never resolves).
-        let (_always, always) = watch::channel(true);
-        let mut leading = match &self.options.lease {
-            Some(lease) => LeaseLock::new(
-                &self.client,
-                &lease.namespace,
-                &lease.name,
-                &lease.holder,
-                lease.duration,
-            )
-            .campaign(lease.retry, stop.clone()),
-            None => always,
-        };
-        let mut led = false;
-        let mut pending = true;
-        loop {
-            let is_leader = *leading.borrow();
-            if led && !is_leader {
-                self.health.set_leading(false);
-                self.metrics.leader.set(0);
-                return Err("lost the leader lease".into());
-            }
-            if is_leader && !led {
-                tracing::info!("leading: reconciling");
-                led = true;
-                pending = true;
-                self.health.set_leading(true);
-                self.metrics.leader.set(1);
-            }
-            if led && pending {
-                pending = false;
-                self.reconcile_logged(&source).await;
-            }
-            tokio::select! {
-                trigger = triggers.next() => match trigger {
-                    Some(Trigger::Changed(n)) => {
-                        tracing::debug!(changes = n, "changes");
-                        pending = true;
-                    }
-                    Some(Trigger::Resync) => pending = true,
-                    None => return Err("the reflectors stopped".into()),
-                },
-                // Not cancel-safe to drop `triggers.next()` for nothing: this
-                // arm resolves only on a real leadership change.
-                _ = leading.changed() => {}
-                _ = super::stopped(&mut stop) => return Ok(()),
-            }
-        }
+        lead.finish().await;
+        Ok(())
+    }
+
+    /// Plans from the stores and publishes the snapshots, writing nothing
+    /// to the API (what a standby replica does).
+    pub fn publish(&mut self, source: &PlatformSource) -> Plan {
+        self.plan_and_publish(&source.load())
+    }
+
+    /// Plans (incrementally: unchanged gateways keep their rendered
+    /// snapshots) and publishes the snapshots to the cache.
+    fn plan_and_publish(&mut self, loaded: &super::Loaded) -> Plan {
+        let plan = plan_incremental(&loaded.inputs, &loaded.recorded, &mut self.renders);
+        self.published = publish(&plan, &self.cache, &self.known, &self.published);
+        plan
     }
 
     async fn reconcile_logged(&mut self, source: &PlatformSource) {

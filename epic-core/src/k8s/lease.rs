@@ -1,20 +1,24 @@
-//! Leader election with a `coordination.k8s.io/v1` `Lease`, as client-go's
-//! `leaderelection` does it: the leader renews the lease every
-//! `renew_every`; a candidate takes it over once it has not been renewed
-//! for `duration`. Every write carries the `resourceVersion` it read, so of
-//! two candidates racing for an expired lease exactly one wins (the other
-//! gets `409 Conflict`).
+//! Leader election with a `coordination.k8s.io/v1` `Lease`, in the manner
+//! of client-go's `leaderelection`: the leader renews the lease every
+//! `retry`; a candidate takes it over once the lease record has not changed
+//! for `duration` **as measured on the candidate's own monotonic clock**
+//! (from when it first saw that record), so clock skew between nodes cannot
+//! make a live lease look expired. Every write carries the
+//! `resourceVersion` it read, so of two candidates racing for an expired
+//! lease exactly one wins (the other gets `409 Conflict`).
 //!
-//! Only the leader reconciles; the others keep their reflectors warm, so a
-//! hand-over costs one lease duration and no relist. A leader that fails to
-//! renew before its lease expires stops leading (and the controllers exit,
-//! so a replica never acts on a lease it may have lost).
+//! The leader stops leading when no renewal succeeded within the renew
+//! deadline (two thirds of `duration`, counted from the start of the last
+//! successful request; each request is cut off after `retry`), which is
+//! before any candidate may take over. The controllers exit then, so a
+//! replica never acts on a lease it may have lost. Only the leader
+//! reconciles; the others keep their reflectors warm.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
@@ -28,6 +32,9 @@ pub struct LeaseLock {
     name: String,
     holder: String,
     duration: Duration,
+    /// The lease record last seen (its resourceVersion) and when, on the
+    /// local monotonic clock.
+    observed: std::sync::Arc<std::sync::Mutex<Option<(String, Instant)>>>,
 }
 
 fn micro_now() -> MicroTime {
@@ -49,6 +56,20 @@ impl LeaseLock {
             name: name.to_owned(),
             holder: holder.to_owned(),
             duration,
+            observed: Default::default(),
+        }
+    }
+
+    /// Whether the lease record `version` has stood unchanged for the lease
+    /// duration since this candidate first saw it.
+    fn unchanged_for_duration(&self, version: &str) -> bool {
+        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        match observed.as_ref() {
+            Some((seen, since)) if seen == version => since.elapsed() >= self.duration,
+            _ => {
+                *observed = Some((version.to_owned(), Instant::now()));
+                false
+            }
         }
     }
 
@@ -93,10 +114,19 @@ impl LeaseLock {
         };
         let spec = current.spec.clone().unwrap_or_default();
         let held_by_me = spec.holder_identity.as_deref() == Some(self.holder.as_str());
-        if !held_by_me && !expired(&spec) {
+        let version = current
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+        if !held_by_me && !free && !self.unchanged_for_duration(&version) {
             return Ok(false);
         }
-        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!held_by_me);
+        let transitions = spec
+            .lease_transitions
+            .unwrap_or(0)
+            .saturating_add(i32::from(!held_by_me));
         let acquired = held_by_me.then(|| spec.acquire_time.clone()).flatten();
         let mut next = current;
         next.spec = Some(self.spec(acquired, transitions));
@@ -144,27 +174,35 @@ impl LeaseLock {
 
     /// Runs the election until `stop` is set: tries every `retry` while not
     /// leading and renews every `retry` while leading. The receiver says
-    /// whether this candidate leads; it turns `false` when a renewal has
-    /// not succeeded within the lease duration.
+    /// whether this candidate leads; it turns `false` when no renewal
+    /// succeeded within the renew deadline. The task releases the lease
+    /// when `stop` is set; await its handle to know it did.
     pub fn campaign(
         self,
         retry: Duration,
         mut stop: watch::Receiver<bool>,
-    ) -> watch::Receiver<bool> {
+    ) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
+        let renew_deadline = self.duration * 2 / 3;
+        let task = tokio::spawn(async move {
             let mut last_renewal: Option<tokio::time::Instant> = None;
             loop {
-                let leading = match self.try_acquire_or_renew().await {
-                    Ok(true) => {
-                        last_renewal = Some(tokio::time::Instant::now());
+                let started = tokio::time::Instant::now();
+                let attempt = tokio::time::timeout(retry, self.try_acquire_or_renew()).await;
+                let leading = match attempt {
+                    Ok(Ok(true)) => {
+                        last_renewal = Some(started);
                         true
                     }
-                    Ok(false) => false,
-                    Err(e) => {
-                        tracing::warn!(holder = %self.holder, error = %e, "lease request failed");
-                        // Still leading until the lease we hold runs out.
-                        last_renewal.is_some_and(|t| t.elapsed() < self.duration)
+                    Ok(Ok(false)) => false,
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("no answer within {retry:?}"),
+                        };
+                        tracing::warn!(holder = %self.holder, %error, "lease request failed");
+                        // Still leading until the renew deadline passes.
+                        last_renewal.is_some_and(|t| t.elapsed() < renew_deadline)
                     }
                 };
                 if !leading {
@@ -180,22 +218,10 @@ impl LeaseLock {
                 }
             }
             if *tx.borrow() {
-                let _ = self.release().await;
                 tx.send_replace(false);
+                let _ = tokio::time::timeout(retry, self.release()).await;
             }
         });
-        rx
+        (rx, task)
     }
-}
-
-/// Whether a lease has not been renewed for its duration (or has no holder).
-fn expired(spec: &LeaseSpec) -> bool {
-    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
-        return true;
-    }
-    let (Some(renewed), Some(seconds)) = (&spec.renew_time, spec.lease_duration_seconds) else {
-        return true;
-    };
-    let until = renewed.0 + SignedDuration::from_secs(i64::from(seconds));
-    until < Timestamp::now()
 }

@@ -54,6 +54,7 @@ use kube::api::{Api, ListParams};
 pub mod cluster;
 pub mod cluster_controller;
 pub mod controller;
+pub mod drive;
 pub mod lease;
 pub mod ops;
 pub mod platform;
