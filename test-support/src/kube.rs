@@ -311,7 +311,7 @@ impl Drop for ControlPlane {
 }
 
 /// The service CIDR of every test control plane: a benchmarking range, never routed.
-pub const SERVICE_CIDR: &str = "198.18.240.0/24";
+pub const SERVICE_CIDR: &str = "198.19.240.0/20";
 
 impl ControlPlane {
     /// Starts etcd and kube-apiserver (and what `options` asks for) and

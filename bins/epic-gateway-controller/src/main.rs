@@ -6,8 +6,9 @@
 //! keeps one Envoy `StatefulSet` per programmed gateway
 //! ([`epic_core::k8s::controller`]). Recorded state (addresses, tunnel ids)
 //! lives in the gateways' status, so a restart loses nothing. Replicas elect
-//! a leader with a `Lease`; only the leader reconciles, and a replica that
-//! loses the lease exits so it restarts as a candidate. `/metrics`,
+//! a leader with a `Lease`; only the leader writes (standbys plan and serve
+//! the same xDS snapshots), and a replica that loses the lease exits so it
+//! restarts as a candidate. `/metrics`,
 //! `/healthz` and `/readyz` are served on `--ops-listen`. It runs with the
 //! service account the Helm chart (`charts/epic-gateway`) creates; `SIGTERM`
 //! stops it (releasing the lease).

@@ -3,10 +3,11 @@
 //! the status the gateway has.
 //!
 //! Every patch carries the `resourceVersion` the controller read, so a
-//! controller acting on a stale view (a replica that lost its lease, a
-//! store behind the API server) gets `409 Conflict` instead of flipping
-//! addresses; the watch event that made the view stale triggers the next
-//! reconcile, which writes from the fresh view.
+//! controller acting on a stale view (its store behind the API server, e.g.
+//! another writer changed the gateway since) gets `409 Conflict` instead of
+//! flipping addresses; the watch event that made the view stale triggers
+//! the next reconcile, which writes from the fresh view. (Two writers with
+//! equally fresh views are prevented by leader election, not by this.)
 
 use k8s_openapi::jiff::{Timestamp, Unit};
 use kube::Client;
