@@ -150,48 +150,45 @@ pub async fn apply_mirrored_diff(
     existing: &MirrorSource,
 ) -> Result<ApplyReport, Vec<K8sError>> {
     let ns = config.tenant_namespace.as_str();
-    let mut report = ApplyReport::default();
-    let mut errors = Vec::new();
     let (sets, routes, gateways) = (
         sorted(&existing.backend_sets),
         sorted(&existing.routes),
         sorted(&existing.gateways),
     );
-    sync_kind(
-        platform,
-        ns,
-        "BackendSet",
-        &mirrored.backend_sets,
-        &sets,
-        &mut report,
-        &mut errors,
-    )
-    .await;
-    sync_kind(
-        platform,
-        ns,
-        "Route",
-        &mirrored.routes,
-        &routes,
-        &mut report,
-        &mut errors,
-    )
-    .await;
-    sync_kind(
-        platform,
-        ns,
-        "Gateway",
-        &mirrored.gateways,
-        &gateways,
-        &mut report,
-        &mut errors,
-    )
-    .await;
+    let (report, errors) = sync_all(platform, ns, mirrored, (&sets, &routes, &gateways)).await;
     if errors.is_empty() {
         Ok(report)
     } else {
         Err(errors)
     }
+}
+
+/// What this cluster mirrored before, by kind.
+type Existing<'a> = (&'a [BackendSet], &'a [Route], &'a [Gateway]);
+
+/// [`sync_kind`] for every kind, backend sets first and gateways last.
+async fn sync_all(
+    platform: &Client,
+    ns: &str,
+    mirrored: &Mirrored,
+    (sets, routes, gateways): Existing<'_>,
+) -> (ApplyReport, Vec<K8sError>) {
+    let mut report = ApplyReport::default();
+    let mut errors = Vec::new();
+    let (r, e) = (&mut report, &mut errors);
+    sync_kind(
+        platform,
+        ns,
+        "BackendSet",
+        &mirrored.backend_sets,
+        sets,
+        r,
+        e,
+    )
+    .await;
+    sync_kind(platform, ns, "Route", &mirrored.routes, routes, r, e).await;
+    sync_kind(platform, ns, "Gateway", &mirrored.gateways, gateways, r, e).await;
+    (report, errors)
 }
 
 async fn list_mirrored<K>(
@@ -228,38 +225,7 @@ pub async fn apply_mirrored(
     let sets: Vec<BackendSet> = list_mirrored(platform, ns, "BackendSet", &selector).await?;
     let routes: Vec<Route> = list_mirrored(platform, ns, "Route", &selector).await?;
     let gateways: Vec<Gateway> = list_mirrored(platform, ns, "Gateway", &selector).await?;
-    let mut report = ApplyReport::default();
-    let mut errors = Vec::new();
-    sync_kind(
-        platform,
-        ns,
-        "BackendSet",
-        &mirrored.backend_sets,
-        &sets,
-        &mut report,
-        &mut errors,
-    )
-    .await;
-    sync_kind(
-        platform,
-        ns,
-        "Route",
-        &mirrored.routes,
-        &routes,
-        &mut report,
-        &mut errors,
-    )
-    .await;
-    sync_kind(
-        platform,
-        ns,
-        "Gateway",
-        &mirrored.gateways,
-        &gateways,
-        &mut report,
-        &mut errors,
-    )
-    .await;
+    let (report, errors) = sync_all(platform, ns, mirrored, (&sets, &routes, &gateways)).await;
     match errors.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(report),
