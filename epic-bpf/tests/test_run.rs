@@ -458,3 +458,128 @@ fn map_operations_list_and_expire() {
     assert!(cl.remove_tunnel(TUNNEL).unwrap());
     assert!(!cl.remove_tunnel(TUNNEL).unwrap());
 }
+
+/// GUE data from the verified remote whose inner packet is not a reply to
+/// a flow the gateway sent into that tunnel — a forged packet to the
+/// gateway node itself, with the endpoint's source or a spoofed one, or a
+/// real flow's reply arriving through another tunnel — is dropped as
+/// `drop_inner_not_allowed`; inner packets the tunnel never carries as
+/// `drop_inner_unsupported`; data to another outer destination as
+/// `drop_wrong_destination`. The recorded reply itself still passes.
+#[test]
+fn the_gateway_decapsulates_only_replies_to_its_own_flows() {
+    if !require_root("the_gateway_decapsulates_only_replies_to_its_own_flows") {
+        return;
+    }
+    for c in cases() {
+        let (mut gw, _cl) = gateway_and_cluster(&c);
+        let remote = SocketAddr::new(c.nat, NAT_PORT);
+        let to_gateway = SocketAddr::new(c.gateway, GUE_PORT);
+        let spoofed: IpAddr = if c.pod.is_ipv4() {
+            "198.18.7.7"
+        } else {
+            "2001:db8:7::7"
+        }
+        .parse()
+        .unwrap();
+        let in_tunnel = |inner: &[u8]| expected_frame(remote, to_gateway, inner);
+        let dropped = |gw: &DataPath, frame: &[u8], counter: Counter, what: &str| {
+            let before = gw.counter(counter).unwrap().packets;
+            assert_eq!(
+                run(gw, Program::GatewayIngress, frame).0,
+                TC_ACT_SHOT,
+                "{what}"
+            );
+            assert_eq!(gw.counter(counter).unwrap().packets, before + 1, "{what}");
+        };
+        let name = c.name;
+
+        // Before any request: nothing is a reply.
+        let reply = common::ip_packet(c.pod, 8080, c.proxy, 41000, 6, 0);
+        dropped(&gw, &in_tunnel(&reply), Counter::DropInnerNotAllowed, name);
+        // Forged packets to the gateway node (the proxy's address, another
+        // of the node's), from the endpoint and from a spoofed source.
+        let node: IpAddr = if c.pod.is_ipv4() {
+            "198.51.100.2"
+        } else {
+            "2001:db8:1::2"
+        }
+        .parse()
+        .unwrap();
+        for src in [c.pod, spoofed] {
+            for dst in [c.proxy, node] {
+                let forged = common::ip_packet(src, 8080, dst, 53, 17, 20);
+                let what = format!("{name}: forged {src} -> {dst}");
+                dropped(
+                    &gw,
+                    &in_tunnel(&forged),
+                    Counter::DropInnerNotAllowed,
+                    &what,
+                );
+            }
+        }
+
+        // The proxy's request records the flow: its reply now passes.
+        let request = common::frame(&common::ip_packet(c.proxy, 41000, c.pod, 8080, 6, 0));
+        assert_eq!(run(&gw, Program::GatewayEgress, &request).0, TC_ACT_OK);
+        let frame = in_tunnel(&reply);
+        assert_eq!(
+            run(&gw, Program::GatewayIngress, &frame),
+            (TC_ACT_OK, common::frame(&reply)),
+            "{name}"
+        );
+        // The flow's other direction, a neighbouring port, or the same
+        // reply from a spoofed source: not the flow.
+        for inner in [
+            common::ip_packet(c.proxy, 41000, c.pod, 8080, 6, 0),
+            common::ip_packet(c.pod, 8080, c.proxy, 41001, 6, 0),
+            common::ip_packet(spoofed, 8080, c.proxy, 41000, 6, 0),
+            common::ip_packet(c.pod, 8080, c.proxy, 41000, 17, 0),
+        ] {
+            dropped(&gw, &in_tunnel(&inner), Counter::DropInnerNotAllowed, name);
+        }
+
+        // The same reply through another verified tunnel: not its flow.
+        let other = TunnelId(TUNNEL.0 + 1);
+        gw.add_tunnel(
+            other,
+            TunnelValue::pending(TenantId(2), c.gateway, GUE_PORT),
+        )
+        .unwrap();
+        gw.set_verified_remote(other, SocketAddr::new(c.nat, NAT_PORT + 1))
+            .unwrap();
+        let mut via_other =
+            expected_frame(SocketAddr::new(c.nat, NAT_PORT + 1), to_gateway, &reply);
+        let gue = 14 + if c.nat.is_ipv4() { 20 } else { 40 } + 8;
+        via_other[gue + 4..gue + 8].copy_from_slice(&other.0.to_be_bytes());
+        dropped(&gw, &via_other, Counter::DropInnerNotAllowed, name);
+
+        // Not TCP or UDP (ICMP), or not the family the GUE header says.
+        let icmp = if c.pod.is_ipv4() { 1 } else { 58 };
+        let ping = common::ip_packet(c.pod, 0, c.proxy, 0, icmp, 8);
+        dropped(&gw, &in_tunnel(&ping), Counter::DropInnerUnsupported, name);
+        let mut mislabelled = frame.clone();
+        mislabelled[gue + 1] = if c.pod.is_ipv4() { 41 } else { 4 };
+        dropped(&gw, &mislabelled, Counter::DropInnerUnsupported, name);
+
+        // To another outer destination than the tunnel's local end.
+        let elsewhere: IpAddr = if c.gateway.is_ipv4() {
+            "198.51.100.77"
+        } else {
+            "2001:db8:1::77"
+        }
+        .parse()
+        .unwrap();
+        let misdirected = expected_frame(remote, SocketAddr::new(elsewhere, GUE_PORT), &reply);
+        dropped(&gw, &misdirected, Counter::DropWrongDestination, name);
+
+        // The tunnel's flows expire with it: the reply no longer passes.
+        assert_eq!(gw.expire_flows(TUNNEL).unwrap(), 1, "{name}");
+        dropped(&gw, &frame, Counter::DropInnerNotAllowed, name);
+        assert_eq!(
+            gw.counter(Counter::Decapsulated).unwrap().packets,
+            1,
+            "{name}"
+        );
+    }
+}

@@ -15,6 +15,7 @@ use epic_gue::maps::{Counter, TUNNEL_PENDING, TUNNEL_VERIFIED};
 use epic_gue::{GUE_PORT, HelloEvent, RejectReason};
 use epic_test_support::require_root;
 
+mod common;
 mod topology;
 
 use topology::{Harness, NAT_PORTS, Options, Plan, TUNNEL, V4, V6, ip};
@@ -103,6 +104,68 @@ fn echo_through_the_tunnel(p: &'static Plan, name: &str) {
     assert!(!h.cl_dp.flows().unwrap().is_empty());
     assert_eq!(h.gw_dp.counter(Counter::DropTooBig).unwrap().packets, 0);
     assert_eq!(h.cl_dp.counter(Counter::DropTooBig).unwrap().packets, 0);
+}
+
+/// The attack of a tenant's node on the platform: GUE data on its own
+/// verified tunnel (the hello flow through the NAT) whose inner packet is
+/// UDP to the gateway node's uplink address — with the endpoint's source
+/// and with a spoofed one — is dropped as `drop_inner_not_allowed` and
+/// never reaches a listener on the gateway node; the tunnel keeps working.
+fn forged_inner_packets_never_reach_the_gateway_node(p: &'static Plan, name: &str) {
+    if !require_root(name) {
+        return;
+    }
+    let mut h = Harness::new(p, Options::default());
+    h.learn();
+    let client = h.client_udp();
+    assert!(h.udp_echo(&client, 6), "UDP echo through the tunnel");
+    let target = SocketAddr::new(ip(p.gateway), 5300);
+    let listener = h
+        .topo
+        .gw
+        .run_in(|| UdpSocket::bind(target).unwrap())
+        .unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let spoofed = ip(if p.v6 { "2001:db8:7::7" } else { "198.18.7.7" });
+    let gateway = SocketAddr::new(ip(p.gateway), GUE_PORT);
+    for src in [ip(p.pod), spoofed] {
+        let mut msg = vec![0x01, if p.v6 { 41 } else { 4 }, 0x80, 0x00];
+        msg.extend_from_slice(&TUNNEL.0.to_be_bytes());
+        msg.extend_from_slice(&common::ip_packet(src, 7001, target.ip(), 5300, 17, 16));
+        h.node_socket.send_to(&msg, gateway).unwrap();
+    }
+    let mut buf = [0u8; 64];
+    let got = listener.recv_from(&mut buf);
+    assert!(
+        got.is_err(),
+        "a forged packet reached the gateway node: {got:?}"
+    );
+    wait_for(|| {
+        h.gw_dp
+            .counter(Counter::DropInnerNotAllowed)
+            .unwrap()
+            .packets
+            == 2
+    });
+    assert!(h.udp_echo(&client, 6), "the tunnel still carries replies");
+}
+
+#[test]
+fn forged_inner_packets_never_reach_the_gateway_node_ipv4() {
+    forged_inner_packets_never_reach_the_gateway_node(
+        &V4,
+        "forged_inner_packets_never_reach_the_gateway_node_ipv4",
+    );
+}
+
+#[test]
+fn forged_inner_packets_never_reach_the_gateway_node_ipv6() {
+    forged_inner_packets_never_reach_the_gateway_node(
+        &V6,
+        "forged_inner_packets_never_reach_the_gateway_node_ipv6",
+    );
 }
 
 /// Polls `done` for up to 2 s.

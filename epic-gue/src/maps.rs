@@ -283,11 +283,23 @@ pub enum Counter {
     DropTooBig = 8,
     /// Dropped: a kernel helper failed (adjust room, store bytes, redirect).
     DropHelperFailed = 9,
+    /// Dropped: GUE data of a known tunnel sent to an address or port that
+    /// is not the tunnel's local end.
+    DropWrongDestination = 10,
+    /// Dropped: the decapsulated packet is not one the tunnel carries (not
+    /// TCP or UDP, a non-first fragment, IPv6 extension headers, or an
+    /// inner family other than the GUE header says).
+    DropInnerUnsupported = 11,
+    /// Dropped (gateway ingress): the decapsulated packet is not a reply
+    /// to a flow the gateway sent into this tunnel, so its inner source is
+    /// not the tunnel's endpoint or its inner destination not the proxy
+    /// that opened the flow (e.g. a forged packet to the gateway node).
+    DropInnerNotAllowed = 12,
 }
 
 impl Counter {
     /// Number of counter slots (size of the array map).
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 13;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -301,6 +313,9 @@ impl Counter {
         Counter::DropMalformed,
         Counter::DropTooBig,
         Counter::DropHelperFailed,
+        Counter::DropWrongDestination,
+        Counter::DropInnerUnsupported,
+        Counter::DropInnerNotAllowed,
     ];
 
     /// The map index.
@@ -330,6 +345,9 @@ impl Counter {
             Counter::DropMalformed => "drop_malformed",
             Counter::DropTooBig => "drop_too_big",
             Counter::DropHelperFailed => "drop_helper_failed",
+            Counter::DropWrongDestination => "drop_wrong_destination",
+            Counter::DropInnerUnsupported => "drop_inner_unsupported",
+            Counter::DropInnerNotAllowed => "drop_inner_not_allowed",
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! | program | attach point | does |
 //! | --- | --- | --- |
-//! | `epic_gw_egress` | gateway node, uplink, egress | endpoint lookup (`ENDPOINTS`, scope = skb mark) → tunnel (`TUNNELS`) → encapsulate toward the verified remote; pending/unknown tunnel: drop and count |
-//! | `epic_gw_ingress` | gateway node, uplink, ingress | GUE data from a known, verified tunnel whose outer source is the verified remote → decapsulate; other GUE data dropped and counted; control messages passed up |
-//! | `epic_cl_ingress` | cluster node, uplink, ingress | as `epic_gw_ingress`, and records the reply flow in `REPLIES` (LRU) with the tunnel id |
+//! | `epic_gw_egress` | gateway node, uplink, egress | endpoint lookup (`ENDPOINTS`, scope = skb mark) → tunnel (`TUNNELS`) → encapsulate toward the verified remote and record the reply flow in `REPLIES` (LRU); pending/unknown tunnel: drop and count |
+//! | `epic_gw_ingress` | gateway node, uplink, ingress | GUE data from a known, verified tunnel whose outer source is the verified remote and outer destination its local end, whose inner packet is a reply recorded for that tunnel in `REPLIES` → decapsulate; other GUE data dropped and counted; control messages passed up |
+//! | `epic_cl_ingress` | cluster node, uplink, ingress | as `epic_gw_ingress` without the reply check, and records the reply flow in `REPLIES` (LRU) with the tunnel id |
 //! | `epic_cl_egress` | cluster node, uplink, egress | a packet matching `REPLIES` → encapsulate toward the tunnel's remote |
 //! | `epic_bench_roundtrip` | nowhere (benchmarks) | `epic_gw_egress` then `epic_cl_ingress` on one packet |
 //! | `epic_count` | anywhere | counts packets and bytes in `COUNTERS` slot 0 and passes them: the baseline |
@@ -29,6 +29,14 @@
 //! MTU to the path MTU. Packets whose encapsulated size is at most 1280 bytes
 //! (the IPv6 minimum MTU; uplinks are assumed to have at least that) skip the
 //! MTU check.
+//!
+//! Decapsulation trusts nothing inside the tunnel: the inner packet must be
+//! TCP or UDP of the family the GUE header names (else
+//! `drop_inner_unsupported`: no ICMP, fragments or IPv6 extension headers
+//! cross the tunnel), and at the gateway it must be the reply of a flow the
+//! gateway itself sent into *this* tunnel (else `drop_inner_not_allowed`):
+//! a tenant's node can only answer its own endpoints' connections, never
+//! reach the gateway node, another tenant's proxy or anything else.
 //!
 //! Headers are read straight from the linear packet data after a bounds
 //! check (`bpf_skb_load_bytes` only when the headers are not linear), and
@@ -83,7 +91,10 @@ static ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::with_max_entrie
 #[map(name = "TUNNELS")]
 static TUNNELS: HashMap<TunnelKey, TunnelValue> = HashMap::with_max_entries(16384, 0);
 
-/// Cluster side: reply flow (pod → proxy) → tunnel id; LRU.
+/// Reply flow (pod → proxy) → tunnel id; LRU. Cluster side: written by
+/// ingress, read by egress (the tunnel the reply goes back in). Gateway
+/// side: written by egress, read by ingress (the replies a tunnel may
+/// carry in).
 #[map(name = "REPLIES")]
 static REPLIES: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(262144, 0);
 
@@ -129,7 +140,12 @@ fn gw_egress(ctx: &TcContext) -> i32 {
     // SAFETY: a successful lookup returns a valid pointer; the value is
     // copied out at once (`EndpointValue` is plain old data).
     let tunnel_id = unsafe { (*endpoint).tunnel_id };
-    encap_verdict(ctx, &inner, tunnel_id)
+    let verdict = encap_verdict(ctx, &inner, tunnel_id);
+    if verdict == TC_ACT_OK {
+        // The tunnel may carry this flow's replies back in.
+        record_reply_flow(&inner, tunnel_id);
+    }
+    verdict
 }
 
 /// Cluster egress: encapsulates replies of recorded flows.
@@ -164,19 +180,29 @@ pub fn epic_bench_roundtrip(ctx: TcContext) -> i32 {
     if verdict != TC_ACT_OK {
         return verdict;
     }
-    decap_verdict(&ctx, true)
+    decap_verdict(&ctx, Side::Cluster)
 }
 
-/// Gateway ingress: decapsulates GUE data from verified remotes.
+/// Gateway ingress: decapsulates replies to the gateway's own flows from
+/// verified remotes.
 #[classifier]
 pub fn epic_gw_ingress(ctx: TcContext) -> i32 {
-    decap_verdict(&ctx, false)
+    decap_verdict(&ctx, Side::Gateway)
 }
 
 /// Cluster ingress: decapsulates GUE data and records the reply flow.
 #[classifier]
 pub fn epic_cl_ingress(ctx: TcContext) -> i32 {
-    decap_verdict(&ctx, true)
+    decap_verdict(&ctx, Side::Cluster)
+}
+
+/// Which end of the tunnel decapsulates: what it checks and records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Accepts only replies to flows it recorded on egress.
+    Gateway,
+    /// Records the reply flow of every packet it decapsulates.
+    Cluster,
 }
 
 #[inline(always)]
@@ -480,9 +506,9 @@ fn ipv4_checksum(h: &[u8]) -> u16 {
 
 /// Decapsulates GUE data or drops it with the reason; passes the rest.
 #[inline(always)]
-fn decap_verdict(ctx: &TcContext, record_flow: bool) -> i32 {
+fn decap_verdict(ctx: &TcContext, side: Side) -> i32 {
     let len = ctx.len();
-    match decapsulate(ctx, record_flow) {
+    match decapsulate(ctx, side) {
         Ok(Some(counter)) => {
             count(counter, len);
             TC_ACT_OK
@@ -497,11 +523,12 @@ fn decap_verdict(ctx: &TcContext, record_flow: bool) -> i32 {
 
 /// `Ok(None)`: not GUE, passed; `Ok(Some(counter))`: passed/decapsulated.
 #[inline(always)]
-fn decapsulate(ctx: &TcContext, record_flow: bool) -> Result<Option<Counter>, Counter> {
+fn decapsulate(ctx: &TcContext, side: Side) -> Result<Option<Counter>, Counter> {
     let Some(ethertype) = read::<2>(ctx, 12) else {
         return Ok(None);
     };
     let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
     match u16::from_be_bytes(ethertype) {
         ETH_P_IP => {
             let Some(h) = read::<20>(ctx, ETH_HLEN) else {
@@ -516,7 +543,8 @@ fn decapsulate(ctx: &TcContext, record_flow: bool) -> Result<Option<Counter>, Co
                 return Ok(None);
             }
             src[..4].copy_from_slice(&h[12..16]);
-            decapsulate_udp::<20>(ctx, FAMILY_IPV4, &src, record_flow)
+            dst[..4].copy_from_slice(&h[16..20]);
+            decapsulate_udp::<20>(ctx, FAMILY_IPV4, (&src, &dst), side)
         }
         ETH_P_IPV6 => {
             let Some(h) = read::<40>(ctx, ETH_HLEN) else {
@@ -526,7 +554,8 @@ fn decapsulate(ctx: &TcContext, record_flow: bool) -> Result<Option<Counter>, Co
                 return Ok(None);
             }
             src.copy_from_slice(&h[8..24]);
-            decapsulate_udp::<40>(ctx, FAMILY_IPV6, &src, record_flow)
+            dst.copy_from_slice(&h[24..40]);
+            decapsulate_udp::<40>(ctx, FAMILY_IPV6, (&src, &dst), side)
         }
         _ => Ok(None),
     }
@@ -538,8 +567,8 @@ fn decapsulate(ctx: &TcContext, record_flow: bool) -> Result<Option<Counter>, Co
 fn decapsulate_udp<const IP_LEN: usize>(
     ctx: &TcContext,
     outer_family: u8,
-    src: &[u8; 16],
-    record_flow: bool,
+    (src, dst): (&[u8; 16], &[u8; 16]),
+    side: Side,
 ) -> Result<Option<Counter>, Counter> {
     let udp_off = ETH_HLEN + IP_LEN;
     let Some(udp) = read::<8>(ctx, udp_off) else {
@@ -575,20 +604,29 @@ fn decapsulate_udp<const IP_LEN: usize>(
     if t.family != outer_family || t.remote_addr != *src || t.remote_port != [udp[0], udp[1]] {
         return Err(Counter::DropWrongSource);
     }
+    if t.local_addr != *dst || t.local_port != [udp[2], udp[3]] {
+        return Err(Counter::DropWrongDestination);
+    }
     let room = IP_LEN + UDP_HLEN + GUE_HLEN;
-    if let Some(inner) = parse_ip(ctx, ETH_HLEN + room) {
-        if inner.tcp_flags & TCP_SYN != 0 {
-            // Replies leave through this device, encapsulated the same way.
-            let (mtu, _) = check_mtu(ctx, 0);
-            clamp_mss(
-                ctx,
-                &inner,
-                (mtu as usize).saturating_sub(room + inner.ip_len + 20),
-            );
+    let inner = parse_ip(ctx, ETH_HLEN + room).ok_or(Counter::DropInnerUnsupported)?;
+    if inner.family != inner_family {
+        return Err(Counter::DropInnerUnsupported);
+    }
+    match side {
+        Side::Gateway if !is_reply_of(&inner, tunnel_id) => {
+            return Err(Counter::DropInnerNotAllowed);
         }
-        if record_flow {
-            record_reply_flow(&inner, tunnel_id);
-        }
+        Side::Gateway => {}
+        Side::Cluster => record_reply_flow(&inner, tunnel_id),
+    }
+    if inner.tcp_flags & TCP_SYN != 0 {
+        // Replies leave through this device, encapsulated the same way.
+        let (mtu, _) = check_mtu(ctx, 0);
+        clamp_mss(
+            ctx,
+            &inner,
+            (mtu as usize).saturating_sub(room + inner.ip_len + 20),
+        );
     }
     let flags = match (outer_family, inner_family) {
         (FAMILY_IPV4, FAMILY_IPV6) => u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV6),
@@ -609,7 +647,26 @@ fn decapsulate_udp<const IP_LEN: usize>(
     Ok(Some(Counter::Decapsulated))
 }
 
-/// Records the reply flow of `request` (pod → proxy) with its tunnel,
+/// Whether `packet` is a reply flow recorded for `tunnel_id` (gateway side:
+/// by the egress program, when the proxy's request went into the tunnel).
+#[inline(always)]
+fn is_reply_of(packet: &Ip, tunnel_id: u32) -> bool {
+    let key = FlowKey {
+        src_addr: packet.src,
+        dst_addr: packet.dst,
+        src_port: packet.src_port,
+        dst_port: packet.dst_port,
+        protocol: packet.protocol,
+        family: packet.family,
+        _reserved: [0; 2],
+    };
+    // SAFETY: a successful lookup returns a valid pointer; one u32 read.
+    REPLIES
+        .get_ptr(&key)
+        .is_some_and(|flow| unsafe { (*flow).tunnel_id } == tunnel_id)
+}
+
+/// Records the reply flow of `request` (proxy → pod) with its tunnel,
 /// unless it is already there with that tunnel (no LRU update per packet).
 #[inline(always)]
 fn record_reply_flow(request: &Ip, tunnel_id: u32) {

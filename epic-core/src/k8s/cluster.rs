@@ -18,6 +18,8 @@
 //! # let _ = report; Ok(()) }
 //! ```
 
+use std::collections::{HashMap, HashSet};
+
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -25,6 +27,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
+use super::index::ByKey;
 use super::reflect::sorted;
 use super::user::{MirrorSource, mirrored_selector};
 use super::{K8sError, api_error};
@@ -111,11 +114,13 @@ async fn sync_kind<K>(
     let api: Api<K> = Api::namespaced(platform.clone(), namespace);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let name_of = |o: &K| o.meta().name.clone().unwrap_or_default();
+    let existing_by_name: HashMap<String, &K> = existing.iter().map(|e| (name_of(e), e)).collect();
+    let wanted_names: HashSet<String> = wanted.iter().map(name_of).collect();
     for object in wanted {
         let name = name_of(object);
-        if existing
-            .iter()
-            .any(|e| name_of(e) == name && same_object(e, object))
+        if existing_by_name
+            .get(&name)
+            .is_some_and(|e| same_object(*e, object))
         {
             continue;
         }
@@ -126,7 +131,7 @@ async fn sync_kind<K>(
     }
     for object in existing {
         let name = name_of(object);
-        if wanted.iter().any(|w| name_of(w) == name) {
+        if wanted_names.contains(&name) {
             continue;
         }
         match api.delete(&name, &DeleteParams::default()).await {
@@ -270,6 +275,8 @@ pub async fn write_back_from(
     let mut errors = Vec::new();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut patched = 0;
+    let services = ByKey::new(&cluster.services);
+    let gateways = ByKey::new(&cluster.gateways);
     for g in platform_gateways {
         let (Some(status), Some(source)) = (
             g.status.as_ref(),
@@ -286,10 +293,7 @@ pub async fn write_back_from(
         };
         match kind {
             "Service" => {
-                let Some(current) = cluster.services.iter().find(|s| {
-                    s.metadata.namespace.as_deref() == Some(ns)
-                        && s.metadata.name.as_deref() == Some(name)
-                }) else {
+                let Some(current) = services.get(ns, name) else {
                     continue;
                 };
                 let next = service_status(status);
@@ -318,10 +322,7 @@ pub async fn write_back_from(
                 }
             }
             "Gateway" => {
-                let Some(current) = cluster.gateways.iter().find(|x| {
-                    x.metadata.namespace.as_deref() == Some(ns)
-                        && x.metadata.name.as_deref() == Some(name)
-                }) else {
+                let Some(current) = gateways.get(ns, name) else {
                     continue;
                 };
                 let mut next = gateway_status(status, current.metadata.generation, now.clone());

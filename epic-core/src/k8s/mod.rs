@@ -55,6 +55,7 @@ pub mod cluster;
 pub mod cluster_controller;
 pub mod controller;
 pub mod drive;
+pub mod index;
 pub mod lease;
 pub mod ops;
 pub mod platform;

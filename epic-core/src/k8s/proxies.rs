@@ -18,6 +18,7 @@ use kube::runtime::reflector::Store;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::index::ByKey;
 use super::{
     FIELD_MANAGER, GATEWAY_LABEL, GATEWAY_NODE_LABEL, K8sError, MANAGED_BY, SinkReport, api_error,
     is_not_found,
@@ -63,22 +64,16 @@ impl ProxyObjects {
             .items;
         Ok(ProxyObjects { sets, maps })
     }
+}
 
-    fn hash_of<K: kube::Resource>(objects: &[K], namespace: &str, name: &str) -> Option<String> {
-        objects
-            .iter()
-            .find(|o| {
-                o.meta().namespace.as_deref() == Some(namespace)
-                    && o.meta().name.as_deref() == Some(name)
-            })
-            .and_then(|o| {
-                o.meta()
-                    .annotations
-                    .as_ref()?
-                    .get(APPLIED_HASH_ANNOTATION)
-                    .cloned()
-            })
-    }
+/// The [`APPLIED_HASH_ANNOTATION`] of `object`, if any.
+fn applied_hash<K: kube::Resource>(object: Option<&K>) -> Option<String> {
+    object?
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(APPLIED_HASH_ANNOTATION)
+        .cloned()
 }
 
 /// Sets [`APPLIED_HASH_ANNOTATION`] on `object` to the hash of the object
@@ -268,15 +263,9 @@ pub fn proxy_statefulset(
     }
 }
 
-/// The template's Envoy image for gateway `g`, else the default.
-fn image_of(g: &GatewayPlan, inputs: &DesiredInputs, settings: &ProxySettings) -> String {
-    inputs
-        .gateways
-        .iter()
-        .find(|x| {
-            x.metadata.namespace.as_deref() == Some(g.namespace.as_str())
-                && x.metadata.name.as_deref() == Some(g.name.as_str())
-        })
+/// The Envoy image of `gateway`'s template, else the default.
+fn image_of(gateway: Option<&Gateway>, inputs: &DesiredInputs, settings: &ProxySettings) -> String {
+    gateway
         .and_then(|x| {
             inputs.templates.iter().find(|t| {
                 t.metadata.namespace == x.metadata.namespace
@@ -355,6 +344,8 @@ pub async fn apply_proxies(
     let mut report = SinkReport::default();
     let bootstrap = serde_json::to_string_pretty(&proxy_bootstrap(settings)).unwrap_or_default();
     let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+    let gateways = ByKey::new(&inputs.gateways);
+    let (maps_now, sets_now) = (ByKey::new(&existing.maps), ByKey::new(&existing.sets));
     // An accepted gateway whose new configuration was rejected keeps
     // serving its last one: its proxies stay as they are.
     for g in plan
@@ -370,21 +361,18 @@ pub async fn apply_proxies(
         // Wanted whether or not this pass can apply it: a failure must not
         // delete what serves.
         wanted.insert((g.namespace.clone(), name.clone()));
-        let owner = inputs.gateways.iter().find(|x| {
-            x.metadata.namespace.as_deref() == Some(g.namespace.as_str())
-                && x.metadata.name.as_deref() == Some(g.name.as_str())
-        });
+        let owner = gateways.get(&g.namespace, &g.name);
         let owners = owner.and_then(owned_by);
         let mut config_map = proxy_config_map(g, &bootstrap);
         config_map.metadata.owner_references = owners.clone();
         let replicas = i32::try_from(g.status.proxies.len()).unwrap_or(i32::MAX);
-        let image = image_of(g, inputs, settings);
+        let image = image_of(owner, inputs, settings);
         let mut set = proxy_statefulset(&g.tenant, &g.namespace, &g.name, replicas, &image);
         set.metadata.owner_references = owners;
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &g.namespace);
         let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &g.namespace);
-        let map_hash = ProxyObjects::hash_of(&existing.maps, &g.namespace, &name);
-        let set_hash = ProxyObjects::hash_of(&existing.sets, &g.namespace, &name);
+        let map_hash = applied_hash(maps_now.get(&g.namespace, &name));
+        let set_hash = applied_hash(sets_now.get(&g.namespace, &name));
         let applied = match apply_if_changed(&maps, config_map, map_hash).await {
             Ok(map_applied) => match apply_if_changed(&sets, set, set_hash).await {
                 Ok(set_applied) => map_applied || set_applied,

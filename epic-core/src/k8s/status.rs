@@ -14,6 +14,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use super::index::ByKey;
 use super::{SinkReport, api_error, is_not_found};
 use crate::conditions::stamp;
 use crate::model::{Gateway, GatewayStatus};
@@ -66,11 +67,9 @@ pub fn stamped_status(
 pub async fn write_statuses(client: &Client, plan: &Plan, current: &[Gateway]) -> SinkReport {
     let now = now_rfc3339();
     let mut report = SinkReport::default();
+    let current = ByKey::new(current);
     for g in &plan.gateways {
-        let now_gw = current.iter().find(|c| {
-            c.metadata.namespace.as_deref() == Some(g.namespace.as_str())
-                && c.metadata.name.as_deref() == Some(g.name.as_str())
-        });
+        let now_gw = current.get(&g.namespace, &g.name);
         let status = stamped_status(g, now_gw, &now);
         if now_gw.and_then(|c| c.status.as_ref()) == Some(&status) {
             continue;
