@@ -59,3 +59,4 @@ pub mod plan;
 pub mod publish;
 pub mod render;
 pub mod source;
+pub mod tunnel_ids;

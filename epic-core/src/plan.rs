@@ -32,7 +32,8 @@
 //! - Tunnels: one per (tenant, cluster, cluster node, gateway node) for
 //!   every node that hosts a ready or unready endpoint of a programmed
 //!   gateway, on every gateway node. Recorded ids are kept; a new tunnel
-//!   gets the lowest free id from 1.
+//!   gets an id derived from its ends under the records' secret
+//!   ([`crate::tunnel_ids`]): not guessable, and free.
 //! - Data-path endpoints are keyed by (pod address, port, protocol) in
 //!   scope 0, so two tenants cannot both use the same pod address and port
 //!   behind one gateway node: the later gateway (in plan order) gets
@@ -42,6 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::tunnel_ids::TunnelIdSecret;
 use epic_ipam::{AllocationRecord, AllocationRequest, Allocator, PoolSet, PortSpec};
 use epic_templates::translate::{
     BackendInput, BackendRefInput, GatewayInputs, ListenerInput, Route as TemplateRoute, translate,
@@ -124,6 +126,11 @@ pub struct Recorded {
     /// Tunnel ids.
     #[serde(default)]
     pub tunnels: Vec<RecordedTunnel>,
+    /// The secret new tunnel ids are derived under; without one (tests,
+    /// one-shot tools) the all-zero secret, whose ids anyone can compute.
+    /// The runtimes set a random one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_id_secret: Option<TunnelIdSecret>,
 }
 
 /// A problem not tied to one gateway.
@@ -544,19 +551,10 @@ pub fn plan_incremental(
 
     out.problems.extend(unreachable_endpoints);
 
-    // Tunnel ids: keep recorded ones still wanted, then lowest free id.
+    // Tunnel ids: keep recorded ones still wanted, derive the new ones.
     tunnel_ids.retain(|k, _| wanted_tunnels.contains_key(k));
-    let mut used: BTreeSet<u32> = tunnel_ids.values().copied().collect();
-    let mut next = 1u32;
-    for key in wanted_tunnels.keys() {
-        if !tunnel_ids.contains_key(key) {
-            while used.contains(&next) {
-                next += 1;
-            }
-            tunnel_ids.insert(key.clone(), next);
-            used.insert(next);
-        }
-    }
+    let secret = recorded.tunnel_id_secret.clone().unwrap_or_default();
+    crate::tunnel_ids::assign(&mut tunnel_ids, wanted_tunnels.keys(), &secret);
     for (key, (tenant_id, node_address)) in &wanted_tunnels {
         out.tunnels.push(TunnelPlan {
             id: tunnel_ids[key],
@@ -595,6 +593,7 @@ pub fn plan_incremental(
             .into_iter()
             .map(|(key, id)| RecordedTunnel { key, id })
             .collect(),
+        tunnel_id_secret: recorded.tunnel_id_secret.clone(),
     };
     drop(templates);
     cache.finish_plan();

@@ -3,6 +3,7 @@
 
 use epic_core::plan::{DesiredInputs, GatewayNode, Plan, Recorded, plan};
 use epic_core::source::parse_resources;
+use epic_core::tunnel_ids::TunnelIdSecret;
 use epic_xds::ResourceType;
 use proptest::prelude::*;
 
@@ -96,19 +97,35 @@ fn a_tcp_gateway_gets_an_address_a_snapshot_tunnels_and_endpoints() {
             .get("default/web:80")
             .is_some()
     );
-    // One tunnel per endpoint node (ready or not), ids from 1, on the one gateway node.
+    // One tunnel per endpoint node (ready or not), on the one gateway node,
+    // its id derived under the (here all-zero) secret.
     let tunnels: Vec<(u32, &str, &str)> = p
         .tunnels
         .iter()
         .map(|t| (t.id, t.key.node.as_str(), t.key.gateway_node.as_str()))
         .collect();
-    assert_eq!(tunnels, [(1, "n1", "gw1"), (2, "n2", "gw1")]);
+    let id = |i: usize| TunnelIdSecret::default().candidate(&p.tunnels[i].key, 0);
+    let (id1, id2) = (id(0).min(id(1)), id(0).max(id(1)));
+    let node_of = |id: u32| {
+        p.tunnels
+            .iter()
+            .find(|t| t.id == id)
+            .unwrap()
+            .key
+            .node
+            .clone()
+    };
+    assert_eq!(
+        tunnels,
+        [(id1, &*node_of(id1), "gw1"), (id2, &*node_of(id2), "gw1")]
+    );
     assert_eq!(p.tunnels[0].tenant_id, 1);
     assert_eq!(p.tunnels[0].node_address.to_string(), "198.51.100.1");
     let eps = &p.endpoints["gw1"];
     assert_eq!(eps.len(), 2);
     assert_eq!(eps[0].address.to_string(), "198.18.1.5");
-    assert_eq!((eps[0].port, eps[0].protocol, eps[0].tunnel), (8080, 6, 1));
+    let n1 = p.tunnels.iter().find(|t| t.key.node == "n1").unwrap().id;
+    assert_eq!((eps[0].port, eps[0].protocol, eps[0].tunnel), (8080, 6, n1));
     assert_eq!(g.status.tunnels.len(), 2);
     // Recorded: the allocation and both tunnels.
     assert_eq!(p.recorded.allocations.len(), 1);
@@ -377,7 +394,10 @@ proptest! {
     #[test]
     fn tunnel_ids_are_unique_and_kept(steps in proptest::collection::vec(proptest::collection::btree_set(0u8..6, 0..6), 1..6)) {
         let mut recorded = Recorded::default();
-        for nodes in steps {
+        for (step, nodes) in steps.into_iter().enumerate() {
+            // Each step a new secret, as a restarted controller has: the
+            // recorded ids are kept all the same.
+            recorded.tunnel_id_secret = Some(TunnelIdSecret::from_bytes([step as u8; 32]));
             let mut extra = String::new();
             for n in &nodes {
                 extra.push_str(&format!(
@@ -566,4 +586,31 @@ fn an_incremental_plan_is_the_full_plan_and_renders_only_what_changed() {
     // template changes every key (templates may include each other): 2;
     // a: 2 again.
     assert_eq!((cache.misses(), cache.hits()), (10, 2));
+}
+
+/// New tunnel ids depend on the records' secret (not "the lowest free id"),
+/// are never 0, and come back unchanged from the records under any secret.
+#[test]
+fn tunnel_ids_are_derived_from_the_secret_and_kept_by_the_records() {
+    let inputs = inputs(&web("web", "tcp"));
+    let ids = |p: &Plan| -> Vec<u32> { p.tunnels.iter().map(|t| t.id).collect() };
+    let secret = |b: u8| Recorded {
+        tunnel_id_secret: Some(TunnelIdSecret::from_bytes([b; 32])),
+        ..Recorded::default()
+    };
+    let (a, b) = (plan(&inputs, &secret(1)), plan(&inputs, &secret(2)));
+    assert_eq!(ids(&a).len(), 2);
+    assert!(
+        ids(&a).iter().all(|id| *id != 0 && *id > 2),
+        "{:?}",
+        ids(&a)
+    );
+    assert_ne!(ids(&a), ids(&b), "another secret, other ids");
+    assert_eq!(ids(&a), ids(&plan(&inputs, &secret(1))), "deterministic");
+    // Restarted with another secret, from the records: the same ids.
+    let mut restarted = a.recorded.clone();
+    restarted.tunnel_id_secret = Some(TunnelIdSecret::from_bytes([3; 32]));
+    assert_eq!(ids(&plan(&inputs, &restarted)), ids(&a));
+    // The secret goes into the records with them.
+    assert_eq!(a.recorded.tunnel_id_secret, secret(1).tunnel_id_secret);
 }

@@ -21,6 +21,7 @@ use clap::Parser;
 use epic_core::k8s::ProxySettings;
 use epic_core::k8s::controller::{GatewayController, LeaseOptions, Options};
 use epic_core::k8s::ops;
+use epic_core::tunnel_ids::TunnelIdSecret;
 use epic_xds::AdsServer;
 
 #[derive(Parser)]
@@ -96,13 +97,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn options(args: &Args) -> Options {
+fn options(args: &Args) -> Result<Options, String> {
     let holder = args.holder_id.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| format!("pid-{}", std::process::id()))
     });
-    Options {
+    Ok(Options {
         proxies: ProxySettings {
             image: args.envoy_image.clone(),
             xds: args.xds_service.clone(),
@@ -117,7 +118,9 @@ fn options(args: &Args) -> Options {
             duration: Duration::from_secs(args.lease_seconds.max(1)),
             retry: Duration::from_secs(args.lease_retry_seconds.max(1)),
         }),
-    }
+        tunnel_ids: TunnelIdSecret::random()
+            .map_err(|e| format!("the tunnel id secret: random source: {e}"))?,
+    })
 }
 
 async fn listen(address: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, String> {
@@ -131,7 +134,7 @@ async fn run(args: Args) -> Result<(), String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
-    let controller = GatewayController::new(client, options(&args));
+    let controller = GatewayController::new(client, options(&args)?);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let xds = listen(args.xds_listen, "xDS server").await?;

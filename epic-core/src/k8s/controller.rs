@@ -29,6 +29,7 @@ use super::reflect::Debouncer;
 use super::status::write_statuses;
 use crate::plan::{Plan, RenderCache, plan_incremental};
 use crate::publish::{Published, publish};
+use crate::tunnel_ids::TunnelIdSecret;
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -44,6 +45,9 @@ pub struct Options {
     /// Leader election: the lease `namespace/name` and this replica's
     /// identity; `None` runs without election (one replica).
     pub lease: Option<LeaseOptions>,
+    /// The secret new tunnel ids are derived under (ids already in the
+    /// gateways' status are kept whatever it is): random per process.
+    pub tunnel_ids: TunnelIdSecret,
 }
 
 impl Default for Options {
@@ -54,6 +58,8 @@ impl Default for Options {
             max_delay: Duration::from_secs(1),
             resync: Duration::from_secs(300),
             lease: None,
+            tunnel_ids: TunnelIdSecret::random()
+                .expect("the kernel's random source (getrandom(2)) failed"),
         }
     }
 }
@@ -123,7 +129,7 @@ impl GatewayController {
     /// proxies.
     pub async fn reconcile(&mut self, source: &PlatformSource) -> Reconciled {
         let started = Instant::now();
-        let loaded = source.load();
+        let loaded = self.load(source);
         let plan = self.plan_and_publish(&loaded);
         for p in &plan.problems {
             tracing::warn!(object = %p.object, "{}", p.message);
@@ -232,7 +238,15 @@ impl GatewayController {
     /// Plans from the stores and publishes the snapshots, writing nothing
     /// to the API (what a standby replica does).
     pub fn publish(&mut self, source: &PlatformSource) -> Plan {
-        self.plan_and_publish(&source.load())
+        let loaded = self.load(source);
+        self.plan_and_publish(&loaded)
+    }
+
+    /// The stores' state, with this controller's tunnel id secret.
+    fn load(&self, source: &PlatformSource) -> super::Loaded {
+        let mut loaded = source.load();
+        loaded.recorded.tunnel_id_secret = Some(self.options.tunnel_ids.clone());
+        loaded
     }
 
     /// Plans (incrementally: unchanged gateways keep their rendered

@@ -33,6 +33,7 @@
 //! A resources file that does not parse is reported and changes nothing:
 //! the last good configuration keeps serving.
 
+use crate::tunnel_ids::TunnelIdSecret;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Write;
@@ -119,6 +120,9 @@ pub enum StandaloneError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel's random source failed (a new tunnel id secret).
+    #[error("random source: {0}")]
+    Random(getrandom::Error),
     /// A state or key file is corrupt.
     #[error("{path}: {message}")]
     Corrupt {
@@ -370,7 +374,7 @@ impl Standalone {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(file_error("state directory", &config.state_dir))?;
         let state_path = config.state_dir.join("state.json");
-        let state = match std::fs::read(&state_path) {
+        let mut state: NodeState = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StandaloneError::Corrupt {
                 path: state_path.clone(),
                 message: e.to_string(),
@@ -378,6 +382,12 @@ impl Standalone {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => NodeState::default(),
             Err(e) => return Err(file_error("state file", &state_path)(e)),
         };
+        // New tunnel ids are derived under a secret kept with the records
+        // (a state file from before it gets one now).
+        if state.recorded.tunnel_id_secret.is_none() {
+            let secret = TunnelIdSecret::random().map_err(StandaloneError::Random)?;
+            state.recorded.tunnel_id_secret = Some(secret);
+        }
         let envoy_binary = match &config.envoy {
             Some(path) => path.clone(),
             None => find_envoy().map_err(|source| StandaloneError::Envoy {
