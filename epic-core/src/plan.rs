@@ -793,20 +793,14 @@ fn plan_gateway<'a>(
             }
         }
     };
-    if let Some(limit) = tenant.spec.limits.addresses {
-        let held: BTreeSet<IpAddr> = ipam
-            .records()
-            .iter()
-            .filter(|r| r.tenant == tenant_name)
-            .flat_map(|r| r.addresses.iter().copied())
-            .collect();
-        if held.len() > limit as usize {
-            ipam.release(&owner);
-            return Err(not_programmed(
-                Reason::AddressNotAssigned,
-                format!("tenant {tenant_name} may hold at most {limit} addresses"),
-            ));
-        }
+    if let Some(limit) = tenant.spec.limits.addresses
+        && ipam.tenant_address_count(tenant_name) > limit as usize
+    {
+        ipam.release(&owner);
+        return Err(not_programmed(
+            Reason::AddressNotAssigned,
+            format!("tenant {tenant_name} may hold at most {limit} addresses"),
+        ));
     }
     gp.status.addresses = allocation.addresses.iter().map(|a| a.address).collect();
     let announcements: Vec<Announcement> = allocation

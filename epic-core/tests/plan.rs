@@ -614,3 +614,29 @@ fn tunnel_ids_are_derived_from_the_secret_and_kept_by_the_records() {
     // The secret goes into the records with them.
     assert_eq!(a.recorded.tunnel_id_secret, secret(1).tunnel_id_secret);
 }
+
+/// A tenant's address limit counts its distinct addresses: a third gateway
+/// beyond `addresses: 2` gets `AddressNotAssigned` and holds nothing, and a
+/// gateway deleted makes room for it.
+#[test]
+fn the_tenant_address_limit_counts_what_the_tenant_holds() {
+    let gateways = format!("{}{}{}", web("a", "tcp"), web("b", "tcp"), web("c", "tcp"));
+    let mut inputs = inputs(&gateways);
+    inputs.tenants[0].spec.limits.addresses = Some(2);
+    let p = plan(&inputs, &Recorded::default());
+    let held = |p: &Plan, name: &str| p.gateway("acme", name).unwrap().status.addresses.len();
+    assert_eq!((held(&p, "a"), held(&p, "b"), held(&p, "c")), (1, 1, 0));
+    let (_, reason, message) = reason(&p, "acme", "c", "Programmed");
+    assert_eq!(reason, "AddressNotAssigned");
+    assert!(
+        message.contains("may hold at most 2 addresses"),
+        "{message}"
+    );
+    assert_eq!(p.recorded.allocations.len(), 2);
+
+    inputs
+        .gateways
+        .retain(|g| g.metadata.name.as_deref() != Some("a"));
+    let p = plan(&inputs, &p.recorded);
+    assert_eq!((held(&p, "b"), held(&p, "c")), (1, 1));
+}

@@ -93,6 +93,18 @@ pub struct Allocator {
     tenant_ids: BTreeMap<Arc<str>, u32>,
     /// Owners per (tenant, sharing key).
     groups: Groups,
+    /// Distinct addresses held, per tenant id (an address is only ever
+    /// shared within one tenant, so it counts for its first holder's).
+    tenant_addresses: Vec<u32>,
+}
+
+/// Adds `delta` to the address count of `tenant`.
+fn count_addresses(counts: &mut Vec<u32>, tenant: u32, delta: i64) {
+    let at = tenant as usize;
+    if counts.len() <= at {
+        counts.resize(at + 1, 0);
+    }
+    counts[at] = (i64::from(counts[at]) + delta).clamp(0, i64::from(u32::MAX)) as u32;
 }
 
 /// The ports and the chosen addresses (indexed by family) of a request.
@@ -120,7 +132,8 @@ fn intern(names: &mut Vec<Arc<str>>, ids: &mut BTreeMap<Arc<str>, u32>, tenant: 
 }
 
 /// Makes `owner` a holder of each chosen address and a member of its sharing
-/// group; returns its entry (for the caller to insert into the owners).
+/// group; returns its entry (for the caller to insert into the owners) and
+/// how many of the addresses were free before.
 fn hold_all<'a>(
     spaces: &mut [[Space; 2]],
     groups: &mut Groups,
@@ -129,16 +142,19 @@ fn hold_all<'a>(
     key: Option<Arc<str>>,
     ports: Box<[PortSpec]>,
     choices: impl IntoIterator<Item = &'a Choice>,
-) -> OwnerEntry {
+) -> (OwnerEntry, i64) {
     let mut entry = OwnerEntry {
         tenant,
         sharing: key.map(|key| Box::new(Sharing { key, ports })),
         v4: None,
         v6: None,
     };
+    let mut fresh = 0;
     for choice in choices {
-        if let Some(spaces) = spaces.get_mut(choice.pool) {
-            spaces[choice.family.index()].hold(choice.value, owner.clone());
+        if let Some(spaces) = spaces.get_mut(choice.pool)
+            && spaces[choice.family.index()].hold(choice.value, owner.clone())
+        {
+            fresh += 1;
         }
         match from_u128(choice.family, choice.value) {
             IpAddr::V4(a) => entry.v4 = Some(a),
@@ -151,7 +167,7 @@ fn hold_all<'a>(
             .or_default()
             .insert(owner.clone());
     }
-    entry
+    (entry, fresh)
 }
 
 impl PartialEq for Allocator {
@@ -224,6 +240,7 @@ impl Allocator {
             tenant_names: Vec::new(),
             tenant_ids: BTreeMap::new(),
             groups: BTreeMap::new(),
+            tenant_addresses: Vec::new(),
         }
     }
 
@@ -250,6 +267,42 @@ impl Allocator {
     /// Whether no owner holds anything.
     pub fn is_empty(&self) -> bool {
         self.owners.is_empty()
+    }
+
+    /// How many distinct addresses the owners of `tenant` hold (an address
+    /// its owners share counts once).
+    pub fn tenant_address_count(&self, tenant: &str) -> usize {
+        self.tenant_ids
+            .get(tenant)
+            .and_then(|id| self.tenant_addresses.get(*id as usize))
+            .map_or(0, |n| *n as usize)
+    }
+
+    /// Counts every tenant's addresses again from the owners (after a bulk
+    /// rebuild).
+    fn recount_tenant_addresses(&mut self) {
+        self.tenant_addresses = self.count_tenant_addresses();
+    }
+
+    /// Every tenant's addresses, counted from the owners: each held address
+    /// for the tenant of its first holder.
+    fn count_tenant_addresses(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.tenant_names.len()];
+        for (owner, entry) in &self.owners {
+            for address in entry.addresses() {
+                let first = self
+                    .pools
+                    .index_of(address)
+                    .and_then(|p| self.space(p, Family::of(address)))
+                    .and_then(|s| s.first_holder(to_u128(address)));
+                if first.is_some_and(|f| f == owner)
+                    && let Some(n) = counts.get_mut(entry.tenant as usize)
+                {
+                    *n += 1;
+                }
+            }
+        }
+        counts
     }
 
     fn tenant(&self, id: u32) -> &str {
@@ -532,6 +585,7 @@ impl Allocator {
             groups,
             tenant_names,
             tenant_ids,
+            tenant_addresses,
             ..
         } = self;
         let slot = match owners.entry(Arc::from(request.owner.as_str())) {
@@ -544,7 +598,7 @@ impl Allocator {
             btree_map::Entry::Vacant(slot) => slot,
         };
         let tenant = intern(tenant_names, tenant_ids, &request.tenant);
-        let entry = hold_all(
+        let (entry, fresh) = hold_all(
             spaces,
             groups,
             slot.key(),
@@ -553,6 +607,7 @@ impl Allocator {
             ports,
             choices.iter().flatten(),
         );
+        count_addresses(tenant_addresses, tenant, fresh);
         slot.insert(entry);
         let addresses = choices
             .iter()
@@ -669,7 +724,7 @@ impl Allocator {
     ) {
         let tenant = self.intern_tenant(tenant);
         let owner: Arc<str> = Arc::from(owner);
-        let entry = hold_all(
+        let (entry, fresh) = hold_all(
             &mut self.spaces,
             &mut self.groups,
             &owner,
@@ -678,6 +733,7 @@ impl Allocator {
             ports,
             choices,
         );
+        count_addresses(&mut self.tenant_addresses, tenant, fresh);
         self.owners.insert(owner, entry);
     }
 
@@ -701,6 +757,11 @@ impl Allocator {
                 freed.push(address);
             }
         }
+        count_addresses(
+            &mut self.tenant_addresses,
+            entry.tenant,
+            -(freed.len() as i64),
+        );
         if let Some(sharing) = entry.sharing {
             let group_key = (entry.tenant, sharing.key);
             if let Some(group) = self.groups.get_mut(&group_key) {
@@ -931,6 +992,7 @@ impl Allocator {
         }
         // Sorted input (checked above to be duplicate-free): a bulk build.
         self.owners = owners.into_iter().collect();
+        self.recount_tenant_addresses();
         self.groups = groups
             .into_iter()
             .map(|((tenant, _), (key, members))| ((tenant, key), members.into_iter().collect()))
@@ -967,6 +1029,15 @@ impl Allocator {
                     .or_default()
                     .push(owner);
             }
+        }
+        let (mut counted, mut want) =
+            (self.tenant_addresses.clone(), self.count_tenant_addresses());
+        counted.resize(self.tenant_names.len(), 0);
+        want.resize(self.tenant_names.len(), 0);
+        if counted != want {
+            return Err(format!(
+                "per-tenant address counts {counted:?}, the owners hold {want:?}"
+            ));
         }
         let mut actual: BTreeMap<(usize, Family, u128), Vec<&str>> = BTreeMap::new();
         for (pool, spaces) in self.spaces.iter().enumerate() {

@@ -73,7 +73,7 @@ impl Space {
         None
     }
 
-    fn first_holder(&self, value: u128) -> Option<&Arc<str>> {
+    pub(crate) fn first_holder(&self, value: u128) -> Option<&Arc<str>> {
         let (base, slot) = split(value);
         self.held.get(&base)?[slot].as_ref()
     }
@@ -107,8 +107,9 @@ impl Space {
         })
     }
 
-    /// Adds `owner` to the holders of `value`.
-    pub(crate) fn hold(&mut self, value: u128, owner: Arc<str>) {
+    /// Adds `owner` to the holders of `value`; returns whether `value` was
+    /// free before.
+    pub(crate) fn hold(&mut self, value: u128, owner: Arc<str>) -> bool {
         let (base, slot) = split(value);
         let chunk = self.held.entry(base).or_default();
         match &mut chunk[slot] {
@@ -116,6 +117,7 @@ impl Space {
                 chunk[slot] = Some(owner);
                 self.count += 1;
                 self.insert_run(value);
+                true
             }
             Some(first) => {
                 let mut new = owner;
@@ -123,12 +125,13 @@ impl Space {
                     std::mem::swap(first, &mut new);
                 }
                 if *first == new {
-                    return;
+                    return false;
                 }
                 let others = self.shared.entry(value).or_default();
                 if let Err(at) = others.binary_search(&new) {
                     others.insert(at, new);
                 }
+                false
             }
         }
     }

@@ -391,6 +391,15 @@ fn check_invariants(ipam: &Allocator, model: &Model) -> Result<(), TestCaseError
             );
         }
     }
+    // A tenant's distinct addresses, as the records say.
+    for tenant in TENANTS {
+        let held: std::collections::BTreeSet<IpAddr> = records
+            .iter()
+            .filter(|r| r.tenant == *tenant)
+            .flat_map(|r| r.addresses.iter().copied())
+            .collect();
+        prop_assert_eq!(ipam.tenant_address_count(tenant), held.len(), "{}", tenant);
+    }
     for (address, holders) in by_address {
         prop_assert_eq!(ipam.holders(address).len(), holders.len());
         for (i, x) in holders.iter().enumerate() {
