@@ -126,6 +126,9 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
             // v1: one gateway.
             std::fs::write(&file, format!("{HEAD}{}", gateway("one", 5432))).unwrap();
             let mut epic = Standalone::start(config.clone()).await.unwrap();
+            // A second `epic run` on the same state directory is refused.
+            let second = Standalone::start(config.clone()).await.unwrap_err();
+            assert!(matches!(second, StandaloneError::Locked { .. }), "{second}");
             let report = epic.reconcile().await.unwrap();
             assert_eq!((report.programmed, report.gateways), (1, 1), "{report}");
             assert_eq!(report.proxies_started, ["acme/one/proxy-0"]);

@@ -63,6 +63,13 @@ pub enum TemplateError {
     /// No template of that name is known (neither built-in nor added).
     #[error("unknown template {0:?}")]
     UnknownTemplate(String),
+    /// The name belongs to a built-in template or partial (`tcp`, `udp`,
+    /// `http`, `https`, anything under `epic/`): a custom template may not
+    /// replace it for everyone who includes it.
+    #[error(
+        "template name {0:?} is reserved for the built-in templates (no custom template may be named tcp, udp, http, https or epic/...)"
+    )]
+    ReservedName(String),
     /// The template source does not parse (minijinja syntax).
     #[error("template {template}: syntax error at line {line}, column {column}: {message}")]
     Syntax {

@@ -95,6 +95,11 @@
 //!   `snake_case` or `lowerCamelCase`.
 //! - The built-in partials can be reused: `{% include "epic/upstreams" %}`
 //!   renders one EDS (ADS) cluster and one assignment per context cluster.
+//! - A template named `namespace/name` (a tenant's) may include, import or
+//!   extend only the built-ins and its own namespace's templates (`part`
+//!   means `namespace/part`); another namespace's name leads nowhere. The
+//!   built-ins' names (`tcp`, `udp`, `http`, `https`, `epic/...`) are
+//!   reserved: no custom template replaces them.
 //!
 //! A custom template, an L4 proxy with static clusters and a DNS name:
 //!

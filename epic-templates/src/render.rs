@@ -89,6 +89,7 @@ impl Renderer {
             }
         });
         env.set_formatter(format_value);
+        env.set_path_join_callback(confine);
         env.add_function("fail", fail);
         for (name, source) in builtin::SOURCES {
             env.add_template(name, source)
@@ -103,9 +104,13 @@ impl Renderer {
         renderer
     }
 
-    /// Compiles and adds a template (replacing one of the same name).
-    /// Syntax errors carry the template name, line and column.
+    /// Compiles and adds a template (replacing one of the same name, but
+    /// never a built-in: [`TemplateError::ReservedName`]). Syntax errors
+    /// carry the template name, line and column.
     pub fn add_template(&mut self, template: &GatewayTemplate) -> Result<(), TemplateError> {
+        if is_reserved(&template.name) {
+            return Err(TemplateError::ReservedName(template.name.clone()));
+        }
         self.add_source(&template.name, template.envoy.clone())?;
         let dns_name = format!("{}{DNS_SUFFIX}", template.name);
         match &template.dns_name {
@@ -174,6 +179,42 @@ impl Renderer {
             .render(value)
             .map_err(|err| render_error(name, &err))?;
         Ok((dns_name, text))
+    }
+}
+
+/// Whether `name` is a built-in's (or under the built-ins' `epic/`).
+fn is_reserved(name: &str) -> bool {
+    let base = name.strip_suffix(DNS_SUFFIX).unwrap_or(name);
+    base.starts_with("epic/") || builtin::SOURCES.iter().any(|(n, _)| *n == base)
+}
+
+/// Where `{% include %}`, `{% import %}` or `{% extends %}` of `name` in
+/// template `parent` leads. A template named `namespace/name` (a tenant's)
+/// reaches the built-ins and its own namespace's templates only: a short
+/// name is its namespace's (`part` → `namespace/part`), a name in another
+/// namespace leads to no template (the render fails: "template not
+/// found"). Built-ins and templates without a namespace are not confined.
+///
+/// ```text
+/// confine("epic/upstreams", "acme/web") -> "epic/upstreams"
+/// confine("part", "acme/web")           -> "acme/part"
+/// confine("acme/part", "acme/web")      -> "acme/part"
+/// confine("globex/secret", "acme/web")  -> "globex/secret (outside namespace acme)"
+/// ```
+fn confine<'s>(name: &'s str, parent: &'s str) -> std::borrow::Cow<'s, str> {
+    use std::borrow::Cow;
+    let parent_base = parent.strip_suffix(DNS_SUFFIX).unwrap_or(parent);
+    let namespace = match parent_base.split_once('/') {
+        Some((ns, _)) if !is_reserved(parent_base) => ns,
+        _ => return Cow::Borrowed(name),
+    };
+    if is_reserved(name) {
+        return Cow::Borrowed(name);
+    }
+    match name.split_once('/') {
+        None => Cow::Owned(format!("{namespace}/{name}")),
+        Some((ns, _)) if ns == namespace => Cow::Borrowed(name),
+        Some(_) => Cow::Owned(format!("{name} (outside namespace {namespace})")),
     }
 }
 

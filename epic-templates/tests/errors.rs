@@ -447,3 +447,79 @@ fn a_runaway_template_runs_out_of_fuel_instead_of_stalling() {
         "{err}"
     );
 }
+
+fn named(name: &str, envoy: &str) -> GatewayTemplate {
+    GatewayTemplate {
+        name: name.into(),
+        envoy: envoy.into(),
+        dns_name: None,
+    }
+}
+
+/// A tenant's template (`namespace/name`) includes, imports and extends
+/// only the built-ins and its own namespace's templates: another tenant's
+/// template is out of reach whatever the spelling.
+#[test]
+fn a_template_reaches_only_its_own_namespace_and_the_built_ins() {
+    let mut renderer = Renderer::new();
+    for (name, envoy) in [
+        ("globex/secret", "the secret of globex"),
+        ("acme/part", "acme's part"),
+        ("acme/direct", r#"{% include "acme/part" %}"#),
+        ("acme/short", r#"{% include "part" %}"#),
+        ("acme/builtin", r#"{% include "epic/upstreams" %}"#),
+        ("acme/steal", r#"{% include "globex/secret" %}"#),
+        ("acme/steal-import", r#"{% import "globex/secret" as s %}x"#),
+        ("acme/steal-extends", r#"{% extends "globex/secret" %}"#),
+        (
+            "acme/steal-dots",
+            r#"{% include "acme/../globex/secret" %}"#,
+        ),
+    ] {
+        renderer.add_template(&named(name, envoy)).unwrap();
+    }
+    let ctx = l4_context(ListenerProtocol::Tcp, Family::V4);
+    let text = |name: &str| renderer.render_text(name, &ctx).map(|(_, text)| text);
+    assert_eq!(text("acme/direct").unwrap(), "acme's part");
+    assert_eq!(text("acme/short").unwrap(), "acme's part");
+    assert!(text("acme/builtin").unwrap().contains("clusters"));
+    for stealer in ["acme/steal", "acme/steal-import", "acme/steal-extends"] {
+        let err = text(stealer).unwrap_err().to_string();
+        // To acme's templates, globex's do not exist.
+        assert!(
+            err.contains("template not found") && !err.contains("the secret of globex"),
+            "{stealer}: {err}"
+        );
+    }
+    // `..` is no path syntax here: the name stays in acme's namespace.
+    let err = text("acme/steal-dots").unwrap_err().to_string();
+    assert!(!err.contains("the secret of globex"), "{err}");
+}
+
+/// No custom template may take a built-in's name: a namespace called `epic`
+/// would otherwise replace the shared partials of every tenant.
+#[test]
+fn built_in_names_are_reserved() {
+    let mut renderer = Renderer::new();
+    for name in [
+        "epic/upstreams",
+        "epic/http-gateway",
+        "epic/anything",
+        "tcp",
+        "https",
+    ] {
+        assert_eq!(
+            renderer.add_template(&named(name, "x: 1")),
+            Err(TemplateError::ReservedName(name.into())),
+            "{name}"
+        );
+    }
+    let ctx = l4_context(ListenerProtocol::Tcp, Family::V4);
+    let (_, upstreams) = renderer.render_text("tcp", &ctx).unwrap();
+    assert!(!upstreams.contains("x: 1"));
+    assert!(
+        renderer
+            .add_template(&named("epicx/upstreams", "x: 1"))
+            .is_ok()
+    );
+}

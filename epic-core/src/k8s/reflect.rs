@@ -33,8 +33,8 @@ pub struct Change {
 /// The merged change reports of every reflector of a controller.
 pub type Changes = SelectAll<BoxStream<'static, Change>>;
 
-/// Starts a reflector for `api` (filtered by `config`): returns its store
-/// and a stream that yields a [`Change`] for every applied or deleted
+/// Starts a reflector for `api` (filtered by `config`, objects stored
+/// without `managedFields`): returns its store and a stream that yields a [`Change`] for every applied or deleted
 /// object and once when the initial list is complete. Watch errors are
 /// logged and retried with backoff; the stream never ends on its own.
 pub fn reflect<K>(
@@ -49,6 +49,9 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher::watcher(api, config)
         .default_backoff()
+        // Nothing reads `managedFields`, and server-side apply makes them a
+        // large part of every object: the stores keep objects without them.
+        .modify(|object| object.meta_mut().managed_fields = None)
         .reflect(writer)
         .filter_map(move |event| async move {
             match event {

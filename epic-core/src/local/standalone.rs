@@ -120,6 +120,32 @@ pub enum StandaloneError {
         #[source]
         source: std::io::Error,
     },
+    /// A name that becomes part of a path is not a DNS-1123 label.
+    #[error(
+        "{what} {name:?} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63): it names a key file"
+    )]
+    InvalidName {
+        /// What the name is (`tenant`, `cluster`).
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A key file others may read or write.
+    #[error("{path}: mode {mode:o} lets others read or write the key; it must be 600 (chmod 600)")]
+    KeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Another `epic run` holds the state directory.
+    #[error(
+        "{path}: another process holds this state directory (stop it, or use another --state-dir)"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The kernel's random source failed (a new tunnel id secret).
     #[error("random source: {0}")]
     Random(getrandom::Error),
@@ -284,6 +310,8 @@ pub struct Standalone {
     addresses: LocalAddresses,
     routes: Option<epic_route::RouteProgrammer>,
     state: NodeState,
+    /// Held while this process runs: see [`lock_state_dir`].
+    _lock: std::fs::File,
     tunnels: BTreeMap<u32, TunnelPlan>,
     endpoints: BTreeSet<EndpointPlan>,
     published: crate::publish::Published,
@@ -305,6 +333,23 @@ fn file_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
     move |source| StandaloneError::File { what, path, source }
 }
 
+/// Refuses a key file whose mode lets group or others in.
+fn check_private(path: &Path) -> Result<(), StandaloneError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(file_error("tunnel key", path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(StandaloneError::KeyPermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
 fn write_atomically(what: &'static str, path: &Path, bytes: &[u8]) -> Result<(), StandaloneError> {
     let tmp = path.with_extension("tmp");
@@ -314,22 +359,53 @@ fn write_atomically(what: &'static str, path: &Path, bytes: &[u8]) -> Result<(),
     std::fs::rename(&tmp, path).map_err(file_error(what, path))
 }
 
+/// Locks `state_dir` for this process (an exclusive lock on its `lock`
+/// file, released when the returned file is dropped or the process ends):
+/// two `epic run` on one state directory would undo each other's work.
+pub fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StandaloneError> {
+    let path = state_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(file_error("state directory lock", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StandaloneError::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(file_error("state directory lock", &path)(e)),
+    }
+}
+
 /// The tunnel key of a tenant's cluster, stored in the state directory.
 ///
-/// Created on first use from the kernel's random source; afterwards read
-/// back. The cluster agent of that cluster needs the same key.
+/// Created on first use from the kernel's random source (mode 0600);
+/// afterwards read back, refused if others may read or write it. The
+/// cluster agent of that cluster needs the same key. `tenant` and
+/// `cluster` become path components: both must be DNS-1123 labels.
 pub fn tunnel_key(
     state_dir: &Path,
     tenant: &str,
     cluster: &str,
 ) -> Result<HelloKey, StandaloneError> {
+    for (what, name) in [("tenant", tenant), ("cluster", cluster)] {
+        if !crate::mirror::is_dns1123_label(name) {
+            return Err(StandaloneError::InvalidName {
+                what,
+                name: name.to_owned(),
+            });
+        }
+    }
     let dir = state_dir.join("keys").join(tenant);
     let path = dir.join(format!("{cluster}.key"));
     match std::fs::read_to_string(&path) {
-        Ok(text) => HelloKey::from_hex(text.trim()).ok_or_else(|| StandaloneError::Corrupt {
-            path: path.clone(),
-            message: "expected 64 hex digits (a 32-byte key)".into(),
-        }),
+        Ok(text) => {
+            check_private(&path)?;
+            HelloKey::from_hex(text.trim()).ok_or_else(|| StandaloneError::Corrupt {
+                path: path.clone(),
+                message: "expected 64 hex digits (a 32-byte key)".into(),
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
             std::fs::DirBuilder::new()
@@ -373,6 +449,7 @@ impl Standalone {
     pub async fn start(config: StandaloneConfig) -> Result<Standalone, StandaloneError> {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(file_error("state directory", &config.state_dir))?;
+        let lock = lock_state_dir(&config.state_dir)?;
         let state_path = config.state_dir.join("state.json");
         let mut state: NodeState = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StandaloneError::Corrupt {
@@ -467,6 +544,7 @@ impl Standalone {
             addresses,
             routes,
             state,
+            _lock: lock,
             tunnels: BTreeMap::new(),
             endpoints: BTreeSet::new(),
             published: crate::publish::Published::default(),
