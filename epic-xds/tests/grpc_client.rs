@@ -101,11 +101,19 @@ async fn grpc_xds_client_resolves_through_the_server() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let port: u16 = line
+    let Some(port) = line
         .trim()
         .strip_prefix("PORT ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("backend port, got {line:?}"));
+        .and_then(|p| p.parse::<u16>().ok())
+    else {
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        panic!(
+            "backend port, got {line:?}; the gRPC client exited with {}, stderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
 
     let revision = cache.set_snapshot(GRPC_NODE, echo_snapshot(port));
     writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
