@@ -57,6 +57,57 @@ pub struct Renderer {
 /// fails with [`TemplateError::Render`] ("engine ran out of fuel").
 pub const RENDER_FUEL: u64 = 10_000_000;
 
+/// The most bytes one render may produce. Fuel bounds instructions and the
+/// values they build, not what a cheap loop emits (`{{ big }}` a million
+/// times): the output is written into a buffer that refuses to grow past
+/// this, and the render fails with [`TemplateError::Render`] ("rendered
+/// output exceeds ..."). The built-in `http` template for 1,000 routes
+/// renders well under 1 MiB.
+pub const MAX_RENDERED_BYTES: usize = 16 << 20;
+
+/// A buffer that fails writes past `limit` bytes.
+struct Bounded {
+    out: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other(format!(
+                "rendered output exceeds {} bytes",
+                self.limit
+            )));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders `template` for `value` into at most [`MAX_RENDERED_BYTES`].
+fn render_bounded(
+    template: &minijinja::Template<'_, '_>,
+    value: Value,
+    name: &str,
+) -> Result<String, TemplateError> {
+    let mut out = Bounded {
+        out: Vec::new(),
+        limit: MAX_RENDERED_BYTES,
+    };
+    template
+        .render_captured_to(value, &mut out)
+        .map_err(|err| render_error(name, &err))?;
+    String::from_utf8(out.out).map_err(|e| TemplateError::Render {
+        template: name.to_owned(),
+        line: 0,
+        message: format!("rendered output is not UTF-8: {e}"),
+    })
+}
+
 impl Default for Renderer {
     fn default() -> Self {
         Self::new()
@@ -164,9 +215,7 @@ impl Renderer {
         let dns_template = format!("{name}{DNS_SUFFIX}");
         let mut dns_name = context.dns_name.clone();
         let value = if let Ok(dns) = self.env.get_template(&dns_template) {
-            let rendered = dns
-                .render(Value::from(Serde(context)))
-                .map_err(|err| render_error(&dns_template, &err))?;
+            let rendered = render_bounded(&dns, Value::from(Serde(context)), &dns_template)?;
             dns_name = rendered.trim().to_owned();
             check_dns_name(name, &dns_name)?;
             let mut with_dns = context.clone();
@@ -175,9 +224,7 @@ impl Renderer {
         } else {
             Value::from(Serde(context))
         };
-        let text = template
-            .render(value)
-            .map_err(|err| render_error(name, &err))?;
+        let text = render_bounded(&template, value, name)?;
         Ok((dns_name, text))
     }
 }

@@ -523,3 +523,51 @@ fn built_in_names_are_reserved() {
             .is_ok()
     );
 }
+
+/// What a tenant's template may make the controller hold is bounded: a
+/// value too large for the fuel fails at once, and a cheap loop emitting a
+/// large value fails at the output cap, before the controller's memory.
+#[test]
+fn huge_values_and_huge_output_fail_with_an_error() {
+    let ctx = l4_context(ListenerProtocol::Tcp, Family::V4);
+    for (what, envoy, expected) in [
+        // Built from the context at render time: fuel, or the output cap
+        // (minijinja bounds one repeated string at 100 MB).
+        (
+            "one huge value",
+            r#"{{ (gateway.name ~ "-") * 5000000 }}"#,
+            "fuel",
+        ),
+        (
+            "a loop of huge values",
+            r#"{% for i in range(1000) %}{{ (gateway.name ~ "-") * 1000000 }}{% endfor %}"#,
+            "fuel",
+        ),
+        // A constant (folded at compile time), or one large value emitted
+        // cheaply many times: the output cap.
+        (
+            "a huge constant",
+            r#"{{ "x" * 100000000 }}"#,
+            "rendered output exceeds",
+        ),
+        (
+            "a cheap loop emitting a large value",
+            r#"{% set big = "x" * 1000000 %}{% for i in range(1000) %}{{ big|safe }}{% endfor %}"#,
+            "rendered output exceeds",
+        ),
+    ] {
+        let err = custom(envoy).render_text("custom", &ctx).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, TemplateError::Render { .. })
+                && (message.contains(expected) || message.contains("rendered output exceeds")),
+            "{what}: {err}"
+        );
+    }
+    // Under the cap, a large output still renders.
+    let (_, text) =
+        custom(r#"{% set big = "x" * 1000000 %}{% for i in range(4) %}{{ big|safe }}{% endfor %}"#)
+            .render_text("custom", &ctx)
+            .unwrap();
+    assert_eq!(text.len(), 4_000_000);
+}
