@@ -25,9 +25,10 @@
 //!
 //! | path | holds |
 //! | --- | --- |
-//! | `state.json` | recorded allocations and tunnel ids, the addresses this node put on the public interface (written atomically after every reconcile: a restart keeps every address and tunnel id) |
+//! | `state.json` | recorded allocations and tunnel ids (and the secret new tunnel ids are derived under), the addresses this node put on the public interface (written atomically after every reconcile: a restart keeps every address and tunnel id) |
 //! | `status.json` | every gateway's status and the problems of the last reconcile |
-//! | `keys/<tenant>/<cluster>.key` | tunnel keys (hex, mode 0600), generated on first use; the cluster agent needs the same key |
+//! | `keys/<tenant>/<cluster>.key` | tunnel keys (hex, mode 0600, refused when looser), generated on first use; tenant and cluster must be DNS-1123 labels; the cluster agent needs the same key |
+//! | `lock` | held (`flock`) by the one process that uses the directory: a second `epic run` on it is refused |
 //! | `envoy/<tenant>-<gateway>-<proxy>/` | each Envoy's bootstrap and log |
 //!
 //! A resources file that does not parse is reported and changes nothing:
