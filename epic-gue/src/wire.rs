@@ -721,6 +721,12 @@ impl HelloRepr {
                 what: "body is not 32 bytes",
             });
         }
+        // The MAC covers them as zeros: anything else would pass unchecked.
+        if bytes[hello_field::RESERVED] != [0; 4] {
+            return Err(WireError::MalformedHello {
+                what: "reserved bytes are not zero",
+            });
+        }
         Ok(HelloRepr {
             tunnel_id,
             counter: u64::from_be_bytes(copy_array(&bytes[hello_field::COUNTER])),
@@ -984,6 +990,17 @@ mod tests {
         );
         assert_eq!(&out[40..], &[0xaa; 16]);
         assert_eq!(HelloRepr::parse(&out), Ok(h));
+        for at in 36..40 {
+            let mut reserved = out;
+            reserved[at] = 1;
+            assert_eq!(
+                HelloRepr::parse(&reserved),
+                Err(WireError::MalformedHello {
+                    what: "reserved bytes are not zero"
+                }),
+                "byte {at}"
+            );
+        }
         assert_eq!(
             HelloRepr::parse(&out[..55]),
             Err(WireError::MalformedHello {
