@@ -199,6 +199,18 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
             assert!(accepts(SocketAddr::new(one, 5432)).await);
             assert!(accepts(SocketAddr::new(two, 5433)).await);
 
+            // An empty file (caught mid-write) deletes nothing.
+            for empty in ["", "\n", "---\n# nothing yet\n"] {
+                std::fs::write(&file, empty).unwrap();
+                let err = epic.reconcile().await.unwrap_err();
+                assert!(
+                    matches!(err, StandaloneError::EmptyResources { gateways: 2, .. }),
+                    "{empty:?}: {err}"
+                );
+            }
+            assert_eq!(ns.lo(), BTreeSet::from([one, two]));
+            assert!(accepts(SocketAddr::new(one, 5432)).await);
+
             // v4: the first gateway goes: its proxy stops, its address leaves.
             std::fs::write(&file, format!("{HEAD}{}", gateway("two", 5433))).unwrap();
             let report = epic.reconcile().await.unwrap();

@@ -32,7 +32,10 @@
 //! | `envoy/<tenant>-<gateway>-<proxy>/` | each Envoy's bootstrap and log |
 //!
 //! A resources file that does not parse is reported and changes nothing:
-//! the last good configuration keeps serving.
+//! the last good configuration keeps serving. So does a file without any
+//! object while gateways hold addresses (an editor's truncate-then-write
+//! caught in between): deleting every gateway takes a file that still
+//! names the Tenants and AddressPools.
 
 use crate::tunnel_ids::TunnelIdSecret;
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,7 +58,9 @@ use serde::{Deserialize, Serialize};
 
 use super::addresses::LocalAddresses;
 use super::envoy::{EnvoyConfig, LocalEnvoy, find_envoy};
-use crate::plan::{EndpointPlan, GatewayNode, Plan, Problem, Recorded, TunnelPlan, plan};
+use crate::plan::{
+    DesiredInputs, EndpointPlan, GatewayNode, Plan, Problem, Recorded, TunnelPlan, plan,
+};
 use crate::source::parse_resources;
 
 /// What standalone mode needs to know about its machine.
@@ -166,6 +171,17 @@ pub enum StandaloneError {
         /// The problem.
         #[source]
         source: Box<crate::source::SourceError>,
+    },
+    /// The resources file holds no object while gateways are served: most
+    /// likely a file caught mid-write, so nothing was changed.
+    #[error(
+        "{path}: no objects in the file while {gateways} gateway(s) hold addresses; refusing to delete them all (keep the Tenants and AddressPools in the file and remove the Gateways to delete them)"
+    )]
+    EmptyResources {
+        /// The file.
+        path: PathBuf,
+        /// How many gateways hold addresses.
+        gateways: usize,
     },
     /// The data path failed.
     #[error("data path: {0}")]
@@ -332,6 +348,16 @@ impl fmt::Debug for Standalone {
 fn file_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StandaloneError {
     let path = path.to_owned();
     move |source| StandaloneError::File { what, path, source }
+}
+
+/// Whether `inputs` holds no object at all.
+fn is_empty(inputs: &DesiredInputs) -> bool {
+    inputs.tenants.is_empty()
+        && inputs.pools.is_empty()
+        && inputs.templates.is_empty()
+        && inputs.gateways.is_empty()
+        && inputs.routes.is_empty()
+        && inputs.backend_sets.is_empty()
 }
 
 /// Refuses a key file whose mode lets group or others in.
@@ -574,7 +600,9 @@ impl Standalone {
     }
 
     /// Reads the resources file, plans, and applies the plan to every sink.
-    /// An unreadable or invalid file changes nothing.
+    /// An unreadable or invalid file changes nothing, and neither does a file
+    /// without any object while gateways hold addresses
+    /// ([`StandaloneError::EmptyResources`]).
     pub async fn reconcile(&mut self) -> Result<ReconcileReport, StandaloneError> {
         let path = &self.config.resources;
         let text = std::fs::read_to_string(path).map_err(file_error("resources file", path))?;
@@ -582,6 +610,13 @@ impl Standalone {
             path: path.clone(),
             source: Box::new(source),
         })?;
+        let held = self.state.recorded.allocations.len();
+        if held > 0 && is_empty(&inputs) {
+            return Err(StandaloneError::EmptyResources {
+                path: path.clone(),
+                gateways: held,
+            });
+        }
         inputs.gateway_nodes = vec![GatewayNode {
             name: self.config.node_name.clone(),
             address: self.config.tunnel_address,
