@@ -18,7 +18,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant as StdInstant};
 
 use epic_gue::HelloEvent;
-use epic_gue::hello::clock::MonotonicClock;
+use epic_gue::hello::clock::{MonotonicClock, wall_clock_nanos};
 use epic_gue::hello::{HelloSender, HelloVerifier, RejectReason, TunnelSlot};
 
 use crate::{DataPath, Error};
@@ -128,11 +128,15 @@ impl std::fmt::Debug for GatewayHelloAgent {
 impl GatewayHelloAgent {
     /// An agent reading hellos from `socket` (bound to port 6080) and
     /// checking them with `verifier` (whose tunnels it knows).
-    pub fn new(socket: UdpSocket, verifier: HelloVerifier<Vec<TunnelSlot>>) -> Self {
+    /// The verifier gets the wall clock of the agent's monotonic clock, so
+    /// hellos whose counter is far from it are refused.
+    pub fn new(socket: UdpSocket, mut verifier: HelloVerifier<Vec<TunnelSlot>>) -> Self {
+        let clock = MonotonicClock::new();
+        verifier.set_wall_origin(wall_clock_nanos().saturating_sub(clock.now().as_nanos()));
         GatewayHelloAgent {
             socket,
             verifier,
-            clock: MonotonicClock::new(),
+            clock,
             stats: HelloStats::default(),
         }
     }

@@ -310,6 +310,7 @@ fn the_tunnel_expires_when_hellos_stop() {
         verifier: VerifierConfig {
             interval: Duration::from_millis(200),
             missed_intervals: 3,
+            ..VerifierConfig::default()
         },
         ..Options::default()
     };

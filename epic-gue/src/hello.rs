@@ -30,6 +30,11 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
 /// Default number of missed intervals after which a learned mapping expires.
 pub const DEFAULT_MISSED_INTERVALS: u32 = 3;
 
+/// How far a hello's counter (the sender's wall clock, in nanoseconds since
+/// the epoch) may be from the verifier's wall clock, once the verifier
+/// knows it ([`HelloVerifier::set_wall_origin`]).
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
 /// A point on a monotonic clock, in nanoseconds from an origin the caller picks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Instant(u64);
@@ -366,6 +371,11 @@ pub struct VerifierConfig {
     pub interval: Duration,
     /// Intervals without a valid hello before a mapping expires.
     pub missed_intervals: u32,
+    /// How far a counter may be from the verifier's wall clock (checked
+    /// only once [`HelloVerifier::set_wall_origin`] gave it one). A counter
+    /// far in the future would otherwise make every later hello stale: it
+    /// could lock a tunnel for good (`u64::MAX`).
+    pub max_clock_skew: Duration,
 }
 
 impl Default for VerifierConfig {
@@ -373,6 +383,7 @@ impl Default for VerifierConfig {
         VerifierConfig {
             interval: DEFAULT_INTERVAL,
             missed_intervals: DEFAULT_MISSED_INTERVALS,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
         }
     }
 }
@@ -408,6 +419,20 @@ pub enum RejectReason {
         tunnel: TunnelId,
         /// The counter.
         counter: u64,
+    },
+    /// The counter is further from the verifier's wall clock than
+    /// [`VerifierConfig::max_clock_skew`] (a sender clock far off, or a
+    /// counter meant to lock the tunnel).
+    #[error(
+        "hello for tunnel {tunnel}: counter {counter} is outside the clock window around {wall}"
+    )]
+    OutsideClockWindow {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The counter received.
+        counter: u64,
+        /// The verifier's wall clock (nanoseconds since the epoch).
+        wall: u64,
     },
     /// The counter is below the last accepted one (old or reordered).
     #[error("stale hello for tunnel {tunnel}: counter {counter} < last {last}")]
@@ -542,6 +567,8 @@ pub struct HelloVerifier<S> {
     slots: S,
     len: usize,
     config: VerifierConfig,
+    /// The wall clock (nanoseconds since the epoch) at `Instant::ZERO`, if known.
+    wall_origin: Option<u64>,
 }
 
 #[cfg(feature = "std")]
@@ -562,7 +589,17 @@ impl<S: AsRef<[TunnelSlot]> + AsMut<[TunnelSlot]>> HelloVerifier<S> {
             slots: storage,
             len: 0,
             config,
+            wall_origin: None,
         }
+    }
+
+    /// Gives the verifier its wall clock: `wall_nanos` is the time since the
+    /// epoch at `Instant::ZERO` of the instants passed to
+    /// [`handle`](Self::handle). From then on a counter further than
+    /// [`VerifierConfig::max_clock_skew`] from it is rejected
+    /// ([`RejectReason::OutsideClockWindow`]).
+    pub fn set_wall_origin(&mut self, wall_nanos: u64) {
+        self.wall_origin = Some(wall_nanos);
     }
 
     /// Tunnels in the table.
@@ -703,6 +740,20 @@ impl<S: AsRef<[TunnelSlot]> + AsMut<[TunnelSlot]>> HelloVerifier<S> {
                     got: hello.node,
                 });
             }
+            if let Some(origin) = self.wall_origin {
+                let wall = origin.saturating_add(now.as_nanos());
+                let skew = u64::try_from(self.config.max_clock_skew.as_nanos()).unwrap_or(u64::MAX);
+                if hello.counter.abs_diff(wall) > skew {
+                    return Err(RejectReason::OutsideClockWindow {
+                        tunnel,
+                        counter: hello.counter,
+                        wall,
+                    });
+                }
+            }
+            let state = self
+                .state_mut(tunnel)
+                .ok_or(RejectReason::UnknownTunnel { tunnel })?;
             match state.last_counter {
                 Some(last) if hello.counter == last => {
                     return Err(RejectReason::Replayed {
@@ -845,6 +896,49 @@ mod tests {
             .add_tunnel(&TunnelConfig::new(TunnelId(9), KEY, TenantId(1), node))
             .unwrap();
         (sender, verifier)
+    }
+
+    /// With a wall clock, a validly signed hello whose counter is far in the
+    /// future (`u64::MAX`) or past is refused, and does not lock the tunnel:
+    /// the sender with the right clock still gets in.
+    #[test]
+    fn a_counter_outside_the_clock_window_is_refused_and_locks_nothing() {
+        let (mut good, mut v) = setup();
+        // The verifier's wall clock matches the good sender's (1,000 ns at ZERO).
+        v.set_wall_origin(1_000);
+        let node = NodeId::from_name("node-a");
+        let config = SenderConfig::new(TunnelId(9), KEY, TenantId(1), node);
+        let a = addr("203.0.113.5:40000");
+        let skew = DEFAULT_MAX_CLOCK_SKEW.as_nanos() as u64;
+        for sender_wall in [u64::MAX - 5, 1_000 + skew + 1] {
+            let mut far = HelloSender::new(&config, Instant::ZERO, sender_wall);
+            let hello = far.poll_transmit(Instant::ZERO).unwrap();
+            match v.handle(Instant::ZERO, a, hello.as_bytes()) {
+                HelloEvent::Rejected {
+                    reason: RejectReason::OutsideClockWindow { counter, wall, .. },
+                } => assert_eq!((counter, wall), (sender_wall, 1_000)),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Old counters are refused the same way once time has passed.
+        let later = Instant::ZERO + DEFAULT_MAX_CLOCK_SKEW + Duration::from_secs(1);
+        let mut old = HelloSender::new(&config, Instant::ZERO, 1_000);
+        let stale = old.poll_transmit(Instant::ZERO).unwrap();
+        assert!(matches!(
+            v.handle(later, a, stale.as_bytes()),
+            HelloEvent::Rejected {
+                reason: RejectReason::OutsideClockWindow { .. }
+            }
+        ));
+        // The genuine sender, inside the window, is learned: nothing locked.
+        let hello = good.poll_transmit(later).unwrap();
+        assert_eq!(
+            v.handle(later, a, hello.as_bytes()),
+            HelloEvent::Learned {
+                tunnel: TunnelId(9),
+                addr: a
+            }
+        );
     }
 
     #[test]

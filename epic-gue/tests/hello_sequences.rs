@@ -128,6 +128,7 @@ proptest! {
         let mut verifier = HelloVerifier::new([TunnelSlot::EMPTY; 2], VerifierConfig {
             interval: Duration::from_millis(INTERVAL_MS),
             missed_intervals: 3,
+            ..VerifierConfig::default()
         });
         verifier.add_tunnel(&TunnelConfig::new(TUNNEL, key, TenantId(4), node)).unwrap();
         let mut model = Model::default();
