@@ -8,27 +8,18 @@ use epic_core::k8s::{
     ProxyObjects, ProxySettings, apply_proxies, load, recorded_from, write_statuses,
 };
 use epic_core::plan::plan;
+use epic_test_support::kube::tenant_platform;
 use kube::Client;
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 
 const V: &str = "epic-gateway.org/v1alpha1";
 
-const SEED: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: acme}
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: Tenant
-metadata: {name: acme}
-spec: {namespace: acme, id: 3}
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: AddressPool
-metadata: {name: public}
-spec: {addresses: ["203.0.113.0/30"]}
----
+/// The common tenant platform ([`tenant_platform`]), a backend set and a
+/// node that is not a gateway node.
+fn seed() -> String {
+    tenant_platform("acme", 3, "203.0.113.0/30", "198.51.100.1")
+        + r#"---
 apiVersion: epic-gateway.org/v1alpha1
 kind: BackendSet
 metadata: {name: db, namespace: acme}
@@ -41,15 +32,9 @@ spec:
 ---
 apiVersion: v1
 kind: Node
-metadata:
-  name: gw-1
-  labels: {epic-gateway.org/gateway-node: "true"}
-  annotations: {epic-gateway.org/tunnel-address: 198.51.100.1}
----
-apiVersion: v1
-kind: Node
 metadata: {name: worker}
-"#;
+"#
+}
 
 fn gateway(name: &str) -> String {
     format!(
@@ -125,7 +110,7 @@ async fn reconcile(client: &Client) -> (usize, Vec<String>, Vec<String>) {
 async fn seeded() -> (epic_test_support::kube::ControlPlane, Client) {
     let plane = platform().await;
     let client = plane.client().await.unwrap();
-    apply(&client, SEED).await;
+    apply(&client, &seed()).await;
     apply(&client, &gateway("web")).await;
     (plane, client)
 }

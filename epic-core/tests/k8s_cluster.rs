@@ -12,6 +12,7 @@ use epic_core::k8s::cluster::{apply_mirrored, load_user_cluster, write_back};
 use epic_core::k8s::{load, write_statuses};
 use epic_core::mirror::{MirrorConfig, mirror};
 use epic_core::plan::plan;
+use epic_test_support::kube::tenant_platform;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::api::{Api, DeleteParams};
@@ -43,28 +44,10 @@ kind: Node
 metadata: {name: node-a}
 "#;
 
-const PLATFORM: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: acme}
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: Tenant
-metadata: {name: acme}
-spec: {namespace: acme, id: 4}
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: AddressPool
-metadata: {name: public}
-spec: {addresses: ["203.0.113.64/30"]}
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: gw-1
-  labels: {epic-gateway.org/gateway-node: "true"}
-  annotations: {epic-gateway.org/tunnel-address: 198.51.100.3}
-"#;
+/// The common tenant platform ([`tenant_platform`]).
+fn seed() -> String {
+    tenant_platform("acme", 4, "203.0.113.64/30", "198.51.100.3")
+}
 
 /// Node addresses are status: set as a kubelet would.
 async fn set_node_address(client: &Client, node: &str, address: &str) {
@@ -111,7 +94,7 @@ fn a_load_balancer_service_gets_its_platform_address_and_leaves_no_trace() {
         );
         apply(&user, USER).await;
         set_node_address(&user, "node-a", "192.0.2.21").await;
-        apply(&platform, PLATFORM).await;
+        apply(&platform, &seed()).await;
         let uid = Api::<Service>::namespaced(user.clone(), "default")
             .get("web")
             .await

@@ -15,7 +15,7 @@ use epic_core::k8s::cluster_controller::{
 };
 use epic_core::k8s::controller::{GatewayController, Options};
 use epic_test_support::kube::{
-    ControlPlane, Options as PlaneOptions, apply_manifests, render_chart,
+    ControlPlane, Options as PlaneOptions, apply_manifests, render_chart, tenant_platform,
 };
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
@@ -25,28 +25,10 @@ use std::future::Future;
 
 const V: &str = "epic-gateway.org/v1alpha1";
 
-const SEED: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: acme}
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: Tenant
-metadata: {name: acme}
-spec: {namespace: acme, id: 3}
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: AddressPool
-metadata: {name: public}
-spec: {addresses: ["203.0.113.0/28"]}
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: gw-1
-  labels: {epic-gateway.org/gateway-node: "true"}
-  annotations: {epic-gateway.org/tunnel-address: 198.51.100.1}
-"#;
+/// The common tenant platform ([`tenant_platform`]).
+fn seed() -> String {
+    tenant_platform("acme", 3, "203.0.113.0/28", "198.51.100.1")
+}
 
 fn backend_set(node: &str) -> String {
     format!(
@@ -99,7 +81,7 @@ async fn platform_with(options: PlaneOptions, values: &str) -> (ControlPlane, Cl
     let client = plane.client().await.unwrap();
     let chart = render_chart("epic-gateway", values, "epic-system").unwrap();
     apply_manifests(&client, &chart).await.unwrap();
-    apply(&client, SEED).await;
+    apply(&client, &seed()).await;
     (plane, client)
 }
 

@@ -45,7 +45,9 @@ mod toolchain;
 
 mod manifests;
 
-pub use manifests::{apply_manifests, ensure_namespace, gateway_api_crds, render_chart};
+pub use manifests::{
+    apply_manifests, ensure_namespace, gateway_api_crds, render_chart, tenant_platform,
+};
 
 /// What goes wrong starting or using a control plane.
 #[derive(Debug)]

@@ -7,34 +7,18 @@ use std::future::Future;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use epic_test_support::kube::{ControlPlane, Options, apply_manifests, render_chart};
+use epic_test_support::kube::{
+    ControlPlane, Options, apply_manifests, render_chart, tenant_platform,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::Api;
 use serde_json::Value;
 
-const SEED: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: acme}
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: Tenant
-metadata: {name: acme}
-spec: {namespace: acme, id: 3}
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: AddressPool
-metadata: {name: public}
-spec: {addresses: ["203.0.113.0/28"]}
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: gw-1
-  labels: {epic-gateway.org/gateway-node: "true"}
-  annotations: {epic-gateway.org/tunnel-address: 198.51.100.1}
----
+/// The common tenant platform ([`tenant_platform`]) and a backend set.
+fn seed() -> String {
+    tenant_platform("acme", 3, "203.0.113.0/28", "198.51.100.1")
+        + r#"---
 apiVersion: epic-gateway.org/v1alpha1
 kind: BackendSet
 metadata: {name: db, namespace: acme}
@@ -44,7 +28,8 @@ spec:
   service: db
   ports: [{port: 5432, endpoints: [{address: 198.18.0.9, port: 5432, node: n1}]}]
   nodes: [{name: n1, address: 192.0.2.9}]
-"#;
+"#
+}
 
 fn gateway(name: &str) -> String {
     format!(
@@ -125,7 +110,7 @@ fn killing_the_leader_hands_over_without_moving_anything() {
         let client = plane.client().await.unwrap();
         let chart = render_chart("epic-gateway", "{}", "epic-system").unwrap();
         apply_manifests(&client, &chart).await.unwrap();
-        apply_manifests(&client, SEED).await.unwrap();
+        apply_manifests(&client, &seed()).await.unwrap();
         apply_manifests(&client, &gateway("web")).await.unwrap();
 
         let mut a = controller(&plane, "replica-a");

@@ -199,3 +199,39 @@ async fn wait_established(client: &Client, name: &str) -> Result<(), Error> {
         "CRD {name} not established after 30 s"
     )))
 }
+
+/// The platform objects most tests start from: tenant `tenant` (data-path
+/// id `id`) owning the namespace of its name, an `AddressPool` named
+/// `public` over `pool`, and one gateway `Node` `gw-1` whose tunnel address
+/// is `tunnel_address`. A YAML stream for [`apply_manifests`].
+///
+/// ```
+/// let seed = epic_test_support::kube::tenant_platform("acme", 3, "203.0.113.0/30", "198.51.100.1");
+/// assert!(seed.contains("kind: Tenant") && seed.contains("203.0.113.0/30"));
+/// ```
+pub fn tenant_platform(tenant: &str, id: u32, pool: &str, tunnel_address: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {tenant}}}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Tenant
+metadata: {{name: {tenant}}}
+spec: {{namespace: {tenant}, id: {id}}}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: AddressPool
+metadata: {{name: public}}
+spec: {{addresses: ["{pool}"]}}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: gw-1
+  labels: {{epic-gateway.org/gateway-node: "true"}}
+  annotations: {{epic-gateway.org/tunnel-address: {tunnel_address}}}
+"#
+    )
+}
