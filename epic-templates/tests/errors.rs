@@ -530,37 +530,26 @@ fn built_in_names_are_reserved() {
 #[test]
 fn huge_values_and_huge_output_fail_with_an_error() {
     let ctx = l4_context(ListenerProtocol::Tcp, Family::V4);
-    for (what, envoy, expected) in [
-        // Built from the context at render time: fuel, or the output cap
-        // (minijinja bounds one repeated string at 100 MB).
-        (
-            "one huge value",
-            r#"{{ (gateway.name ~ "-") * 5000000 }}"#,
-            "fuel",
-        ),
+    // Whether fuel (values built at render time) or the output cap (a
+    // constant folded at compile time, or a cheap loop) stops it, it stops
+    // with an error.
+    for (what, envoy) in [
+        ("one huge value", r#"{{ (gateway.name ~ "-") * 5000000 }}"#),
         (
             "a loop of huge values",
             r#"{% for i in range(1000) %}{{ (gateway.name ~ "-") * 1000000 }}{% endfor %}"#,
-            "fuel",
         ),
-        // A constant (folded at compile time), or one large value emitted
-        // cheaply many times: the output cap.
-        (
-            "a huge constant",
-            r#"{{ "x" * 100000000 }}"#,
-            "rendered output exceeds",
-        ),
+        ("a huge constant", r#"{{ "x" * 100000000 }}"#),
         (
             "a cheap loop emitting a large value",
             r#"{% set big = "x" * 1000000 %}{% for i in range(1000) %}{{ big|safe }}{% endfor %}"#,
-            "rendered output exceeds",
         ),
     ] {
         let err = custom(envoy).render_text("custom", &ctx).unwrap_err();
         let message = err.to_string();
         assert!(
             matches!(err, TemplateError::Render { .. })
-                && (message.contains(expected) || message.contains("rendered output exceeds")),
+                && (message.contains("fuel") || message.contains("rendered output exceeds")),
             "{what}: {err}"
         );
     }

@@ -46,14 +46,4 @@ impl<'a, K: Resource> ByKey<'a, K> {
         let map: &HashMap<(&'b str, &'b str), &'a K> = &self.0;
         map.get(&(namespace, name)).copied()
     }
-
-    /// How many objects are indexed.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether no object is indexed.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
