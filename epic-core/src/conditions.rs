@@ -56,6 +56,9 @@ names! {
         Programmed,
         /// Every reference of a route resolved.
         ResolvedRefs,
+        /// Every endpoint of the gateway's backends may be used
+        /// ([`crate::admission`]); refused ones are not rendered.
+        EndpointsAdmitted,
     }
 }
 
@@ -87,6 +90,12 @@ names! {
         NotAllowedByListeners,
         /// A backend of the route does not exist.
         BackendNotFound,
+        /// `EndpointsAdmitted=True`.
+        EndpointsAdmitted,
+        /// An endpoint's address or node is refused (the platform's own, a
+        /// special-purpose address, outside the tenant's networks, on no
+        /// listed node).
+        EndpointRefused,
     }
 }
 

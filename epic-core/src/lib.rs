@@ -7,6 +7,8 @@
 //!   state to a [`plan::Plan`] — addresses (`epic-ipam`), Envoy snapshots
 //!   (`epic-templates` → `epic-xds`), tunnels and data-path endpoints,
 //!   announcements, status.
+//! - [`admission`]: which pod and node addresses a tenant's endpoints may
+//!   use (never the platform's own).
 //! - [`source`]: desired state from a YAML file of those resources
 //!   (standalone mode); [`k8s`] (feature `k8s`, on by default): from the
 //!   Kubernetes API, with the status writer and the proxy `StatefulSet`s.
@@ -48,6 +50,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod conditions;
 #[cfg(feature = "k8s")]
 pub mod k8s;

@@ -44,6 +44,12 @@ pub struct TenantSpec {
     /// built-in `tcp`, `udp`, `http`, `https`); absent: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub templates: Option<Vec<String>>,
+    /// The pod and node networks of the tenant's clusters (CIDRs or single
+    /// addresses): endpoint and cluster-node addresses outside them are
+    /// refused (see [`crate::admission`]). Absent: every address the
+    /// platform does not reserve for itself; empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_networks: Option<Vec<String>>,
 }
 
 /// A tenant's limits; absent: unlimited.

@@ -52,6 +52,7 @@ use epic_templates::{EndpointContext, EnvoyResources, GatewayIdentity};
 use epic_xds::{Snapshot, SnapshotError};
 use serde::{Deserialize, Serialize};
 
+use crate::admission::{AdmittedPort, EndpointRefusal, Platform, TenantNetworks};
 use crate::conditions::{ConditionType, Reason};
 use crate::model::{
     AddressPool, BackendSet, Condition, Gateway, GatewayStatus, GatewayTemplate, Listener,
@@ -87,6 +88,11 @@ pub struct DesiredInputs {
     pub backend_sets: Vec<BackendSet>,
     /// Gateway nodes.
     pub gateway_nodes: Vec<GatewayNode>,
+    /// Networks the platform reserves for itself beyond its gateway nodes'
+    /// tunnel addresses and its pools: node and service networks, BGP peers,
+    /// the API and ADS servers. No endpoint or cluster node may use them
+    /// ([`crate::admission`]).
+    pub platform_networks: Vec<ipnet::IpNet>,
 }
 
 /// Identity of a tunnel: both ends.
@@ -394,6 +400,8 @@ pub fn plan_incremental(
             PoolSet::new(Vec::new()).unwrap_or_else(|_| unreachable!("an empty pool set is valid"))
         }
     };
+    // Endpoint admission sees the pools as they are declared.
+    let platform_pools = pools.clone();
     let (mut ipam, report) = Allocator::with_records(pools, recorded.allocations.iter());
     for c in report.conflicts {
         out.problems.push(Problem {
@@ -412,7 +420,12 @@ pub fn plan_incremental(
 
     // Templates, registered under `namespace/name`; the inputs indexed.
     let mut templates = Templates::new(&inputs.templates, cache);
-    let catalog = Catalog::new(inputs);
+    let platform = Platform::new(
+        &inputs.gateway_nodes,
+        &inputs.platform_networks,
+        &platform_pools,
+    );
+    let catalog = Catalog::new(inputs, &tenants, platform, &mut out.problems);
 
     for r in &inputs.routes {
         if template_route(r).is_none() {
@@ -447,7 +460,7 @@ pub fn plan_incremental(
     let mut gateway_tunnels: Vec<Vec<(TunnelKey, IpAddr)>> = Vec::new();
     let mut endpoint_owner: BTreeMap<(String, IpAddr, u16, u8), (String, TunnelKey)> =
         BTreeMap::new();
-    let mut unreachable_endpoints: BTreeSet<Problem> = BTreeSet::new();
+    let mut refused_endpoints: BTreeSet<Problem> = BTreeSet::new();
 
     for g in gateways {
         let ns = namespace_of(&g.metadata);
@@ -471,41 +484,22 @@ pub fn plan_incremental(
             &mut gp,
         );
         match outcome {
-            Ok(backends) => {
-                // Tunnels and endpoints for every endpoint of the gateway's backends.
+            Ok(Admitted { endpoints, refused }) => {
+                refused_endpoints.extend(refused);
+                // Tunnels and endpoints for every admitted endpoint.
                 let tenant = tenants[ns];
                 let tenant_name = name_of(&tenant.metadata).to_owned();
                 let mut conflict = None;
                 let mut claimed = Vec::new();
                 for node in &inputs.gateway_nodes {
-                    for (set, port, endpoint) in &backends {
-                        let Some(node_address) = set
-                            .spec
-                            .nodes
-                            .iter()
-                            .find(|n| n.name == endpoint.node)
-                            .map(|n| n.address)
-                        else {
-                            unreachable_endpoints.insert(Problem {
-                                object: format!(
-                                    "BackendSet {}/{}",
-                                    namespace_of(&set.metadata),
-                                    name_of(&set.metadata)
-                                ),
-                                message: format!(
-                                    "endpoint {}:{} is on node {:?}, which spec.nodes does not list: no tunnel reaches it",
-                                    endpoint.address, endpoint.port, endpoint.node
-                                ),
-                            });
-                            continue;
-                        };
+                    for &(set, port, endpoint, node_address) in &endpoints {
                         let key = TunnelKey {
                             tenant: tenant_name.clone(),
                             cluster: set.spec.cluster.clone(),
                             node: endpoint.node.clone(),
                             gateway_node: node.name.clone(),
                         };
-                        let ekey = (node.name.clone(), endpoint.address, endpoint.port, *port);
+                        let ekey = (node.name.clone(), endpoint.address, endpoint.port, port);
                         match endpoint_owner.get(&ekey) {
                             Some((other, other_key)) if other_key != &key => {
                                 conflict = Some(format!(
@@ -549,7 +543,7 @@ pub fn plan_incremental(
         out.gateways.push(gp);
     }
 
-    out.problems.extend(unreachable_endpoints);
+    out.problems.extend(refused_endpoints);
 
     // Tunnel ids: keep recorded ones still wanted, derive the new ones.
     tunnel_ids.retain(|k, _| wanted_tunnels.contains_key(k));
@@ -610,6 +604,10 @@ fn set_condition(gp: &mut GatewayPlan, condition: Condition) {
 /// so planning stays linear in the number of gateways.
 struct Catalog<'a> {
     inputs: &'a DesiredInputs,
+    /// What endpoints may not use.
+    platform: Platform<'a>,
+    /// Each valid tenant's `clusterNetworks`, by namespace.
+    networks: BTreeMap<&'a str, TenantNetworks>,
     /// Backend sets by (platform namespace, service).
     sets_by_service: BTreeMap<(&'a str, &'a str), Vec<&'a BackendSet>>,
     /// Routes by platform namespace.
@@ -617,7 +615,21 @@ struct Catalog<'a> {
 }
 
 impl<'a> Catalog<'a> {
-    fn new(inputs: &'a DesiredInputs) -> Self {
+    fn new(
+        inputs: &'a DesiredInputs,
+        tenants: &BTreeMap<&'a str, &'a Tenant>,
+        platform: Platform<'a>,
+        problems: &mut Vec<Problem>,
+    ) -> Self {
+        let mut networks = BTreeMap::new();
+        for (ns, tenant) in tenants {
+            let (parsed, bad) = TenantNetworks::parse(tenant.spec.cluster_networks.as_deref());
+            problems.extend(bad.into_iter().map(|message| Problem {
+                object: format!("Tenant {}", name_of(&tenant.metadata)),
+                message,
+            }));
+            networks.insert(*ns, parsed);
+        }
         let mut sets_by_service: BTreeMap<(&str, &str), Vec<&BackendSet>> = BTreeMap::new();
         for set in &inputs.backend_sets {
             sets_by_service
@@ -634,14 +646,24 @@ impl<'a> Catalog<'a> {
         }
         Catalog {
             inputs,
+            platform,
+            networks,
             sets_by_service,
             routes_by_ns,
         }
     }
 }
 
-/// A backend endpoint of a gateway: its set, its protocol number, the endpoint.
-type BackendEndpoint<'a> = (&'a BackendSet, u8, &'a crate::model::Endpoint);
+/// An admitted backend endpoint of a gateway: its set, its protocol
+/// number, the endpoint, its node's address.
+type BackendEndpoint<'a> = (&'a BackendSet, u8, &'a crate::model::Endpoint, IpAddr);
+
+/// What a planned gateway uses: its admitted endpoints, and the refused
+/// ones as problems of their backend sets.
+struct Admitted<'a> {
+    endpoints: Vec<BackendEndpoint<'a>>,
+    refused: Vec<Problem>,
+}
 
 /// Plans one gateway; `Err` is the condition that stops it.
 fn plan_gateway<'a>(
@@ -652,7 +674,7 @@ fn plan_gateway<'a>(
     gateway_count: &mut BTreeMap<String, u32>,
     catalog: &Catalog<'a>,
     gp: &mut GatewayPlan,
-) -> Result<Vec<BackendEndpoint<'a>>, Box<Condition>> {
+) -> Result<Admitted<'a>, Box<Condition>> {
     let ns = namespace_of(&g.metadata);
     let name = name_of(&g.metadata);
     let owner = owner_of(g);
@@ -836,31 +858,32 @@ fn plan_gateway<'a>(
     }
     let mut backends = Vec::new();
     let mut endpoints: Vec<BackendEndpoint<'a>> = Vec::new();
-    let candidates: Vec<&'a BackendSet> = named
+    let networks = catalog.networks.get(ns).cloned().unwrap_or_default();
+    let candidates: Vec<AdmittedPort<'a>> = named
         .iter()
         .filter_map(|service| catalog.sets_by_service.get(&(ns, service.as_str())))
         .flatten()
         .copied()
         .filter(serves)
+        .flat_map(|set| catalog.platform.admit(set, &networks))
         .collect();
-    for set in &candidates {
-        for port in &set.spec.ports {
-            backends.push(BackendInput {
-                namespace: ns_or_default(&set.spec.namespace).to_owned(),
-                name: set.spec.service.clone(),
-                port: port.port,
-                endpoints: port
-                    .endpoints
-                    .iter()
-                    .map(|e| EndpointContext {
-                        address: e.address,
-                        port: e.port,
-                        ready: e.ready,
-                        node: Some(e.node.clone()),
-                    })
-                    .collect(),
-            });
-        }
+    for admitted in &candidates {
+        // Only admitted endpoints are rendered.
+        backends.push(BackendInput {
+            namespace: ns_or_default(&admitted.set.spec.namespace).to_owned(),
+            name: admitted.set.spec.service.clone(),
+            port: admitted.port.port,
+            endpoints: admitted
+                .endpoints
+                .iter()
+                .map(|(e, _)| EndpointContext {
+                    address: e.address,
+                    port: e.port,
+                    ready: e.ready,
+                    node: Some(e.node.clone()),
+                })
+                .collect(),
+        });
     }
     let gateway_inputs = GatewayInputs {
         gateway: GatewayIdentity {
@@ -936,20 +959,38 @@ fn plan_gateway<'a>(
             )
         })
         .collect();
-    for set in candidates {
-        for port in &set.spec.ports {
-            let id = (
-                ns_or_default(&set.spec.namespace).to_owned(),
-                set.spec.service.clone(),
-                port.port,
-            );
-            if used.contains(&id) {
-                for e in &port.endpoints {
-                    endpoints.push((set, port.protocol.number(), e));
-                }
+    let mut refused = Vec::new();
+    for admitted in candidates {
+        let id = (
+            ns_or_default(&admitted.set.spec.namespace).to_owned(),
+            admitted.set.spec.service.clone(),
+            admitted.port.port,
+        );
+        if used.contains(&id) {
+            let protocol = admitted.port.protocol.number();
+            for (e, node) in admitted.endpoints {
+                endpoints.push((admitted.set, protocol, e, node));
             }
+            refused.extend(
+                admitted
+                    .refused
+                    .into_iter()
+                    .map(|(e, why)| (admitted.set, e, why)),
+            );
         }
     }
+    set_condition(gp, endpoints_admitted(&refused));
+    let refused: Vec<Problem> = refused
+        .into_iter()
+        .map(|(set, e, why)| Problem {
+            object: format!(
+                "BackendSet {}/{}",
+                namespace_of(&set.metadata),
+                name_of(&set.metadata)
+            ),
+            message: format!("endpoint {}:{} is not used: {why}", e.address, e.port),
+        })
+        .collect();
 
     gp.status.proxies = (0..resolved.replicas)
         .map(|i| proxy_node_id(tenant_name, name, i))
@@ -972,7 +1013,29 @@ fn plan_gateway<'a>(
         }
         Err(message) => set_condition(gp, *not_programmed(Reason::Invalid, message)),
     }
-    Ok(endpoints)
+    Ok(Admitted { endpoints, refused })
+}
+
+/// The `EndpointsAdmitted` condition for the `refused` endpoints of a
+/// gateway: the first few are named, the count says the rest.
+fn endpoints_admitted(
+    refused: &[(&BackendSet, &crate::model::Endpoint, EndpointRefusal)],
+) -> Condition {
+    const NAMED: usize = 5;
+    if refused.is_empty() {
+        return ConditionType::EndpointsAdmitted.condition(true, Reason::EndpointsAdmitted, "");
+    }
+    let mut message = format!("{} endpoints refused, not rendered: ", refused.len());
+    let named: Vec<String> = refused
+        .iter()
+        .take(NAMED)
+        .map(|(set, e, why)| format!("{}:{} of {} ({why})", e.address, e.port, set.spec.service))
+        .collect();
+    message.push_str(&named.join("; "));
+    if refused.len() > NAMED {
+        message.push_str(&format!("; and {} more", refused.len() - NAMED));
+    }
+    ConditionType::EndpointsAdmitted.condition(false, Reason::EndpointRefused, message)
 }
 
 /// Every `name` under a `backendRef`/`backendRefs` key of a route spec

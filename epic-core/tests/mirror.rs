@@ -1092,6 +1092,7 @@ fn the_mirrored_objects_plan() {
             id: 1,
             limits: TenantLimits::default(),
             templates: None,
+            cluster_networks: None,
         },
     );
     let pool = AddressPool::new(
@@ -1118,6 +1119,7 @@ fn the_mirrored_objects_plan() {
             name: "gw1".into(),
             address: "203.0.113.1".parse().unwrap(),
         }],
+        platform_networks: vec![],
     };
     let p = plan(&inputs, &Recorded::default());
     assert!(p.problems.is_empty(), "{:?}", p.problems);

@@ -502,10 +502,141 @@ spec:
     assert_eq!(
         text,
         [
-            "BackendSet acme/lost: endpoint 198.18.9.9:81 is on node \"nowhere\", which spec.nodes does not list: no tunnel reaches it"
+            "BackendSet acme/lost: endpoint 198.18.9.9:81 is not used: it is on node \"nowhere\", which spec.nodes does not list: no tunnel reaches it"
         ]
     );
     assert!(p.tunnels.iter().all(|t| t.key.node != "nowhere"));
+    // Envoy never gets an endpoint no tunnel reaches: it would leave the
+    // gateway node unencapsulated.
+    assert!(!rendered(&p, "lost", "198.18.9.9"));
+    let (s, r, m) = reason(&p, "acme", "lost", "EndpointsAdmitted");
+    assert_eq!((s.as_str(), r.as_str()), ("False", "EndpointRefused"));
+    assert!(m.starts_with("1 endpoints refused"), "{m}");
+    let (s, ..) = reason(&p, "acme", "web", "EndpointsAdmitted");
+    assert_eq!(s, "True");
+}
+
+/// Whether any resource of gateway `acme/name`'s snapshot holds `text`.
+fn rendered(p: &Plan, name: &str, text: &str) -> bool {
+    let snap = p.gateway("acme", name).unwrap().snapshot.as_ref().unwrap();
+    [
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+        ResourceType::Listener,
+    ]
+    .into_iter()
+    .flat_map(|kind| snap.resources(kind).resources().iter())
+    .any(|r| r.value().windows(text.len()).any(|w| w == text.as_bytes()))
+}
+
+#[test]
+fn endpoints_at_the_platform_or_outside_the_tenant_are_never_rendered() {
+    let extra = format!(
+        "{}{}",
+        web("web", "tcp"),
+        r#"
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Tenant
+metadata: {name: initech}
+spec: {namespace: initech, id: 3, clusterNetworks: [198.18.0.0/16, 198.51.100.0/24, "bad"]}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: BackendSet
+metadata: {name: probe, namespace: initech}
+spec:
+  cluster: c1
+  namespace: default
+  service: probe
+  ports:
+  - port: 80
+    endpoints:
+    - {address: 198.18.3.5, port: 8080, node: n1}
+    - {address: 127.0.0.1, port: 18000, node: n1}
+    - {address: "::ffff:127.0.0.1", port: 18000, node: n1}
+    - {address: 169.254.169.254, port: 80, node: n1}
+    - {address: 203.0.113.1, port: 22, node: n1}
+    - {address: 192.0.2.1, port: 80, node: n1}
+    - {address: 198.18.250.1, port: 179, node: n1}
+    - {address: 10.0.0.1, port: 80, node: n1}
+    - {address: 198.18.7.7, port: 80, node: loopy}
+  nodes:
+  - {name: n1, address: 198.51.100.1}
+  - {name: loopy, address: 127.0.0.1}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Gateway
+metadata: {name: probe, namespace: initech}
+spec:
+  template: tcp
+  listeners: [{name: l, port: 80, protocol: TCP, backends: [{namespace: default, name: probe, port: 80}]}]
+"#
+    );
+    let mut inputs = inputs(&extra);
+    inputs.platform_networks = vec!["198.18.250.0/24".parse().unwrap()];
+    let p = plan(&inputs, &Recorded::default());
+    let g = p.gateway("initech", "probe").unwrap();
+    assert!(g.programmed(), "{:?}", g.status.conditions);
+    let (s, r, m) = reason(&p, "initech", "probe", "EndpointsAdmitted");
+    assert_eq!((s.as_str(), r.as_str()), ("False", "EndpointRefused"));
+    assert!(m.starts_with("8 endpoints refused"), "{m}");
+    assert!(
+        m.contains("127.0.0.1:18000 of probe (its address is a loopback address)"),
+        "{m}"
+    );
+    assert!(m.ends_with("; and 3 more"), "{m}");
+    let problems: Vec<String> = p
+        .problems
+        .iter()
+        .map(|p| format!("{}: {}", p.object, p.message))
+        .collect();
+    let expected = [
+        "Tenant initech: clusterNetworks[2]: \"bad\" is neither a CIDR nor an IP address: left out",
+        "BackendSet initech/probe: endpoint 10.0.0.1:80 is not used: its address is outside the tenant's clusterNetworks",
+        "BackendSet initech/probe: endpoint 127.0.0.1:18000 is not used: its address is a loopback address",
+        "BackendSet initech/probe: endpoint 169.254.169.254:80 is not used: its address is a link-local address",
+        "BackendSet initech/probe: endpoint 192.0.2.1:80 is not used: its address is inside address pool public",
+        "BackendSet initech/probe: endpoint 198.18.250.1:179 is not used: its address is inside the platform network 198.18.250.0/24",
+        "BackendSet initech/probe: endpoint 198.18.7.7:80 is not used: its node \"loopy\" has address 127.0.0.1, which is a loopback address",
+        "BackendSet initech/probe: endpoint 203.0.113.1:22 is not used: its address is the address of gateway node gw1",
+        "BackendSet initech/probe: endpoint ::ffff:127.0.0.1:18000 is not used: its address is an IPv6 address that stands for an IPv4 one",
+    ];
+    assert_eq!(problems, expected);
+    // The data path and Envoy get the one admitted endpoint only.
+    let snap = g.snapshot.as_ref().unwrap();
+    let holds = |text: &str| {
+        [ResourceType::Cluster, ResourceType::Endpoint]
+            .into_iter()
+            .flat_map(|kind| snap.resources(kind).resources().iter())
+            .any(|r| r.value().windows(text.len()).any(|w| w == text.as_bytes()))
+    };
+    assert!(holds("198.18.3.5"));
+    for refused in [
+        "127.0.0.1",
+        "169.254.169.254",
+        "203.0.113.1",
+        "192.0.2.1",
+        "198.18.250.1",
+        "10.0.0.1",
+        "198.18.7.7",
+    ] {
+        assert!(!holds(refused), "{refused} is rendered");
+    }
+    let tenant_tunnels: Vec<&str> = p
+        .tunnels
+        .iter()
+        .filter(|t| t.key.tenant == "initech")
+        .map(|t| t.key.node.as_str())
+        .collect();
+    assert_eq!(tenant_tunnels, ["n1"], "no tunnel to the refused node");
+    let planned: Vec<String> = p.endpoints["gw1"]
+        .iter()
+        .map(|e| format!("{}:{}", e.address, e.port))
+        .collect();
+    assert!(planned.contains(&"198.18.3.5:8080".to_owned()));
+    for refused in ["127.0.0.1:18000", "10.0.0.1:80", "198.18.7.7:80"] {
+        assert!(!planned.contains(&refused.to_owned()), "{refused}");
+    }
 }
 
 #[test]

@@ -70,6 +70,11 @@ struct Args {
     /// Milliseconds of quiet that end a burst of changes.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
+    /// A network of the platform no tenant endpoint may use (CIDR or
+    /// address; repeatable): node, pod and service networks, BGP peers.
+    /// The API server's address is always added.
+    #[arg(long = "platform-network", value_parser = epic_core::admission::parse_network)]
+    platform_networks: Vec<epic_core::admission::IpNet>,
 }
 
 fn main() -> ExitCode {
@@ -120,6 +125,7 @@ fn options(args: &Args) -> Result<Options, String> {
         }),
         tunnel_ids: TunnelIdSecret::random()
             .map_err(|e| format!("the tunnel id secret: random source: {e}"))?,
+        platform_networks: args.platform_networks.clone(),
     })
 }
 
@@ -131,10 +137,18 @@ async fn listen(address: SocketAddr, what: &str) -> Result<tokio::net::TcpListen
 
 async fn run(args: Args) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
-        .map_err(|e| format!("Kubernetes client: {e}"))?;
-    let controller = GatewayController::new(client, options(&args)?);
+        .map_err(|e| format!("Kubernetes client configuration: {e}"))?;
+    let mut options = options(&args)?;
+    // The API server is the platform's: no endpoint may point at it.
+    if let Some(host) = config.cluster_url.host()
+        && let Ok(address) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>()
+    {
+        options.platform_networks.push(address.into());
+    }
+    let client = kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+    let controller = GatewayController::new(client, options);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let xds = listen(args.xds_listen, "xDS server").await?;

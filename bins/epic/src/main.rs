@@ -73,6 +73,11 @@ struct RunArgs {
     /// How often the resources file is checked for changes, in seconds.
     #[arg(long, default_value_t = 2)]
     watch_interval: u64,
+    /// A network of the platform no tenant endpoint may use (CIDR or
+    /// address; repeatable): the uplink's network, BGP peers, management.
+    /// The tunnel and ADS addresses are always added.
+    #[arg(long = "platform-network", value_parser = epic_core::admission::parse_network)]
+    platform_networks: Vec<epic_core::admission::IpNet>,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +123,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         config.xds = args.xds;
         config.envoy = args.envoy;
         config.announce = args.announce;
+        config.platform_networks = args.platform_networks;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP: {e}"))?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;

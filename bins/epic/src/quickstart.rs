@@ -54,6 +54,12 @@ const NAT_INSIDE: &str = "192.0.2.254";
 const NODE: &str = "192.0.2.1";
 const NODE_POD_SIDE: &str = "203.0.113.1";
 const POD: &str = "203.0.113.10";
+/// The tenant's cluster networks: its nodes' and its pods'.
+const NODE_NETWORK: &str = "192.0.2.0/24";
+const POD_NETWORK: &str = "203.0.113.0/24";
+/// The platform's own networks: the gateway's uplink and its client side.
+const UPLINK_NETWORK: &str = "198.51.100.0/24";
+const FRONT_NETWORK: &str = "198.18.0.0/24";
 const POD_PORT: u16 = 8080;
 const TENANT: &str = "demo";
 const TENANT_ID: u32 = 7;
@@ -69,7 +75,11 @@ pub fn resources() -> String {
 apiVersion: epic-gateway.org/v1alpha1
 kind: Tenant
 metadata: {{name: {TENANT}}}
-spec: {{namespace: {TENANT}, id: {TENANT_ID}, limits: {{gateways: 4, addresses: 4}}}}
+spec:
+  namespace: {TENANT}
+  id: {TENANT_ID}
+  limits: {{gateways: 4, addresses: 4}}
+  clusterNetworks: [{NODE_NETWORK}, {POD_NETWORK}]
 ---
 apiVersion: epic-gateway.org/v1alpha1
 kind: AddressPool
@@ -466,6 +476,10 @@ pub fn run(args: Args) -> Result<(), String> {
             os("gw0"),
             os("--envoy"),
             envoy.as_os_str(),
+            os("--platform-network"),
+            os(UPLINK_NETWORK),
+            os("--platform-network"),
+            os(FRONT_NETWORK),
         ],
         &log,
     )?;

@@ -48,6 +48,10 @@ pub struct Options {
     /// The secret new tunnel ids are derived under (ids already in the
     /// gateways' status are kept whatever it is): random per process.
     pub tunnel_ids: TunnelIdSecret,
+    /// The platform's own networks (node and service networks, BGP peers,
+    /// the API server): no tenant endpoint may use them
+    /// ([`crate::admission`]).
+    pub platform_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for Options {
@@ -60,6 +64,7 @@ impl Default for Options {
             lease: None,
             tunnel_ids: TunnelIdSecret::random()
                 .expect("the kernel's random source (getrandom(2)) failed"),
+            platform_networks: Vec::new(),
         }
     }
 }
@@ -246,6 +251,7 @@ impl GatewayController {
     fn load(&self, source: &PlatformSource) -> super::Loaded {
         let mut loaded = source.load();
         loaded.recorded.tunnel_id_secret = Some(self.options.tunnel_ids.clone());
+        loaded.inputs.platform_networks = self.options.platform_networks.clone();
         loaded
     }
 

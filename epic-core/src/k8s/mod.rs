@@ -160,6 +160,8 @@ pub async fn load(client: &Client) -> Result<Loaded, K8sError> {
             routes,
             backend_sets,
             gateway_nodes: gateway_nodes(&nodes),
+            // The runtime adds the networks its operator declares.
+            platform_networks: Vec::new(),
         },
         recorded,
     })

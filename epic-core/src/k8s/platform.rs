@@ -109,6 +109,8 @@ impl PlatformSource {
                 routes: sorted(&self.routes),
                 backend_sets: sorted(&self.backend_sets),
                 gateway_nodes: gateway_nodes(&sorted(&self.nodes)),
+                // The runtime adds the networks its operator declares.
+                platform_networks: Vec::new(),
             },
             recorded,
         }

@@ -86,6 +86,10 @@ pub struct StandaloneConfig {
     pub announce: bool,
     /// Hello timing (expiry of learned NAT mappings).
     pub hellos: VerifierConfig,
+    /// Networks of the platform no tenant endpoint may use (the uplink's
+    /// network, BGP peers, management); the tunnel address and the ADS
+    /// address are always added ([`crate::admission`]).
+    pub platform_networks: Vec<ipnet::IpNet>,
 }
 
 impl StandaloneConfig {
@@ -108,6 +112,7 @@ impl StandaloneConfig {
             envoy: None,
             announce: false,
             hellos: VerifierConfig::default(),
+            platform_networks: Vec::new(),
         }
     }
 }
@@ -621,6 +626,8 @@ impl Standalone {
             name: self.config.node_name.clone(),
             address: self.config.tunnel_address,
         }];
+        inputs.platform_networks = self.config.platform_networks.clone();
+        inputs.platform_networks.push(self.config.xds.ip().into());
         let plan = plan(&inputs, &self.state.recorded);
         self.apply(&plan).await
     }
