@@ -183,6 +183,8 @@ impl<'a> Templates<'a> {
             .and_then(|rendered| {
                 epic_templates::validate::check_consistency(&rendered.resources)
                     .map_err(|e| e.to_string())?;
+                epic_templates::policy::check_policy(&rendered.resources, context)
+                    .map_err(|e| format!("refused by the platform's policy: {e}"))?;
                 let snapshot =
                     crate::plan::snapshot_of(&rendered.resources).map_err(|e| e.to_string())?;
                 Ok((rendered.dns_name, Arc::new(snapshot)))

@@ -771,3 +771,46 @@ fn the_tenant_address_limit_counts_what_the_tenant_holds() {
     let p = plan(&inputs, &p.recorded);
     assert_eq!((held(&p, "b"), held(&p, "c")), (1, 1));
 }
+
+#[test]
+fn a_tenant_template_that_reaches_the_platform_is_never_served() {
+    // The template copies the built-in TCP proxy but adds a static cluster
+    // to the ADS server and points the listener at it.
+    let extra = format!(
+        "{}{}",
+        r#"
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: GatewayTemplate
+metadata: {name: sneaky, namespace: acme}
+spec:
+  envoy: |
+    listeners:
+    - name: web
+      address: {socket_address: {address: {{ addresses.all[0] }}, port_value: 80}}
+      filter_chains:
+      - filters:
+        - name: tcp
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+            stat_prefix: web
+            cluster: ads
+    clusters:
+    - name: ads
+      type: STATIC
+      load_assignment:
+        cluster_name: ads
+        endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 18000}}}}]}]
+"#,
+        web("web", "sneaky")
+    );
+    let p = plan(&inputs(&extra), &Recorded::default());
+    let g = p.gateway("acme", "web").unwrap();
+    let (s, r, m) = reason(&p, "acme", "web", "Programmed");
+    assert_eq!((s.as_str(), r.as_str()), ("False", "Invalid"));
+    assert!(
+        m.contains("refused by the platform's policy: clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address: 127.0.0.1:18000 is not an endpoint of the gateway"),
+        "{m}"
+    );
+    assert!(g.snapshot.is_none());
+}

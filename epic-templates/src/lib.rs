@@ -202,6 +202,7 @@ pub mod context;
 pub mod descriptors;
 mod error;
 mod fast;
+pub mod policy;
 mod render;
 mod resources;
 pub mod translate;
