@@ -89,7 +89,13 @@ async fn grpc_xds_client_resolves_through_the_server() {
         .to_string(),
     )
     .unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc_xds_client.py");
+    // The package directory at run time (cargo sets it): a test binary kept
+    // from a build in another clone must not look in that clone.
+    let script = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("tests/grpc_xds_client.py");
     let mut child = Command::new(python())
         .arg(script)
         .env("GRPC_XDS_BOOTSTRAP", &bootstrap)

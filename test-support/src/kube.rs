@@ -139,12 +139,23 @@ pub fn gateway_api_crds_dir() -> Result<PathBuf, Error> {
     Ok(toolchain::gateway_api_crds_dir(&cache))
 }
 
-/// The repository root (the parent of `test-support/`).
+/// The repository root: the nearest ancestor of the running test's package
+/// directory (`CARGO_MANIFEST_DIR` at run time, which cargo sets) that holds
+/// `test-support/`, else the parent of `test-support/` as it was built. A
+/// test binary kept from a build in another clone must not look there.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("test-support lives inside the repository")
-        .to_path_buf()
+        .to_path_buf();
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|dir| {
+            dir.ancestors()
+                .find(|a| a.join("test-support/Cargo.toml").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or(built)
 }
 
 /// The certificate authority of one control plane: signs the API server's

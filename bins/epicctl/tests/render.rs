@@ -4,11 +4,14 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/render")
-        .join(name)
-        .display()
-        .to_string()
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("tests/fixtures/render")
+    .join(name)
+    .display()
+    .to_string()
 }
 
 fn epicctl(args: &[&str]) -> Output {
