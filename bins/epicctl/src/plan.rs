@@ -19,7 +19,7 @@ pub struct PlanArgs {
     /// or the recorded object alone.
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Gateway nodes, `name=address` (repeatable; default `gateway=192.0.2.1`).
+    /// Gateway nodes, `name=address` (repeatable; default `gateway=198.51.100.1`).
     #[arg(long = "node")]
     nodes: Vec<String>,
 }
@@ -42,7 +42,7 @@ pub fn run(args: PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let nodes = if args.nodes.is_empty() {
-        vec!["gateway=192.0.2.1".to_owned()]
+        vec!["gateway=198.51.100.1".to_owned()]
     } else {
         args.nodes.clone()
     };
