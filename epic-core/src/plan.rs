@@ -93,6 +93,9 @@ pub struct DesiredInputs {
     /// the API and ADS servers. No endpoint or cluster node may use them
     /// ([`crate::admission`]).
     pub platform_networks: Vec<ipnet::IpNet>,
+    /// The Envoy images a `GatewayTemplate` may name (`envoyImage`);
+    /// `None`: any (standalone mode runs its own Envoy and ignores them).
+    pub envoy_images: Option<Vec<String>>,
 }
 
 /// Identity of a tunnel: both ends.
@@ -705,6 +708,18 @@ fn plan_gateway<'a>(
                     format!(
                         "GatewayTemplate {key}: replicas {} is outside 1..={MAX_REPLICAS}",
                         t.spec.replicas
+                    ),
+                ));
+            }
+            if let (Some(image), Some(allowed)) =
+                (&t.spec.envoy_image, &catalog.inputs.envoy_images)
+                && !allowed.contains(image)
+            {
+                ipam.release(&owner);
+                return Err(not_accepted(
+                    Reason::NotAllowed,
+                    format!(
+                        "GatewayTemplate {key}: Envoy image {image:?} is not one the platform allows"
                     ),
                 ));
             }

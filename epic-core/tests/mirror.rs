@@ -1120,6 +1120,7 @@ fn the_mirrored_objects_plan() {
             address: "203.0.113.1".parse().unwrap(),
         }],
         platform_networks: vec![],
+        envoy_images: None,
     };
     let p = plan(&inputs, &Recorded::default());
     assert!(p.problems.is_empty(), "{:?}", p.problems);

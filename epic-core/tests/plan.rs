@@ -814,3 +814,46 @@ spec:
     );
     assert!(g.snapshot.is_none());
 }
+
+#[test]
+fn a_template_may_name_only_an_envoy_image_the_platform_allows() {
+    let extra = format!(
+        "{}{}{}",
+        r#"
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: GatewayTemplate
+metadata: {name: own-image, namespace: acme}
+spec: {builtin: tcp, envoyImage: "registry.example/evil/envoy:latest"}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: GatewayTemplate
+metadata: {name: platform-image, namespace: acme}
+spec: {builtin: tcp, envoyImage: "envoyproxy/envoy:v1.40.0"}
+"#,
+        web("evil", "own-image"),
+        web("fine", "platform-image"),
+    );
+    let mut inputs = inputs(&extra);
+    // Standalone mode (no list) ignores images.
+    let p = plan(&inputs, &Recorded::default());
+    assert!(p.gateway("acme", "evil").unwrap().accepted());
+    inputs.envoy_images = Some(vec!["envoyproxy/envoy:v1.40.0".into()]);
+    let p = plan(&inputs, &Recorded::default());
+    let (s, r, m) = reason(&p, "acme", "evil", "Accepted");
+    assert_eq!((s.as_str(), r.as_str()), ("False", "NotAllowed"));
+    assert!(
+        m.contains(
+            "Envoy image \"registry.example/evil/envoy:latest\" is not one the platform allows"
+        ),
+        "{m}"
+    );
+    assert!(
+        p.gateway("acme", "evil")
+            .unwrap()
+            .status
+            .addresses
+            .is_empty()
+    );
+    assert!(p.gateway("acme", "fine").unwrap().programmed());
+}

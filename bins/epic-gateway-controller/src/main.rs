@@ -46,6 +46,10 @@ struct Args {
     /// Envoy image for proxies whose template names none.
     #[arg(long, default_value = "envoyproxy/envoy:v1.40.0")]
     envoy_image: String,
+    /// Another Envoy image a GatewayTemplate may name (repeatable); a
+    /// template naming an image not allowed is not accepted.
+    #[arg(long = "allowed-envoy-image")]
+    allowed_envoy_images: Vec<String>,
     /// Elect a leader with a Lease (off: this replica always leads).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -112,6 +116,7 @@ fn options(args: &Args) -> Result<Options, String> {
         proxies: ProxySettings {
             image: args.envoy_image.clone(),
             xds: args.xds_service.clone(),
+            other_images: args.allowed_envoy_images.clone(),
         },
         debounce: Duration::from_millis(args.debounce_ms),
         max_delay: Duration::from_secs(1),

@@ -252,6 +252,7 @@ impl GatewayController {
         let mut loaded = source.load();
         loaded.recorded.tunnel_id_secret = Some(self.options.tunnel_ids.clone());
         loaded.inputs.platform_networks = self.options.platform_networks.clone();
+        loaded.inputs.envoy_images = Some(self.options.proxies.allowed_images());
         loaded
     }
 

@@ -162,6 +162,7 @@ pub async fn load(client: &Client) -> Result<Loaded, K8sError> {
             gateway_nodes: gateway_nodes(&nodes),
             // The runtime adds the networks its operator declares.
             platform_networks: Vec::new(),
+            envoy_images: None,
         },
         recorded,
     })

@@ -111,6 +111,7 @@ impl PlatformSource {
                 gateway_nodes: gateway_nodes(&sorted(&self.nodes)),
                 // The runtime adds the networks its operator declares.
                 platform_networks: Vec::new(),
+                envoy_images: None,
             },
             recorded,
         }

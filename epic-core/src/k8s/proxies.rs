@@ -114,6 +114,18 @@ pub struct ProxySettings {
     pub image: String,
     /// The ADS server as proxies reach it (`host:port`).
     pub xds: String,
+    /// Further Envoy images a `GatewayTemplate` may name (`image` always
+    /// may); a template naming any other is not accepted.
+    pub other_images: Vec<String>,
+}
+
+impl ProxySettings {
+    /// Every image a template may name: `image` and `other_images`.
+    pub fn allowed_images(&self) -> Vec<String> {
+        let mut all = vec![self.image.clone()];
+        all.extend(self.other_images.iter().cloned());
+        all
+    }
 }
 
 impl Default for ProxySettings {
@@ -121,6 +133,7 @@ impl Default for ProxySettings {
         ProxySettings {
             image: "envoyproxy/envoy:v1.40.0".into(),
             xds: "epic-gateway-controller.epic-system.svc:18000".into(),
+            other_images: Vec::new(),
         }
     }
 }
