@@ -119,6 +119,21 @@ pub enum StreamKind {
     Delta,
 }
 
+/// The longest NACK error message kept, in bytes (the rest is cut).
+pub const MAX_NACK_ERROR_BYTES: usize = 4096;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// A NACK recorded against a revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NackRecord {
@@ -445,8 +460,24 @@ impl SnapshotCache {
             .subscribe()
     }
 
+    #[cfg(test)]
     pub(crate) fn register_stream(&self, node: &str, kind: StreamKind) -> StreamId {
+        self.try_register_stream(node, kind, usize::MAX)
+            .unwrap_or_else(|| unreachable!("no limit"))
+    }
+
+    /// Registers a stream of `node` unless it already has `limit` open.
+    pub(crate) fn try_register_stream(
+        &self,
+        node: &str,
+        kind: StreamKind,
+        limit: usize,
+    ) -> Option<StreamId> {
         let mut st = self.lock();
+        let open = st.nodes.get(node).map_or(0, |e| e.streams.len());
+        if open >= limit {
+            return None;
+        }
         st.next_stream += 1;
         let id = st.next_stream;
         st.nodes
@@ -465,7 +496,7 @@ impl SnapshotCache {
                     nacks: 0,
                 },
             );
-        id
+        Some(id)
     }
 
     pub(crate) fn unregister_stream(&self, node: &str, id: StreamId) {
@@ -529,12 +560,22 @@ impl SnapshotCache {
                 let Some(r) = entry.revision_mut(*revision) else {
                     return;
                 };
-                r.nacks.push(NackRecord {
+                // One record per (stream, type): a client repeating its NACK
+                // replaces it, so records stay bounded by the open streams.
+                let record = NackRecord {
                     stream: id,
                     resource_type: *kind,
                     version: version.clone(),
-                    error: error.clone(),
-                });
+                    error: bounded(error, MAX_NACK_ERROR_BYTES),
+                };
+                match r
+                    .nacks
+                    .iter_mut()
+                    .find(|n| n.stream == id && n.resource_type == *kind)
+                {
+                    Some(old) => *old = record,
+                    None => r.nacks.push(record),
+                }
                 r.refresh_state();
                 let nackers: BTreeSet<StreamId> = r.nacks.iter().map(|n| n.stream).collect();
                 let is_current = entry.current().is_some_and(|p| p.revision == *revision);
@@ -734,5 +775,36 @@ mod tests {
         assert_eq!(revs[1].state, RevisionState::Tainted);
         assert_eq!(revs[2].rollback_of, Some(1));
         assert_eq!(revs[2].version, revs[0].version);
+    }
+
+    #[test]
+    fn nack_records_stay_bounded_whatever_a_client_repeats() {
+        let cache = SnapshotCache::new();
+        cache.set_snapshot("n", basic(1).build().unwrap());
+        let s1 = cache.register_stream("n", StreamKind::Sotw);
+        let huge = "x".repeat(1 << 20);
+        for i in 0..1000 {
+            cache.record(
+                "n",
+                s1,
+                &StreamEvent::Nack {
+                    kind: ResourceType::Listener,
+                    version: format!("v{i}"),
+                    revision: 1,
+                    error: huge.clone(),
+                },
+            );
+        }
+        let r = &cache.revisions("n")[0];
+        assert_eq!(r.nacks.len(), 1, "one record per stream and type");
+        assert_eq!(r.nacks[0].version, "v999", "the latest is kept");
+        assert!(r.nacks[0].error.len() <= MAX_NACK_ERROR_BYTES + '…'.len_utf8());
+        assert_eq!(
+            cache.status().nodes[0].streams[0].nacks,
+            1000,
+            "all counted"
+        );
+        // A cut never splits a character.
+        assert_eq!(bounded("añb", 2), "a…");
     }
 }

@@ -95,7 +95,7 @@ pub use cache::{
     Revision, RevisionState, SnapshotCache, StreamId, StreamKind, StreamStatus,
 };
 pub use resource::{EncodedResource, ResourceType, SharedResource};
-pub use server::{AdsServer, KnownGateways, NodeAuthorizer, ServerError};
+pub use server::{AdsServer, KnownGateways, NodeAuthorizer, ServerError, StreamLimits};
 pub use snapshot::{ResourceSet, Snapshot, SnapshotBuilder, SnapshotError};
 
 /// The Envoy protobuf types (re-exported from `envoy-types`).

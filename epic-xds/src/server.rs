@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -19,12 +20,64 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::cache::{NodeId, SnapshotCache, StreamKind};
+use crate::cache::{NodeId, SnapshotCache, StreamId, StreamKind};
 use crate::delta::DeltaStream;
 use crate::sotw::SotwStream;
 
 /// Responses buffered per stream before the stream task waits for the client.
 const STREAM_BUFFER: usize = 16;
+
+/// What one client may hold of the server: a stream that breaks a limit is
+/// refused or ended with `RESOURCE_EXHAUSTED` / `DEADLINE_EXCEEDED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// How long a client may take to send a stream's first request.
+    pub first_request: Duration,
+    /// Open streams per node id (a proxy needs one; a restart briefly two).
+    pub streams_per_node: usize,
+    /// Resource names one request may name (SotW `resource_names`; delta
+    /// `resource_names_subscribe` plus `resource_names_unsubscribe`).
+    pub names_per_request: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            first_request: Duration::from_secs(10),
+            streams_per_node: 4,
+            names_per_request: 10_000,
+        }
+    }
+}
+
+/// The resource names a request carries.
+trait NamedRequest {
+    fn names(&self) -> usize;
+}
+
+impl NamedRequest for DiscoveryRequest {
+    fn names(&self) -> usize {
+        self.resource_names.len()
+    }
+}
+
+impl NamedRequest for DeltaDiscoveryRequest {
+    fn names(&self) -> usize {
+        self.resource_names_subscribe.len() + self.resource_names_unsubscribe.len()
+    }
+}
+
+/// `Err` if `req` names more resources than `limits` allow.
+fn check_names(req: &impl NamedRequest, limits: &StreamLimits) -> Result<(), Status> {
+    let n = req.names();
+    if n > limits.names_per_request {
+        return Err(Status::resource_exhausted(format!(
+            "a request names {n} resources; at most {} are allowed",
+            limits.names_per_request
+        )));
+    }
+    Ok(())
+}
 
 /// Decides whether a node may connect.
 pub trait NodeAuthorizer: Send + Sync + 'static {
@@ -104,6 +157,7 @@ pub struct AdsServer {
     cache: SnapshotCache,
     authorizer: Arc<dyn NodeAuthorizer>,
     shutdown: watch::Sender<bool>,
+    limits: StreamLimits,
 }
 
 impl fmt::Debug for AdsServer {
@@ -121,7 +175,14 @@ impl AdsServer {
             cache,
             authorizer: Arc::new(authorizer),
             shutdown: watch::channel(false).0,
+            limits: StreamLimits::default(),
         }
+    }
+
+    /// This server with other `limits` (default: [`StreamLimits::default`]).
+    pub fn with_limits(mut self, limits: StreamLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The cache this server serves.
@@ -164,6 +225,35 @@ impl AdsServer {
         Ok(())
     }
 
+    /// Waits (within the first-request limit) for a stream's first request.
+    async fn first<R: NamedRequest>(&self, inbound: &mut Streaming<R>) -> Result<R, Status> {
+        let limit = self.limits.first_request;
+        let first = match tokio::time::timeout(limit, inbound.next()).await {
+            Ok(Some(r)) => r?,
+            Ok(None) => return Err(Status::cancelled("stream closed before its first request")),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no first request within {limit:?}"
+                )));
+            }
+        };
+        check_names(&first, &self.limits)?;
+        Ok(first)
+    }
+
+    /// Registers a stream of `node` within the per-node limit.
+    fn register(&self, node: &str, kind: StreamKind) -> Result<StreamId, Status> {
+        let limit = self.limits.streams_per_node;
+        self.cache
+            .try_register_stream(node, kind, limit)
+            .ok_or_else(|| {
+                tracing::warn!(node, limit, "xDS stream refused: too many streams");
+                Status::resource_exhausted(format!(
+                    "node {node:?} already has {limit} open streams"
+                ))
+            })
+    }
+
     /// Reads the first request and checks its node id.
     fn admit(&self, node: Option<&str>) -> Result<String, Status> {
         let id = node.unwrap_or_default();
@@ -190,14 +280,13 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let mut inbound = request.into_inner();
-        let first = match inbound.next().await {
-            Some(r) => r?,
-            None => return Err(Status::cancelled("stream closed before its first request")),
-        };
+        let first = self.first(&mut inbound).await?;
         let node = self.admit(first.node.as_ref().map(|n| n.id.as_str()))?;
+        let id = self.register(&node, StreamKind::Sotw)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let span = tracing::info_span!("ads", node = %node, kind = "sotw");
-        tokio::spawn(run_sotw(self.clone(), node, first, inbound, tx).instrument(span));
+        let stream = Opened { node, id, first };
+        tokio::spawn(run_sotw(self.clone(), stream, inbound, tx).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -206,30 +295,35 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let mut inbound = request.into_inner();
-        let first = match inbound.next().await {
-            Some(r) => r?,
-            None => return Err(Status::cancelled("stream closed before its first request")),
-        };
+        let first = self.first(&mut inbound).await?;
         let node = self.admit(first.node.as_ref().map(|n| n.id.as_str()))?;
+        let id = self.register(&node, StreamKind::Delta)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let span = tracing::info_span!("ads", node = %node, kind = "delta");
-        tokio::spawn(run_delta(self.clone(), node, first, inbound, tx).instrument(span));
+        let stream = Opened { node, id, first };
+        tokio::spawn(run_delta(self.clone(), stream, inbound, tx).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
+/// An admitted, registered stream and its first request.
+struct Opened<R> {
+    node: String,
+    id: StreamId,
+    first: R,
+}
+
 /// Generates the stream task for one protocol flavour.
 macro_rules! stream_task {
-    ($name:ident, $core:ty, $req:ty, $resp:ty, $kind:expr) => {
+    ($name:ident, $core:ty, $req:ty, $resp:ty) => {
         async fn $name(
             server: AdsServer,
-            node: String,
-            first: $req,
+            stream: Opened<$req>,
             mut inbound: Streaming<$req>,
             tx: Outbound<$resp>,
         ) {
+            let Opened { node, id, first } = stream;
             let cache = server.cache.clone();
-            let id = cache.register_stream(&node, $kind);
             tracing::info!(stream = id, "stream opened");
             let mut snapshots = cache.subscribe(&node);
             let mut shutdown = server.shutdown.subscribe();
@@ -258,6 +352,11 @@ macro_rules! stream_task {
                     }
                     msg = inbound.next() => match msg {
                         Some(Ok(req)) => {
+                            if let Err(status) = check_names(&req, &server.limits) {
+                                tracing::warn!(%status, "stream ended");
+                                let _ = tx.send(Err(status)).await;
+                                break;
+                            }
                             ok = deliver(&cache, &node, id, core.on_request(req), &tx).await;
                         }
                         Some(Err(status)) => {
@@ -274,19 +373,12 @@ macro_rules! stream_task {
     };
 }
 
-stream_task!(
-    run_sotw,
-    SotwStream,
-    DiscoveryRequest,
-    DiscoveryResponse,
-    StreamKind::Sotw
-);
+stream_task!(run_sotw, SotwStream, DiscoveryRequest, DiscoveryResponse);
 stream_task!(
     run_delta,
     DeltaStream,
     DeltaDiscoveryRequest,
-    DeltaDiscoveryResponse,
-    StreamKind::Delta
+    DeltaDiscoveryResponse
 );
 
 /// Records events and sends responses; `false` once the client is gone.
