@@ -364,6 +364,18 @@ impl DataPath {
         test_run(&self.ebpf, program.name(), frame, Some(out), 1)
     }
 
+    /// [`DataPath::test_run`] for a packet whose skb carries `mark`, as a
+    /// proxy's marked socket sends it (the endpoint key's scope).
+    pub fn test_run_marked(
+        &self,
+        program: Program,
+        frame: &[u8],
+        out: &mut [u8],
+        mark: u32,
+    ) -> Result<TestRunOutput, Error> {
+        crate::test_run_with(&self.ebpf, program.name(), frame, Some(out), 1, mark)
+    }
+
     /// Runs `program` `repeat` times over the same skb (the kernel reuses
     /// it: use programs whose output equals their input, e.g. after an
     /// encapsulation, the decapsulation) and returns the mean time per run.

@@ -384,6 +384,22 @@ fn test_run(
     out: Option<&mut [u8]>,
     repeat: u32,
 ) -> Result<TestRunOutput, Error> {
+    test_run_with(ebpf, name, frame, out, repeat, 0)
+}
+
+/// [`test_run`] with the skb's `mark` set to `mark`.
+fn test_run_with(
+    ebpf: &Ebpf,
+    name: &'static str,
+    frame: &[u8],
+    out: Option<&mut [u8]>,
+    repeat: u32,
+    mark: u32,
+) -> Result<TestRunOutput, Error> {
+    // `struct __sk_buff` up to `mark` (offset 8): the kernel takes `mark`
+    // from the context and requires the fields before it to be zero.
+    let mut ctx = [0u8; 12];
+    ctx[8..].copy_from_slice(&mark.to_ne_bytes());
     let program: &SchedClassifier = ebpf
         .program(name)
         .ok_or(Error::ProgramMissing { program: name })?
@@ -396,6 +412,9 @@ fn test_run(
     opts.data_in = Some(frame);
     opts.data_out = out;
     opts.repeat = repeat.max(1);
+    if mark != 0 {
+        opts.ctx_in = Some(&ctx);
+    }
     let result = program.test_run(opts).map_err(|source| Error::TestRun {
         program: name,
         source: Box::new(source),

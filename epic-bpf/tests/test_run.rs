@@ -583,3 +583,68 @@ fn the_gateway_decapsulates_only_replies_to_its_own_flows() {
         );
     }
 }
+
+#[test]
+fn the_socket_mark_chooses_the_tenants_endpoint() {
+    if !require_root("the_socket_mark_chooses_the_tenants_endpoint") {
+        return;
+    }
+    // Two tenants' pods share one address and port; each tenant's proxies
+    // mark their sockets with its scope, and each scope has its own tunnel.
+    const OTHER: TunnelId = TunnelId(0x0a0b_0c0d);
+    let c = &cases()[0];
+    let mut gw = DataPath::load().unwrap();
+    let other_nat: IpAddr = "198.51.100.253".parse().unwrap();
+    for (tunnel, tenant, nat) in [(TUNNEL, 1, c.nat), (OTHER, 2, other_nat)] {
+        gw.add_tunnel(
+            tunnel,
+            TunnelValue::pending(TenantId(tenant), c.gateway, GUE_PORT),
+        )
+        .unwrap();
+        gw.set_verified_remote(tunnel, SocketAddr::new(nat, NAT_PORT))
+            .unwrap();
+        gw.add_endpoint(EndpointKey::new(tenant, c.pod, 8080, 6), tunnel)
+            .unwrap();
+    }
+    let request = common::ip_packet(c.proxy, 41000, c.pod, 8080, 6, 0);
+    let frame = common::frame(&request);
+    let marked = |mark: u32| {
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = gw
+            .test_run_marked(Program::GatewayEgress, &frame, &mut out, mark)
+            .unwrap();
+        out.truncate(r.len);
+        (r.verdict, out)
+    };
+    // Scope 1 goes to tenant 1's node, scope 2 to tenant 2's.
+    let (verdict, one) = marked(1);
+    assert_eq!(verdict, TC_ACT_OK);
+    let gue = 14 + 20 + 8;
+    assert_eq!(
+        one[gue + 4..gue + 8],
+        TUNNEL.0.to_be_bytes(),
+        "tunnel of scope 1"
+    );
+    assert_eq!(
+        one[14 + 16..14 + 20],
+        [198, 51, 100, 254],
+        "to tenant 1's NAT"
+    );
+    let (verdict, two) = marked(2);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        two[gue + 4..gue + 8],
+        OTHER.0.to_be_bytes(),
+        "tunnel of scope 2"
+    );
+    assert_eq!(
+        two[14 + 16..14 + 20],
+        [198, 51, 100, 253],
+        "to tenant 2's NAT"
+    );
+    // No endpoint in scope 3 (nor in the unmarked scope 0): not encapsulated.
+    for mark in [0, 3] {
+        let (verdict, out) = marked(mark);
+        assert_eq!((verdict, out), (TC_ACT_OK, frame.clone()), "mark {mark}");
+    }
+}

@@ -34,9 +34,11 @@
 //!   gateway, on every gateway node. Recorded ids are kept; a new tunnel
 //!   gets an id derived from its ends under the records' secret
 //!   ([`crate::tunnel_ids`]): not guessable, and free.
-//! - Data-path endpoints are keyed by (pod address, port, protocol) in
-//!   scope 0, so two tenants cannot both use the same pod address and port
-//!   behind one gateway node: the later gateway (in plan order) gets
+//! - Data-path endpoints are keyed by (scope, pod address, port, protocol),
+//!   the scope being the tenant's id, which its proxies set as the mark of
+//!   their upstream sockets: tenants may reuse each other's pod addresses.
+//!   Within one tenant, a second gateway that would reach the same pod
+//!   address and port through another tunnel (another cluster) gets
 //!   `Programmed=False`, reason `EndpointConflict`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -161,6 +163,10 @@ pub struct GatewayPlan {
     pub name: String,
     /// Tenant name (empty if the namespace has no tenant).
     pub tenant: String,
+    /// The tenant's id (0 if the namespace has no tenant): the data-path
+    /// scope of its endpoints, which its proxies set as the mark of their
+    /// upstream sockets ([`upstream_mark`]).
+    pub tenant_id: u32,
     /// The Envoy configuration for its proxies; `None`: leave what the
     /// proxies have (rejected or not programmed).
     pub snapshot: Option<Arc<Snapshot>>,
@@ -220,6 +226,9 @@ pub struct TunnelPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointPlan {
+    /// The data-path scope: the tenant's id, which its proxies carry as the
+    /// mark of their upstream sockets.
+    pub scope: u32,
     /// Pod address.
     pub address: IpAddr,
     /// Pod port.
@@ -259,6 +268,34 @@ impl Plan {
             .iter()
             .filter(move |t| t.key.gateway_node == gateway_node)
     }
+}
+
+/// `SO_MARK` (`SOL_SOCKET` 1, option 36).
+const SO_MARK: (i64, i64) = (1, 36);
+
+/// The bootstrap `cluster_manager` of a proxy of tenant scope `scope`:
+/// every upstream socket carries the mark `scope`, which the gateway
+/// egress program reads as the endpoint key's scope. A template cannot
+/// change it: per-cluster `upstream_bind_config` is refused by the
+/// platform's policy (`epic_templates::policy`). Setting a mark needs
+/// `CAP_NET_RAW` or `CAP_NET_ADMIN`.
+///
+/// ```
+/// let manager = epic_core::plan::upstream_mark(7);
+/// assert_eq!(manager["upstream_bind_config"]["socket_options"][0]["int_value"], 7);
+/// ```
+pub fn upstream_mark(scope: u32) -> serde_json::Value {
+    serde_json::json!({
+        "upstream_bind_config": {
+            "socket_options": [{
+                "description": "SO_MARK: the tenant's data-path scope",
+                "level": SO_MARK.0,
+                "name": SO_MARK.1,
+                "int_value": scope,
+                "state": "STATE_PREBIND"
+            }]
+        }
+    })
 }
 
 /// The Envoy node id of proxy `index` of a gateway: `<tenant>/<gateway>/proxy-<index>`.
@@ -461,8 +498,7 @@ pub fn plan_incremental(
         .collect();
     let mut wanted_tunnels: BTreeMap<TunnelKey, (u32, IpAddr)> = BTreeMap::new();
     let mut gateway_tunnels: Vec<Vec<(TunnelKey, IpAddr)>> = Vec::new();
-    let mut endpoint_owner: BTreeMap<(String, IpAddr, u16, u8), (String, TunnelKey)> =
-        BTreeMap::new();
+    let mut endpoint_owner: BTreeMap<EndpointClaim, (String, TunnelKey)> = BTreeMap::new();
     let mut refused_endpoints: BTreeSet<Problem> = BTreeSet::new();
 
     for g in gateways {
@@ -472,6 +508,7 @@ pub fn plan_incremental(
             namespace: ns.to_owned(),
             name: name.to_owned(),
             tenant: String::new(),
+            tenant_id: 0,
             snapshot: None,
             announcements: Vec::new(),
             status: GatewayStatus::default(),
@@ -502,11 +539,17 @@ pub fn plan_incremental(
                             node: endpoint.node.clone(),
                             gateway_node: node.name.clone(),
                         };
-                        let ekey = (node.name.clone(), endpoint.address, endpoint.port, port);
+                        let ekey = (
+                            node.name.clone(),
+                            tenant.spec.id,
+                            endpoint.address,
+                            endpoint.port,
+                            port,
+                        );
                         match endpoint_owner.get(&ekey) {
                             Some((other, other_key)) if other_key != &key => {
                                 conflict = Some(format!(
-                                    "endpoint {}:{} is already reached through gateway {other} of another cluster or tenant",
+                                    "endpoint {}:{} is already reached through gateway {other} of another cluster",
                                     endpoint.address, endpoint.port
                                 ));
                             }
@@ -561,11 +604,12 @@ pub fn plan_incremental(
         });
     }
     out.tunnels.sort_by_key(|t| t.id);
-    for ((gateway_node, address, port, protocol), (_, key)) in &endpoint_owner {
+    for ((gateway_node, scope, address, port, protocol), (_, key)) in &endpoint_owner {
         out.endpoints
             .entry(gateway_node.clone())
             .or_default()
             .push(EndpointPlan {
+                scope: *scope,
                 address: *address,
                 port: *port,
                 protocol: *protocol,
@@ -657,6 +701,10 @@ impl<'a> Catalog<'a> {
     }
 }
 
+/// An endpoint as a gateway node's data path keys it: (gateway node, scope,
+/// pod address, port, protocol).
+type EndpointClaim = (String, u32, IpAddr, u16, u8);
+
 /// An admitted backend endpoint of a gateway: its set, its protocol
 /// number, the endpoint, its node's address.
 type BackendEndpoint<'a> = (&'a BackendSet, u8, &'a crate::model::Endpoint, IpAddr);
@@ -693,6 +741,7 @@ fn plan_gateway<'a>(
     };
     let tenant_name = name_of(&tenant.metadata);
     gp.tenant = tenant_name.to_owned();
+    gp.tenant_id = tenant.spec.id;
 
     // Template.
     let resolved = match templates

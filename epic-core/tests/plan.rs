@@ -323,7 +323,7 @@ spec:
 }
 
 #[test]
-fn two_tenants_cannot_reach_the_same_pod_endpoint_through_one_node() {
+fn two_tenants_may_use_the_same_pod_address_each_in_its_own_scope() {
     let extra = format!(
         "{}{}",
         web("web", "tcp"),
@@ -348,11 +348,62 @@ spec:
 "#
     );
     let p = plan(&inputs(&extra), &Recorded::default());
+    let (acme, globex) = (
+        p.gateway("acme", "web").unwrap(),
+        p.gateway("globex", "web").unwrap(),
+    );
+    assert!(
+        acme.programmed() && globex.programmed(),
+        "{:?}",
+        globex.status.conditions
+    );
+    assert_eq!((acme.tenant_id, globex.tenant_id), (1, 2));
+    let tunnel_of = |tenant: &str| {
+        p.tunnels
+            .iter()
+            .find(|t| t.key.tenant == tenant && t.key.node != "n2")
+            .unwrap()
+            .id
+    };
+    let pod: Vec<(u32, u32)> = p.endpoints["gw1"]
+        .iter()
+        .filter(|e| e.address.to_string() == "198.18.1.5")
+        .map(|e| (e.scope, e.tunnel))
+        .collect();
+    assert_eq!(pod, [(1, tunnel_of("acme")), (2, tunnel_of("globex"))]);
+}
+
+#[test]
+fn one_tenant_cannot_reach_one_pod_address_through_two_clusters() {
+    let extra = format!(
+        "{}{}",
+        web("web", "tcp"),
+        r#"
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: BackendSet
+metadata: {name: web2, namespace: acme}
+spec:
+  cluster: c2
+  namespace: default
+  service: web2
+  ports: [{port: 80, endpoints: [{address: 198.18.1.5, port: 8080, node: y1}]}]
+  nodes: [{name: y1, address: 198.51.100.9}]
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Gateway
+metadata: {name: web2, namespace: acme}
+spec:
+  template: tcp
+  listeners: [{name: web, port: 80, protocol: TCP, backends: [{namespace: default, name: web2, port: 80}]}]
+"#
+    );
+    let p = plan(&inputs(&extra), &Recorded::default());
     assert!(p.gateway("acme", "web").unwrap().programmed());
-    let (s, r, m) = reason(&p, "globex", "web", "Programmed");
+    let (s, r, m) = reason(&p, "acme", "web2", "Programmed");
     assert_eq!((s.as_str(), r.as_str()), ("False", "EndpointConflict"));
     assert!(m.contains("198.18.1.5:8080"), "{m}");
-    assert!(p.tunnels.iter().all(|t| t.key.tenant == "acme"));
+    assert!(p.tunnels.iter().all(|t| t.key.cluster == "c1"));
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::Client;
@@ -143,15 +143,18 @@ pub fn proxy_name(gateway: &str) -> String {
     format!("{gateway}-proxy")
 }
 
-/// The Envoy bootstrap every proxy of a gateway starts from: ADS over
-/// gRPC to `settings.xds`; the node id comes from the command line.
-pub fn proxy_bootstrap(settings: &ProxySettings) -> serde_json::Value {
+/// The Envoy bootstrap every proxy of a gateway of tenant scope `scope`
+/// starts from: ADS over gRPC to `settings.xds`, upstream sockets marked
+/// with `scope` ([`crate::plan::upstream_mark`]); the node id comes from the
+/// command line.
+pub fn proxy_bootstrap(settings: &ProxySettings, scope: u32) -> serde_json::Value {
     let (host, port) = settings
         .xds
         .rsplit_once(':')
         .map(|(h, p)| (h.to_owned(), p.parse::<u16>().unwrap_or(18000)))
         .unwrap_or_else(|| (settings.xds.clone(), 18000));
     json!({
+        "cluster_manager": crate::plan::upstream_mark(scope),
         // Port 0: proxies share the host network of a gateway node.
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "dynamic_resources": {
@@ -240,6 +243,14 @@ pub fn proxy_statefulset(
                         name: "envoy".into(),
                         image: Some(image.to_owned()),
                         command: Some(vec!["/bin/sh".into(), "-c".into(), command]),
+                        // SO_MARK on upstream sockets (the tenant's scope).
+                        security_context: Some(SecurityContext {
+                            capabilities: Some(Capabilities {
+                                add: Some(vec!["NET_RAW".into()]),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
                         env: Some(vec![EnvVar {
                             name: "POD_NAME".into(),
                             value_from: Some(EnvVarSource {
@@ -355,7 +366,6 @@ pub async fn apply_proxies(
     existing: &ProxyObjects,
 ) -> SinkReport {
     let mut report = SinkReport::default();
-    let bootstrap = serde_json::to_string_pretty(&proxy_bootstrap(settings)).unwrap_or_default();
     let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
     let gateways = ByKey::new(&inputs.gateways);
     let (maps_now, sets_now) = (ByKey::new(&existing.maps), ByKey::new(&existing.sets));
@@ -376,6 +386,8 @@ pub async fn apply_proxies(
         wanted.insert((g.namespace.clone(), name.clone()));
         let owner = gateways.get(&g.namespace, &g.name);
         let owners = owner.and_then(owned_by);
+        let bootstrap = serde_json::to_string_pretty(&proxy_bootstrap(settings, g.tenant_id))
+            .unwrap_or_default();
         let mut config_map = proxy_config_map(g, &bootstrap);
         config_map.metadata.owner_references = owners.clone();
         let replicas = i32::try_from(g.status.proxies.len()).unwrap_or(i32::MAX);

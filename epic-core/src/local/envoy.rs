@@ -174,6 +174,9 @@ pub struct EnvoyConfig {
     pub concurrency: u32,
     /// How long [`LocalEnvoy::start`] waits for the admin port.
     pub start_timeout: Duration,
+    /// The mark of every upstream socket (the tenant's data-path scope,
+    /// [`crate::plan::upstream_mark`]); `None`: unmarked.
+    pub upstream_mark: Option<u32>,
 }
 
 impl EnvoyConfig {
@@ -196,6 +199,7 @@ impl EnvoyConfig {
             work_dir: work_dir.into(),
             concurrency: 1,
             start_timeout: Duration::from_secs(30),
+            upstream_mark: None,
         }
     }
 
@@ -223,6 +227,14 @@ fn socket_address(addr: SocketAddr) -> Value {
 /// clusters and listeners, and the static HTTP/2 cluster [`XDS_CLUSTER`]
 /// that leads to the ADS server.
 pub fn bootstrap(config: &EnvoyConfig) -> Value {
+    let mut bootstrap = unmarked_bootstrap(config);
+    if let Some(scope) = config.upstream_mark {
+        bootstrap["cluster_manager"] = crate::plan::upstream_mark(scope);
+    }
+    bootstrap
+}
+
+fn unmarked_bootstrap(config: &EnvoyConfig) -> Value {
     let api_type = if config.delta { "DELTA_GRPC" } else { "GRPC" };
     json!({
         "node": { "id": config.node_id, "cluster": config.node_cluster },
@@ -554,6 +566,19 @@ mod tests {
             "127.0.0.1:18000".parse().unwrap(),
             "/tmp/x",
         )
+    }
+
+    #[test]
+    fn a_marked_proxy_marks_every_upstream_socket() {
+        let mut c = config();
+        assert!(bootstrap(&c).get("cluster_manager").is_none());
+        c.upstream_mark = Some(7);
+        let option = &bootstrap(&c)["cluster_manager"]["upstream_bind_config"]["socket_options"][0];
+        assert_eq!(
+            (&option["level"], &option["name"], &option["int_value"]),
+            (&json!(1), &json!(36), &json!(7)),
+            "SOL_SOCKET, SO_MARK, the scope"
+        );
     }
 
     #[test]

@@ -678,7 +678,7 @@ impl Standalone {
             for e in stale {
                 plane
                     .datapath
-                    .remove_endpoint(EndpointKey::new(0, e.address, e.port, e.protocol))?;
+                    .remove_endpoint(EndpointKey::new(e.scope, e.address, e.port, e.protocol))?;
                 self.endpoints.remove(&e);
                 report.endpoints.1 += 1;
             }
@@ -727,7 +727,7 @@ impl Standalone {
                 .collect();
             for e in missing {
                 plane.datapath.add_endpoint(
-                    EndpointKey::new(0, e.address, e.port, e.protocol),
+                    EndpointKey::new(e.scope, e.address, e.port, e.protocol),
                     TunnelId(e.tunnel),
                 )?;
                 self.endpoints.insert(e);
@@ -739,6 +739,12 @@ impl Standalone {
         // keeps the last good one; gone gateways are refused.
         self.published = crate::publish::publish(plan, &self.cache, &self.known, &self.published);
         let proxies = self.published.proxies.clone();
+        // Each proxy marks its upstream sockets with its tenant's scope.
+        let scopes: BTreeMap<&str, u32> = plan
+            .gateways
+            .iter()
+            .flat_map(|g| g.status.proxies.iter().map(|p| (p.as_str(), g.tenant_id)))
+            .collect();
         let public: BTreeSet<IpAddr> = plan
             .gateways
             .iter()
@@ -798,6 +804,7 @@ impl Standalone {
             let mut config =
                 EnvoyConfig::new(self.envoy_binary.clone(), proxy, self.xds_address, &dir);
             config.node_cluster = cluster.to_owned();
+            config.upstream_mark = scopes.get(proxy.as_str()).copied();
             // One proxy that does not start is that gateway's problem, not
             // every gateway's: it is reported and tried again next time.
             match LocalEnvoy::start(config).await {
