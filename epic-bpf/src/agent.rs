@@ -107,6 +107,69 @@ impl HelloStats {
     }
 }
 
+/// Bounds how many rejected hellos are logged: at most `per_window` in each
+/// `window`, then one summary of how many were left out. Rejections are
+/// attacker-controlled; every one is still counted in [`HelloStats`].
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use epic_bpf::agent::RejectionLog;
+///
+/// let start = Instant::now();
+/// let mut log = RejectionLog::new(2, Duration::from_secs(10), start);
+/// assert!(log.admit(start));
+/// assert!(log.admit(start));
+/// assert!(!log.admit(start)); // the third in the window is left out
+/// assert_eq!(log.roll(start + Duration::from_secs(10)), Some(1));
+/// assert!(log.admit(start + Duration::from_secs(10)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct RejectionLog {
+    per_window: u32,
+    window: Duration,
+    started: StdInstant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RejectionLog {
+    /// At most `per_window` logged rejections per `window`, from `now`.
+    pub fn new(per_window: u32, window: Duration, now: StdInstant) -> Self {
+        RejectionLog {
+            per_window,
+            window,
+            started: now,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether the rejection seen at `now` may be logged (else it is
+    /// counted as left out).
+    pub fn admit(&mut self, now: StdInstant) -> bool {
+        let _ = self.roll(now);
+        if self.logged < self.per_window {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+
+    /// Starts a new window if the current one ended by `now`; returns how
+    /// many rejections the ended window left out, if any (log that once).
+    pub fn roll(&mut self, now: StdInstant) -> Option<u64> {
+        if now.saturating_duration_since(self.started) < self.window {
+            return None;
+        }
+        self.started = now;
+        self.logged = 0;
+        let left_out = std::mem::take(&mut self.suppressed);
+        (left_out > 0).then_some(left_out)
+    }
+}
+
 /// Gateway side: verifies received hellos and programs the tunnel map.
 pub struct GatewayHelloAgent {
     socket: UdpSocket,

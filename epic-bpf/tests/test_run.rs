@@ -375,18 +375,13 @@ fn gue_data_from_a_wrong_source_or_unverified_tunnel_is_dropped() {
     }
 }
 
-#[test]
-fn control_messages_are_passed_up_unchanged() {
-    if !require_root("control_messages_are_passed_up_unchanged") {
-        return;
-    }
+/// A valid hello of `tunnel` (its MAC under a test key).
+fn hello_bytes(tunnel: TunnelId) -> Vec<u8> {
     use epic_gue::NodeId;
     use epic_gue::hello::{HelloKey, HelloSender, Instant, SenderConfig};
-    let c = &cases()[0];
-    let (gw, _cl) = gateway_and_cluster(c);
     let mut sender = HelloSender::new(
         &SenderConfig::new(
-            TUNNEL,
+            tunnel,
             HelloKey::new([7; 32]),
             TenantId(1),
             NodeId::from_name("n"),
@@ -394,27 +389,106 @@ fn control_messages_are_passed_up_unchanged() {
         Instant::ZERO,
         1_700_000_000_000_000_000,
     );
-    let hello = sender.poll_transmit(Instant::ZERO).unwrap();
-    // A UDP datagram from the NAT mapping to the gateway's port 6080.
+    sender
+        .poll_transmit(Instant::ZERO)
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+/// An Ethernet frame of a UDP datagram from `src` to the gateway's
+/// 198.51.100.1:6080 carrying `payload`.
+fn to_gateway_6080(src: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let IpAddr::V4(ip) = src.ip() else {
+        unreachable!("IPv4 sources only")
+    };
+    let o = ip.octets();
     let mut packet = vec![
-        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 51, 100, 254, 198, 51, 100, 1,
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, o[0], o[1], o[2], o[3], 198, 51, 100, 1,
     ];
-    packet.extend_from_slice(&NAT_PORT.to_be_bytes());
+    packet.extend_from_slice(&src.port().to_be_bytes());
     packet.extend_from_slice(&GUE_PORT.to_be_bytes());
-    packet.extend_from_slice(&((8 + hello.as_bytes().len()) as u16).to_be_bytes());
+    packet.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     packet.extend_from_slice(&[0, 0]);
-    packet.extend_from_slice(hello.as_bytes());
+    packet.extend_from_slice(payload);
     let total = packet.len() as u16;
     packet[2..4].copy_from_slice(&total.to_be_bytes());
     let csum = epic_gue::encap::internet_checksum(&packet[..20]);
     packet[10..12].copy_from_slice(&csum.to_be_bytes());
-    let frame = common::frame(&packet);
+    common::frame(&packet)
+}
+
+#[test]
+fn control_messages_are_passed_up_unchanged() {
+    if !require_root("control_messages_are_passed_up_unchanged") {
+        return;
+    }
+    let c = &cases()[0];
+    let (gw, _cl) = gateway_and_cluster(c);
+    // A hello from the NAT mapping to the gateway's port 6080.
+    let frame = to_gateway_6080(SocketAddr::new(c.nat, NAT_PORT), &hello_bytes(TUNNEL));
     assert_eq!(
         run(&gw, Program::GatewayIngress, &frame),
         (TC_ACT_OK, frame.clone())
     );
     assert_eq!(gw.counter(Counter::ControlPassed).unwrap().packets, 1);
     assert_eq!(gw.counter(Counter::Decapsulated).unwrap().packets, 0);
+}
+
+#[test]
+fn hellos_are_filtered_before_they_reach_the_verifier() {
+    if !require_root("hellos_are_filtered_before_they_reach_the_verifier") {
+        return;
+    }
+    use epic_gue::maps::{HELLO_BURST_OTHER, HELLO_BURST_REMOTE};
+    let c = &cases()[0];
+    let remote = SocketAddr::new(c.nat, NAT_PORT);
+    let forger: SocketAddr = "198.51.100.77:5555".parse().unwrap();
+    let verdict = |gw: &DataPath, frame: &[u8]| run(gw, Program::GatewayIngress, frame).0;
+
+    // Not a hello of exactly the hello length: dropped.
+    let (gw, _cl) = gateway_and_cluster(c);
+    let hello = hello_bytes(TUNNEL);
+    let mut other_type = hello.clone();
+    other_type[1] = 0x81;
+    for bad in [
+        &hello[..hello.len() - 1],
+        &other_type[..],
+        &[hello.as_slice(), &[0]].concat(),
+    ] {
+        assert_eq!(verdict(&gw, &to_gateway_6080(remote, bad)), TC_ACT_SHOT);
+    }
+    assert_eq!(gw.counter(Counter::DropHelloMalformed).unwrap().packets, 3);
+    // A hello for a tunnel the node does not have: dropped.
+    let unknown = to_gateway_6080(remote, &hello_bytes(TunnelId(0x0909_0909)));
+    assert_eq!(verdict(&gw, &unknown), TC_ACT_SHOT);
+    assert_eq!(
+        gw.counter(Counter::DropHelloUnknownTunnel).unwrap().packets,
+        1
+    );
+    assert_eq!(gw.counter(Counter::ControlPassed).unwrap().packets, 0);
+
+    // A flood of forged hellos from elsewhere spends only the budget of
+    // other sources; the node's own hellos, from the verified remote,
+    // keep theirs.
+    let flood = to_gateway_6080(forger, &hello);
+    let passed = (0..100)
+        .filter(|_| verdict(&gw, &flood) == TC_ACT_OK)
+        .count();
+    assert_eq!(passed as u64, HELLO_BURST_OTHER);
+    assert_eq!(
+        gw.counter(Counter::DropHelloRateLimited).unwrap().packets,
+        100 - HELLO_BURST_OTHER
+    );
+    let own = to_gateway_6080(remote, &hello);
+    let passed = (0..HELLO_BURST_REMOTE + 5)
+        .filter(|_| verdict(&gw, &own) == TC_ACT_OK)
+        .count();
+    assert_eq!(passed as u64, HELLO_BURST_REMOTE, "the remote's own burst");
+    assert_eq!(
+        gw.counter(Counter::ControlPassed).unwrap().packets,
+        HELLO_BURST_OTHER + HELLO_BURST_REMOTE
+    );
 }
 
 #[test]

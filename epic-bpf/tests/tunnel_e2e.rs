@@ -393,3 +393,82 @@ fn a_large_tcp_transfer_completes_with_a_lower_cluster_mtu_ipv6() {
         "a_large_tcp_transfer_completes_with_a_lower_cluster_mtu_ipv6",
     );
 }
+
+/// Measured: the node's own hellos while a flood of forged hellos (valid
+/// format, the tunnel's id, a wrong key) from another source runs at full
+/// speed. Prints what was sent, what the eBPF filter let through to the
+/// verifier, and how many of the node's hellos were accepted.
+#[test]
+#[ignore = "measurement, prints figures"]
+fn measure_hellos_accepted_under_a_forged_hello_flood() {
+    if !require_root("measure_hellos_accepted_under_a_forged_hello_flood") {
+        return;
+    }
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const DURATION: Duration = Duration::from_secs(5);
+    const OWN_EVERY: Duration = Duration::from_millis(200);
+    let p = &V4;
+    let mut h = Harness::new(p, Options::default());
+    h.learn();
+    let gateway = SocketAddr::new(ip(p.gateway), GUE_PORT);
+    let forged_cfg =
+        SenderConfig::new(TUNNEL, HelloKey::new([1; 32]), h.hello.tenant, h.hello.node);
+    let clock = MonotonicClock::new();
+    let mut forger = HelloSender::new(&forged_cfg, clock.now(), wall_clock_nanos());
+    let forged = forger.hello_now(clock.now()).as_bytes().to_vec();
+    let socket = h
+        .topo
+        .nat
+        .run_in(|| UdpSocket::bind(SocketAddr::new(ip(p.nat_outside), 5555)).unwrap())
+        .unwrap();
+    let (stop, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let flood = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if socket.send_to(&forged, gateway).is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    // The node's own hellos, from its socket through the NAT (the verified
+    // remote), counters after the agent's.
+    let mut own = HelloSender::new(&h.hello, clock.now(), wall_clock_nanos() + 1_000_000_000);
+    let before = (
+        h.gw_agent.stats(),
+        h.gw_dp.counter(Counter::DropHelloRateLimited).unwrap(),
+    );
+    let (mut own_sent, start) = (0u64, Instant::now());
+    while start.elapsed() < DURATION {
+        let hello = own.hello_now(clock.now());
+        h.node_socket.send_to(hello.as_bytes(), gateway).unwrap();
+        own_sent += 1;
+        h.gateway_events(OWN_EVERY);
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    h.gateway_events(Duration::from_millis(300));
+    let after = (
+        h.gw_agent.stats(),
+        h.gw_dp.counter(Counter::DropHelloRateLimited).unwrap(),
+    );
+    let forged_sent = sent.load(Ordering::Relaxed);
+    let to_verifier = after.0.bad_mac - before.0.bad_mac;
+    let accepted = after.0.refreshed - before.0.refreshed;
+    let secs = DURATION.as_secs_f64();
+    println!(
+        "forged hellos: {forged_sent} sent ({:.0}/s), {} dropped in eBPF as rate-limited, \
+         {to_verifier} reached the verifier ({:.2}/s, {:.4} % of those sent)",
+        forged_sent as f64 / secs,
+        after.1.packets - before.1.packets,
+        to_verifier as f64 / secs,
+        100.0 * to_verifier as f64 / forged_sent.max(1) as f64,
+    );
+    println!("own hellos: {own_sent} sent, {accepted} accepted");
+    assert_eq!(accepted, own_sent, "every hello of the node is accepted");
+}

@@ -13,7 +13,8 @@
 //! | --- | --- | --- | --- |
 //! | endpoints (gateway egress) | hash | [`EndpointKey`] | [`EndpointValue`] |
 //! | tunnels (both sides) | hash | [`TunnelKey`] | [`TunnelValue`] |
-//! | replies (cluster side) | LRU hash | [`FlowKey`] | [`FlowValue`] |
+//! | replies (both sides) | LRU hash | [`FlowKey`] | [`FlowValue`] |
+//! | hello budgets (gateway ingress) | LRU hash | [`HelloBudgetKey`] | [`HelloBudget`] |
 //! | counters | per-CPU array | `u32` ([`Counter`] index) | [`CounterValue`] |
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -295,11 +296,20 @@ pub enum Counter {
     /// not the tunnel's endpoint or its inner destination not the proxy
     /// that opened the flow (e.g. a forged packet to the gateway node).
     DropInnerNotAllowed = 12,
+    /// Dropped (gateway ingress): a GUE control message that is not a
+    /// standard hello of exactly [`crate::wire::HELLO_LEN`] bytes.
+    DropHelloMalformed = 13,
+    /// Dropped (gateway ingress): a hello for a tunnel the node does not
+    /// have.
+    DropHelloUnknownTunnel = 14,
+    /// Dropped (gateway ingress): a hello over its tunnel's budget
+    /// ([`HelloBudgetKey`]).
+    DropHelloRateLimited = 15,
 }
 
 impl Counter {
     /// Number of counter slots (size of the array map).
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 16;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -316,6 +326,9 @@ impl Counter {
         Counter::DropWrongDestination,
         Counter::DropInnerUnsupported,
         Counter::DropInnerNotAllowed,
+        Counter::DropHelloMalformed,
+        Counter::DropHelloUnknownTunnel,
+        Counter::DropHelloRateLimited,
     ];
 
     /// The map index.
@@ -348,9 +361,47 @@ impl Counter {
             Counter::DropWrongDestination => "drop_wrong_destination",
             Counter::DropInnerUnsupported => "drop_inner_unsupported",
             Counter::DropInnerNotAllowed => "drop_inner_not_allowed",
+            Counter::DropHelloMalformed => "drop_hello_malformed",
+            Counter::DropHelloUnknownTunnel => "drop_hello_unknown_tunnel",
+            Counter::DropHelloRateLimited => "drop_hello_rate_limited",
         }
     }
 }
+
+/// Key of a hello budget: a tunnel, and whether the hello comes from the
+/// tunnel's verified remote (its current NAT mapping) or from anywhere
+/// else. The two budgets are separate, so a flood of forged hellos from
+/// other sources never spends the budget of the node's own hellos.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HelloBudgetKey {
+    /// The tunnel id the hello names.
+    pub tunnel_id: u32,
+    /// 1: from the verified remote; 0: from any other source.
+    pub from_remote: u32,
+}
+
+/// A hello budget as a GCRA (generic cell rate algorithm) state: the
+/// theoretical arrival time of the next hello, in `bpf_ktime_get_ns`
+/// nanoseconds. A hello at `now` passes if `tat <= now + (burst - 1) ×
+/// interval`, and then `tat = max(tat, now) + interval`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HelloBudget {
+    /// Theoretical arrival time, nanoseconds.
+    pub tat_ns: u64,
+}
+
+/// Hellos from a tunnel's verified remote: one per this many nanoseconds
+/// on average (10 per second; agents send one per 1–3 s).
+pub const HELLO_INTERVAL_REMOTE_NS: u64 = 100_000_000;
+/// Hellos from a tunnel's verified remote passed back to back.
+pub const HELLO_BURST_REMOTE: u64 = 10;
+/// Hellos from any other source (a new NAT mapping, a first hello): one per
+/// this many nanoseconds on average (4 per second).
+pub const HELLO_INTERVAL_OTHER_NS: u64 = 250_000_000;
+/// Hellos from other sources passed back to back.
+pub const HELLO_BURST_OTHER: u64 = 4;
 
 // Sizes, and "no implicit padding": each size equals the sum of its fields.
 const _: () =
@@ -364,6 +415,7 @@ const _: () =
     assert!(size_of::<FlowKey>() == 40 && size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
 const _: () = assert!(size_of::<FlowValue>() == 8);
 const _: () = assert!(size_of::<CounterValue>() == 16);
+const _: () = assert!(size_of::<HelloBudgetKey>() == 8 && size_of::<HelloBudget>() == 8);
 const _: () = assert!(align_of::<EndpointKey>() == 4 && align_of::<TunnelValue>() == 4);
 
 #[cfg(test)]

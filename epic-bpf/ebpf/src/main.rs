@@ -3,7 +3,7 @@
 //! | program | attach point | does |
 //! | --- | --- | --- |
 //! | `epic_gw_egress` | gateway node, uplink, egress | endpoint lookup (`ENDPOINTS`, scope = skb mark) → tunnel (`TUNNELS`) → encapsulate toward the verified remote and record the reply flow in `REPLIES` (LRU); pending/unknown tunnel: drop and count |
-//! | `epic_gw_ingress` | gateway node, uplink, ingress | GUE data from a known, verified tunnel whose outer source is the verified remote and outer destination its local end, whose inner packet is a reply recorded for that tunnel in `REPLIES` → decapsulate; other GUE data dropped and counted; control messages passed up |
+//! | `epic_gw_ingress` | gateway node, uplink, ingress | GUE data from a known, verified tunnel whose outer source is the verified remote and outer destination its local end, whose inner packet is a reply recorded for that tunnel in `REPLIES` → decapsulate; other GUE data dropped and counted; control messages passed up only if they are a standard hello of exact length for a known tunnel within its budget (`HELLO_BUDGETS`, per tunnel and source kind), else dropped and counted |
 //! | `epic_cl_ingress` | cluster node, uplink, ingress | as `epic_gw_ingress` without the reply check, and records the reply flow in `REPLIES` (LRU) with the tunnel id |
 //! | `epic_cl_egress` | cluster node, uplink, egress | a packet matching `REPLIES` → encapsulate toward the tunnel's remote |
 //! | `epic_bench_roundtrip` | nowhere (benchmarks) | `epic_gw_egress` then `epic_cl_ingress` on one packet |
@@ -51,15 +51,20 @@ use aya_ebpf::bindings::{
     BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_OK, TC_ACT_SHOT,
     bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
 };
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::helpers::generated::bpf_check_mtu;
 use aya_ebpf::macros::{classifier, map};
 use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray};
 use aya_ebpf::programs::TcContext;
 use epic_gue::maps::{
     Counter, CounterValue, EndpointKey, EndpointValue, FAMILY_IPV4, FAMILY_IPV6, FlowKey,
-    FlowValue, TUNNEL_VERIFIED, TunnelKey, TunnelValue,
+    FlowValue, HELLO_BURST_OTHER, HELLO_BURST_REMOTE, HELLO_INTERVAL_OTHER_NS,
+    HELLO_INTERVAL_REMOTE_NS, HelloBudget, HelloBudgetKey, TUNNEL_VERIFIED, TunnelKey,
+    TunnelValue,
 };
-use epic_gue::wire::{FLAG_VNID, GUE_PORT, PROTO_IPV4, PROTO_IPV6};
+use epic_gue::wire::{
+    CTYPE_HELLO, FLAG_VNID, GUE_PORT, HELLO_FLAGS, HELLO_HLEN, HELLO_LEN, PROTO_IPV4, PROTO_IPV6,
+};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -97,6 +102,21 @@ static TUNNELS: HashMap<TunnelKey, TunnelValue> = HashMap::with_max_entries(1638
 /// carry in).
 #[map(name = "REPLIES")]
 static REPLIES: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(262144, 0);
+
+/// Gateway side: the hello budgets (GCRA state) per tunnel and source
+/// kind; LRU, two per tunnel.
+#[map(name = "HELLO_BUDGETS")]
+static HELLO_BUDGETS: LruHashMap<HelloBudgetKey, HelloBudget> =
+    LruHashMap::with_max_entries(32768, 0);
+
+/// The first GUE word of a standard hello: version 0, C bit, `Hlen`, the
+/// hello control type, its flags.
+const HELLO_FIRST_WORD: [u8; 4] = [
+    0x20 | HELLO_HLEN,
+    CTYPE_HELLO,
+    (HELLO_FLAGS >> 8) as u8,
+    HELLO_FLAGS as u8,
+];
 
 /// Counts the packet and passes it on unchanged.
 #[classifier]
@@ -582,7 +602,10 @@ fn decapsulate_udp<const IP_LEN: usize>(
         return Err(Counter::DropMalformed);
     }
     if gue[0] & 0x20 != 0 {
-        return Ok(Some(Counter::ControlPassed));
+        return match side {
+            Side::Gateway => admit_hello(outer_family, src, &udp, &gue),
+            Side::Cluster => Ok(Some(Counter::ControlPassed)),
+        };
     }
     let inner_family = match gue[1] {
         PROTO_IPV4 => FAMILY_IPV4,
@@ -645,6 +668,58 @@ fn decapsulate_udp<const IP_LEN: usize>(
             .map_err(|_| Counter::DropHelperFailed)?;
     }
     Ok(Some(Counter::Decapsulated))
+}
+
+/// Gateway side: passes a GUE control message up only if it is a standard
+/// hello of exactly `HELLO_LEN` bytes for a known tunnel, within that
+/// tunnel's budget for its kind of source (the verified remote, or any
+/// other); the verifier in userspace checks its MAC.
+#[inline(always)]
+fn admit_hello(
+    outer_family: u8,
+    src: &[u8; 16],
+    udp: &[u8; 8],
+    gue: &[u8; 8],
+) -> Result<Option<Counter>, Counter> {
+    let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+    if udp_len != UDP_HLEN + HELLO_LEN || gue[..4] != HELLO_FIRST_WORD {
+        return Err(Counter::DropHelloMalformed);
+    }
+    let tunnel_id = u32::from_be_bytes([gue[4], gue[5], gue[6], gue[7]]);
+    let tunnel = TUNNELS
+        .get_ptr(&TunnelKey { tunnel_id })
+        .ok_or(Counter::DropHelloUnknownTunnel)?;
+    // SAFETY: valid pointer from a successful lookup; copied out at once.
+    let t: TunnelValue = unsafe { core::ptr::read_unaligned(tunnel) };
+    let from_remote = t.state == TUNNEL_VERIFIED
+        && t.family == outer_family
+        && t.remote_addr == *src
+        && t.remote_port == [udp[0], udp[1]];
+    let (interval, burst) = if from_remote {
+        (HELLO_INTERVAL_REMOTE_NS, HELLO_BURST_REMOTE)
+    } else {
+        (HELLO_INTERVAL_OTHER_NS, HELLO_BURST_OTHER)
+    };
+    let key = HelloBudgetKey {
+        tunnel_id,
+        from_remote: u32::from(from_remote),
+    };
+    // SAFETY: reads the kernel's monotonic clock; no memory is touched.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let tat = match HELLO_BUDGETS.get_ptr(&key) {
+        // SAFETY: valid pointer from a successful lookup; one u64 read.
+        Some(budget) => unsafe { (*budget).tat_ns },
+        None => 0,
+    };
+    if tat > now + (burst - 1) * interval {
+        return Err(Counter::DropHelloRateLimited);
+    }
+    let next = HelloBudget {
+        tat_ns: if tat > now { tat } else { now } + interval,
+    };
+    // A full LRU evicts the oldest budget: that tunnel starts afresh.
+    let _ = HELLO_BUDGETS.insert(&key, &next, 0);
+    Ok(Some(Counter::ControlPassed))
 }
 
 /// Whether `packet` is a reply flow recorded for `tunnel_id` (gateway side:

@@ -958,6 +958,9 @@ impl Drop for Standalone {
 
 /// Verifies hellos and programs the tunnel map until `stop`.
 fn hello_loop(plane: &Mutex<DataPlane>, stop: &AtomicBool) {
+    // Rejections are attacker-controlled: at most 10 logged per minute.
+    let mut rejections =
+        epic_bpf::agent::RejectionLog::new(10, Duration::from_secs(60), std::time::Instant::now());
     while !stop.load(Ordering::Relaxed) {
         let events = {
             let mut guard = plane.lock().unwrap_or_else(|p| p.into_inner());
@@ -967,8 +970,16 @@ fn hello_loop(plane: &Mutex<DataPlane>, stop: &AtomicBool) {
         };
         match events {
             Ok(events) => {
+                let now = std::time::Instant::now();
                 for event in events {
-                    log_hello(&event);
+                    if !matches!(event, HelloEvent::Rejected { .. }) || rejections.admit(now) {
+                        log_hello(&event);
+                    }
+                }
+                if let Some(left_out) = rejections.roll(now) {
+                    tracing::warn!(
+                        "hello: {left_out} more rejected hellos in the last minute (not logged; counted)"
+                    );
                 }
             }
             Err(e) => {
