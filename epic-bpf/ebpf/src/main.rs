@@ -59,8 +59,7 @@ use aya_ebpf::programs::TcContext;
 use epic_gue::maps::{
     Counter, CounterValue, EndpointKey, EndpointValue, FAMILY_IPV4, FAMILY_IPV6, FlowKey,
     FlowValue, HELLO_BURST_OTHER, HELLO_BURST_REMOTE, HELLO_INTERVAL_OTHER_NS,
-    HELLO_INTERVAL_REMOTE_NS, HelloBudget, HelloBudgetKey, TUNNEL_VERIFIED, TunnelKey,
-    TunnelValue,
+    HELLO_INTERVAL_REMOTE_NS, HelloBudget, HelloBudgetKey, TUNNEL_VERIFIED, TunnelKey, TunnelValue,
 };
 use epic_gue::wire::{
     CTYPE_HELLO, FLAG_VNID, GUE_PORT, HELLO_FLAGS, HELLO_HLEN, HELLO_LEN, PROTO_IPV4, PROTO_IPV6,
