@@ -293,6 +293,42 @@ pub enum ReloadAnswer {
     Unchanged,
 }
 
+/// Writes `bytes` to `staged`, private from its first byte: the mode and
+/// owner of the installed file `current` (without any rights for others:
+/// it may hold BGP passwords), else `0600` and the caller's owner. BIRD may
+/// run as its own user (Debian's `bird`), which keeps reading a file whose
+/// group or owner it had. Synced before it is renamed into place.
+fn stage_private(staged: &Path, current: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let existing = std::fs::metadata(current).ok();
+    let mode = existing.as_ref().map_or(0o600, |m| m.mode() & 0o770);
+    let _ = std::fs::remove_file(staged);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(staged)?;
+    if let Some(m) = &existing {
+        std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()))?;
+    }
+    // The umask may have cleared bits of `mode`; set it exactly.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Renames `staged` over `path` and syncs the directory, so the new file
+/// survives a crash right after.
+fn install(staged: &Path, path: &Path) -> std::io::Result<()> {
+    std::fs::rename(staged, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// A running BIRD 2 daemon: where its configuration lives and its control socket.
 #[derive(Debug, Clone)]
 pub struct Bird {
@@ -346,15 +382,17 @@ impl Bird {
         let mut staged = self.config_path.clone().into_os_string();
         staged.push(".new");
         let staged = PathBuf::from(staged);
-        std::fs::write(&staged, &text).map_err(|source| BirdError::Write {
-            path: staged.clone(),
-            source,
+        stage_private(&staged, &self.config_path, text.as_bytes()).map_err(|source| {
+            BirdError::Write {
+                path: staged.clone(),
+                source,
+            }
         })?;
         if let Err(e) = self.check_file(&staged) {
             let _ = std::fs::remove_file(&staged);
             return Err(e);
         }
-        std::fs::rename(&staged, &self.config_path).map_err(|source| BirdError::Write {
+        install(&staged, &self.config_path).map_err(|source| BirdError::Write {
             path: self.config_path.clone(),
             source,
         })?;
@@ -557,5 +595,28 @@ peers:
         assert!(
             matches!(parse_reload(&bad), Err(BirdError::Refused(m)) if m.contains("syntax error"))
         );
+    }
+
+    #[test]
+    fn the_config_file_is_private_and_keeps_the_daemons_owner() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("epic-bird-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, staged) = (dir.join("bird.conf"), dir.join("bird.conf.new"));
+        // No file yet: 0600.
+        stage_private(&staged, &path, b"first").unwrap();
+        install(&staged, &path).unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o600);
+        // An installed 0644 file (group-readable for a `bird` user): its
+        // group rights are kept, others' are dropped.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        stage_private(&staged, &path, b"second").unwrap();
+        install(&staged, &path).unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert!(!staged.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

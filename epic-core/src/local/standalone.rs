@@ -388,7 +388,16 @@ fn write_atomically(what: &'static str, path: &Path, bytes: &[u8]) -> Result<(),
     let mut file = std::fs::File::create(&tmp).map_err(file_error(what, &tmp))?;
     file.write_all(bytes).map_err(file_error(what, &tmp))?;
     file.sync_all().map_err(file_error(what, &tmp))?;
-    std::fs::rename(&tmp, path).map_err(file_error(what, path))
+    std::fs::rename(&tmp, path).map_err(file_error(what, path))?;
+    sync_parent(what, path)
+}
+
+/// Syncs the directory of `path`, so a rename into it survives a crash.
+fn sync_parent(what: &'static str, path: &Path) -> Result<(), StandaloneError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(file_error(what, dir))
 }
 
 /// Locks `state_dir` for this process (an exclusive lock on its `lock`
@@ -464,6 +473,7 @@ pub fn tunnel_key(
                 .map_err(file_error("tunnel key", &tmp))?;
             file.sync_all().map_err(file_error("tunnel key", &tmp))?;
             std::fs::rename(&tmp, &path).map_err(file_error("tunnel key", &path))?;
+            sync_parent("tunnel key", &path)?;
             Ok(key)
         }
         Err(e) => Err(StandaloneError::File {
