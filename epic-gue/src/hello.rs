@@ -687,6 +687,32 @@ impl<S: AsRef<[TunnelSlot]> + AsMut<[TunnelSlot]>> HelloVerifier<S> {
         true
     }
 
+    /// The counter of the last hello accepted for `tunnel`, if any.
+    pub fn last_counter(&self, tunnel: TunnelId) -> Option<u64> {
+        let i = self.find(tunnel).ok()?;
+        self.slots.as_ref().get(i)?.0.as_ref()?.last_counter
+    }
+
+    /// Every tunnel's last accepted counter, in tunnel order: what to
+    /// persist so a restart does not reopen replays.
+    pub fn counters(&self) -> impl Iterator<Item = (TunnelId, u64)> + '_ {
+        let used = self.slots.as_ref().get(..self.len).unwrap_or(&[]);
+        used.iter()
+            .filter_map(|s| s.0.as_ref())
+            .filter_map(|t| Some((t.tunnel, t.last_counter?)))
+    }
+
+    /// Raises `tunnel`'s last accepted counter to at least `counter` (one
+    /// persisted before a restart): a hello at or below it is then a replay.
+    /// Returns whether the tunnel is known.
+    pub fn restore_counter(&mut self, tunnel: TunnelId, counter: u64) -> bool {
+        let Some(state) = self.state_mut(tunnel) else {
+            return false;
+        };
+        state.last_counter = Some(state.last_counter.map_or(counter, |c| c.max(counter)));
+        true
+    }
+
     /// The verified remote end of `tunnel`, if learned and not expired.
     pub fn remote(&self, tunnel: TunnelId) -> Option<SocketAddr> {
         let i = self.find(tunnel).ok()?;
@@ -939,6 +965,52 @@ mod tests {
                 addr: a
             }
         );
+    }
+
+    /// A restarted verifier given the persisted counters refuses what the
+    /// old one had accepted: a captured hello cannot be replayed.
+    #[test]
+    fn restored_counters_refuse_replays_after_a_restart() {
+        let (mut s, mut before) = setup();
+        let a = addr("203.0.113.5:40000");
+        let captured = s.poll_transmit(Instant::ZERO).unwrap();
+        assert!(matches!(
+            before.handle(Instant::ZERO, a, captured.as_bytes()),
+            HelloEvent::Learned { .. }
+        ));
+        let persisted: Vec<(TunnelId, u64)> = before.counters().collect();
+        assert_eq!(
+            persisted,
+            [(TunnelId(9), before.last_counter(TunnelId(9)).unwrap())]
+        );
+
+        // Without the counters a fresh verifier takes the replay...
+        let (_, mut amnesiac) = setup();
+        assert!(matches!(
+            amnesiac.handle(Instant::ZERO, addr("198.51.100.66:1"), captured.as_bytes()),
+            HelloEvent::Learned { .. }
+        ));
+        // ...with them it does not, and the sender's next hello still passes.
+        let (_, mut after) = setup();
+        for (tunnel, counter) in &persisted {
+            assert!(after.restore_counter(*tunnel, *counter));
+        }
+        assert!(!after.restore_counter(TunnelId(77), 1), "unknown tunnel");
+        assert!(matches!(
+            after.handle(Instant::ZERO, addr("198.51.100.66:1"), captured.as_bytes()),
+            HelloEvent::Rejected {
+                reason: RejectReason::Replayed { .. }
+            }
+        ));
+        let next = s.poll_transmit(Instant::from_millis(3000)).unwrap();
+        assert!(matches!(
+            after.handle(Instant::from_millis(3000), a, next.as_bytes()),
+            HelloEvent::Learned { .. }
+        ));
+        // Restoring never lowers a counter.
+        let last = after.last_counter(TunnelId(9)).unwrap();
+        after.restore_counter(TunnelId(9), 1);
+        assert_eq!(after.last_counter(TunnelId(9)), Some(last));
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! | --- | --- |
 //! | `state.json` | recorded allocations and tunnel ids (and the secret new tunnel ids are derived under), the addresses this node put on the public interface (written atomically after every reconcile: a restart keeps every address and tunnel id) |
 //! | `status.json` | every gateway's status and the problems of the last reconcile |
+//! | `hello-counters.json` | each tunnel's last accepted hello counter, written (atomically) within 5 s of a change and read at start: a restart refuses every hello accepted before it was written, so only hellos of those last seconds could be replayed |
 //! | `keys/<tenant>/<cluster>.key` | tunnel keys (hex, mode 0600, refused when looser), generated on first use; tenant and cluster must be DNS-1123 labels; the cluster agent needs the same key |
 //! | `lock` | held (`flock`) by the one process that uses the directory: a second `epic run` on it is refused |
 //! | `envoy/<tenant>-<gateway>-<proxy>/` | each Envoy's bootstrap and log |
@@ -337,6 +338,34 @@ pub struct Standalone {
     tunnels: BTreeMap<u32, TunnelPlan>,
     endpoints: BTreeSet<EndpointPlan>,
     published: crate::publish::Published,
+    /// Hello counters persisted by the last run, restored into the
+    /// verifier as its tunnels are added.
+    saved_counters: BTreeMap<u32, u64>,
+}
+
+/// `hello-counters.json`: each tunnel's last accepted hello counter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HelloCounters {
+    tunnels: BTreeMap<u32, u64>,
+}
+
+/// How often the hello loop persists changed counters.
+const COUNTER_SAVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reads `hello-counters.json` (none yet: empty; corrupt: an error, as a
+/// restart without them would reopen replays).
+fn load_counters(path: &Path) -> Result<BTreeMap<u32, u64>, StandaloneError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice::<HelloCounters>(&bytes)
+            .map(|c| c.tunnels)
+            .map_err(|e| StandaloneError::Corrupt {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(file_error("hello counters", path)(e)),
+    }
 }
 
 impl fmt::Debug for Standalone {
@@ -524,6 +553,8 @@ impl Standalone {
                 address: hello_address,
                 source,
             })?;
+        let counters_path = config.state_dir.join("hello-counters.json");
+        let saved_counters = load_counters(&counters_path)?;
         let verifier = HelloVerifier::with_capacity(16384, config.hellos);
         let plane = Arc::new(Mutex::new(DataPlane {
             datapath,
@@ -535,7 +566,7 @@ impl Standalone {
             let stop = hello_stop.clone();
             std::thread::Builder::new()
                 .name("epic-hellos".into())
-                .spawn(move || hello_loop(&plane, &stop))
+                .spawn(move || hello_loop(&plane, &stop, &counters_path))
                 .map_err(|source| StandaloneError::HelloSocket {
                     address: hello_address,
                     source,
@@ -590,6 +621,7 @@ impl Standalone {
             tunnels: BTreeMap::new(),
             endpoints: BTreeSet::new(),
             published: crate::publish::Published::default(),
+            saved_counters,
         })
     }
 
@@ -722,6 +754,12 @@ impl Standalone {
                     .verifier_mut()
                     .add_tunnel(&config)
                     .map_err(|e| StandaloneError::Verifier(format!("tunnel {id}: {e}")))?;
+                if let Some(counter) = self.saved_counters.remove(id) {
+                    plane
+                        .agent
+                        .verifier_mut()
+                        .restore_counter(TunnelId(*id), counter);
+                }
                 if !self.tunnels.contains_key(id) {
                     plane.datapath.add_tunnel(
                         TunnelId(*id),
@@ -967,17 +1005,38 @@ impl Drop for Standalone {
 }
 
 /// Verifies hellos and programs the tunnel map until `stop`.
-fn hello_loop(plane: &Mutex<DataPlane>, stop: &AtomicBool) {
+fn hello_loop(plane: &Mutex<DataPlane>, stop: &AtomicBool, counters_path: &Path) {
     // Rejections are attacker-controlled: at most 10 logged per minute.
     let mut rejections =
         epic_bpf::agent::RejectionLog::new(10, Duration::from_secs(60), std::time::Instant::now());
+    let mut saved = HelloCounters::default();
+    let mut last_save = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let events = {
+        let (events, counters) = {
             let mut guard = plane.lock().unwrap_or_else(|p| p.into_inner());
             let DataPlane { datapath, agent } = &mut *guard;
             // A short budget: reconciles wait at most this long for the lock.
-            agent.run_for(datapath, Duration::from_millis(20))
+            let events = agent.run_for(datapath, Duration::from_millis(20));
+            let due = last_save.elapsed() >= COUNTER_SAVE_INTERVAL;
+            let counters = due.then(|| HelloCounters {
+                tunnels: agent
+                    .verifier_mut()
+                    .counters()
+                    .map(|(t, c)| (t.0, c))
+                    .collect(),
+            });
+            (events, counters)
         };
+        if let Some(counters) = counters {
+            last_save = std::time::Instant::now();
+            if counters != saved {
+                let bytes = serde_json::to_vec(&counters).unwrap_or_default();
+                match write_atomically("hello counters", counters_path, &bytes) {
+                    Ok(()) => saved = counters,
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+        }
         match events {
             Ok(events) => {
                 let now = std::time::Instant::now();
