@@ -93,6 +93,9 @@ pub enum EndpointRefusal {
     /// The backend set does not list its node: no tunnel reaches it.
     #[error("it is on node {0:?}, which spec.nodes does not list: no tunnel reaches it")]
     UnknownNode(String),
+    /// The tenant's endpoint limit is reached.
+    #[error("the tenant's limit of {0} endpoints is reached")]
+    TenantLimit(u32),
     /// Its node's address is refused: no tunnel may reach it.
     #[error("its node {node:?} has address {address}, which is {reason}")]
     NodeAddress {

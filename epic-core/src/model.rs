@@ -62,6 +62,16 @@ pub struct TenantLimits {
     /// Most public addresses held at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addresses: Option<u32>,
+    /// Most `Route`s in the tenant's namespace; those beyond it (in name
+    /// order) are ignored and reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<u32>,
+    /// Most endpoints the tenant's gateways render together (counted in
+    /// plan order over the backends each gateway names); a gateway beyond
+    /// it renders what fits and gets `EndpointsAdmitted=False`,
+    /// `TenantLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<u32>,
 }
 
 /// A pool of public addresses (see `epic_ipam::PoolSpec` for the rules).

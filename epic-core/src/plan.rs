@@ -490,7 +490,7 @@ pub fn plan_incremental(
         )
     });
 
-    let mut gateway_count: BTreeMap<String, u32> = BTreeMap::new();
+    let mut usage = TenantUsage::default();
     let mut tunnel_ids: BTreeMap<TunnelKey, u32> = recorded
         .tunnels
         .iter()
@@ -519,7 +519,7 @@ pub fn plan_incremental(
             &tenants,
             &mut templates,
             &mut ipam,
-            &mut gateway_count,
+            &mut usage,
             &catalog,
             &mut gp,
         );
@@ -691,6 +691,20 @@ impl<'a> Catalog<'a> {
                 .or_default()
                 .push(route);
         }
+        // A tenant's routes beyond its limit, in name order, are ignored.
+        for (ns, routes) in routes_by_ns.iter_mut() {
+            let Some(limit) = tenants.get(ns).and_then(|t| t.spec.limits.routes) else {
+                continue;
+            };
+            routes.sort_by_key(|r| name_of(&r.metadata));
+            for r in routes.iter().skip(limit as usize) {
+                problems.push(Problem {
+                    object: format!("Route {ns}/{}", name_of(&r.metadata)),
+                    message: format!("ignored: the tenant may have at most {limit} routes"),
+                });
+            }
+            routes.truncate(limit as usize);
+        }
         Catalog {
             inputs,
             platform,
@@ -709,6 +723,39 @@ type EndpointClaim = (String, u32, IpAddr, u16, u8);
 /// number, the endpoint, its node's address.
 type BackendEndpoint<'a> = (&'a BackendSet, u8, &'a crate::model::Endpoint, IpAddr);
 
+/// What the tenants planned so far use, for their limits.
+#[derive(Debug, Default)]
+struct TenantUsage {
+    /// Gateways accepted, by tenant namespace.
+    gateways: BTreeMap<String, u32>,
+    /// Endpoints admitted, by tenant namespace.
+    endpoints: BTreeMap<String, u32>,
+}
+
+impl TenantUsage {
+    /// Counts the admitted endpoints of `ports` against the tenant's
+    /// endpoint limit; those beyond it move to the refused ones.
+    fn limit_endpoints(&mut self, tenant: &Tenant, ports: &mut [AdmittedPort<'_>]) {
+        let used = self
+            .endpoints
+            .entry(tenant.spec.namespace.clone())
+            .or_default();
+        let limit = tenant.spec.limits.endpoints;
+        for port in ports {
+            let room = limit.map_or(usize::MAX, |l| l.saturating_sub(*used) as usize);
+            if port.endpoints.len() > room {
+                let over = port.endpoints.split_off(room);
+                let limit = limit.unwrap_or(u32::MAX);
+                port.refused.extend(
+                    over.into_iter()
+                        .map(|(e, _)| (e, EndpointRefusal::TenantLimit(limit))),
+                );
+            }
+            *used = used.saturating_add(u32::try_from(port.endpoints.len()).unwrap_or(u32::MAX));
+        }
+    }
+}
+
 /// What a planned gateway uses: its admitted endpoints, and the refused
 /// ones as problems of their backend sets.
 struct Admitted<'a> {
@@ -722,7 +769,7 @@ fn plan_gateway<'a>(
     tenants: &BTreeMap<&str, &Tenant>,
     templates: &mut Templates<'_>,
     ipam: &mut Allocator,
-    gateway_count: &mut BTreeMap<String, u32>,
+    usage: &mut TenantUsage,
     catalog: &Catalog<'a>,
     gp: &mut GatewayPlan,
 ) -> Result<Admitted<'a>, Box<Condition>> {
@@ -823,7 +870,8 @@ fn plan_gateway<'a>(
     }
 
     // Tenant gateway limit.
-    let count = gateway_count
+    let count = usage
+        .gateways
         .entry(tenant.spec.namespace.clone())
         .or_default();
     if let Some(limit) = tenant.spec.limits.gateways
@@ -931,6 +979,8 @@ fn plan_gateway<'a>(
         .filter(serves)
         .flat_map(|set| catalog.platform.admit(set, &networks))
         .collect();
+    let mut candidates = candidates;
+    usage.limit_endpoints(tenant, &mut candidates);
     for admitted in &candidates {
         // Only admitted endpoints are rendered.
         backends.push(BackendInput {
@@ -1089,6 +1139,14 @@ fn endpoints_admitted(
     if refused.is_empty() {
         return ConditionType::EndpointsAdmitted.condition(true, Reason::EndpointsAdmitted, "");
     }
+    let reason = if refused
+        .iter()
+        .all(|(_, _, why)| matches!(why, EndpointRefusal::TenantLimit(_)))
+    {
+        Reason::TenantLimit
+    } else {
+        Reason::EndpointRefused
+    };
     let mut message = format!("{} endpoints refused, not rendered: ", refused.len());
     let named: Vec<String> = refused
         .iter()
@@ -1099,7 +1157,7 @@ fn endpoints_admitted(
     if refused.len() > NAMED {
         message.push_str(&format!("; and {} more", refused.len() - NAMED));
     }
-    ConditionType::EndpointsAdmitted.condition(false, Reason::EndpointRefused, message)
+    ConditionType::EndpointsAdmitted.condition(false, reason, message)
 }
 
 /// Every `name` under a `backendRef`/`backendRefs` key of a route spec

@@ -908,3 +908,99 @@ spec: {builtin: tcp, envoyImage: "envoyproxy/envoy:v1.40.0"}
     );
     assert!(p.gateway("acme", "fine").unwrap().programmed());
 }
+
+#[test]
+fn a_tenants_route_and_endpoint_limits_give_conditions_not_failures() {
+    let extra = r#"
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Tenant
+metadata: {name: initech}
+spec: {namespace: initech, id: 3, limits: {routes: 1, endpoints: 3}}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: BackendSet
+metadata: {name: web, namespace: initech}
+spec:
+  cluster: c1
+  namespace: default
+  service: web
+  ports:
+  - port: 80
+    endpoints:
+    - {address: 198.18.4.1, port: 8080, node: n1}
+    - {address: 198.18.4.2, port: 8080, node: n1}
+    - {address: 198.18.4.3, port: 8080, node: n1}
+    - {address: 198.18.4.4, port: 8080, node: n1}
+    - {address: 198.18.4.5, port: 8080, node: n1}
+  nodes: [{name: n1, address: 198.51.100.1}]
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Gateway
+metadata: {name: a, namespace: initech}
+spec:
+  template: http
+  listeners: [{name: web, port: 80, protocol: HTTP}]
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Gateway
+metadata: {name: b, namespace: initech}
+spec:
+  template: tcp
+  listeners: [{name: web, port: 81, protocol: TCP, backends: [{namespace: default, name: web, port: 80}]}]
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Route
+metadata: {name: r1, namespace: initech}
+spec:
+  http:
+    parentRefs: [{name: a}]
+    rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Route
+metadata: {name: r2, namespace: initech}
+spec:
+  http:
+    parentRefs: [{name: a}]
+    rules: [{matches: [{path: {type: PathPrefix, value: /two}}], backendRefs: [{name: web, port: 80}]}]
+"#;
+    let p = plan(&inputs(extra), &Recorded::default());
+    // The second route is ignored and reported; the first serves.
+    assert!(
+        p.problems.iter().any(|x| x.object == "Route initech/r2"
+            && x.message == "ignored: the tenant may have at most 1 routes"),
+        "{:?}",
+        p.problems
+    );
+    let a = p.gateway("initech", "a").unwrap();
+    assert_eq!(
+        a.status
+            .routes
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["r1"]
+    );
+    // Gateway a takes 3 of the 5 endpoints; b, planned after it, none.
+    for (name, refused) in [("a", 2), ("b", 5)] {
+        let g = p.gateway("initech", name).unwrap();
+        assert!(g.programmed(), "{name}: {:?}", g.status.conditions);
+        let (s, r, m) = reason(&p, "initech", name, "EndpointsAdmitted");
+        assert_eq!((s.as_str(), r.as_str()), ("False", "TenantLimit"), "{name}");
+        assert!(
+            m.starts_with(&format!("{refused} endpoints refused")),
+            "{m}"
+        );
+        assert!(
+            m.contains("the tenant's limit of 3 endpoints is reached"),
+            "{m}"
+        );
+    }
+    let rendered: Vec<String> = p.endpoints["gw1"]
+        .iter()
+        .filter(|e| e.scope == 3)
+        .map(|e| e.address.to_string())
+        .collect();
+    assert_eq!(rendered, ["198.18.4.1", "198.18.4.2", "198.18.4.3"]);
+}
