@@ -121,6 +121,11 @@ fn bench(c: &mut Criterion) {
     c.bench_function("render_text http 1000 routes (minijinja only)", |b| {
         b.iter(|| renderer.render_text("http", black_box(&context)).unwrap())
     });
+    // The platform's policy on the same rendered set: its cost next to the
+    // render's, in the same run.
+    c.bench_function("check_policy http 1000 routes 100x10 endpoints", |b| {
+        b.iter(|| policy::check_policy(black_box(&rendered.resources), &context).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);
