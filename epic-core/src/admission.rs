@@ -39,7 +39,7 @@
 //! );
 //! ```
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use epic_ipam::PoolSet;
 pub use ipnet::IpNet;
@@ -138,6 +138,10 @@ pub struct TenantNetworks {
 }
 
 impl TenantNetworks {
+    /// A tenant that lists no networks: every address the platform does
+    /// not reserve.
+    pub const UNLISTED: TenantNetworks = TenantNetworks { networks: None };
+
     /// Parses `clusterNetworks` (CIDRs or single addresses). An entry that
     /// does not parse is left out and reported: the tenant admits less,
     /// never more.
@@ -266,6 +270,19 @@ impl Platform<'_> {
     }
 }
 
+/// Special-purpose ranges the standard library has no predicate for.
+const THIS_NETWORK: IpNet = IpNet::new_assert(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8);
+const RESERVED_V4: IpNet = IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(240, 0, 0, 0)), 4);
+const IPV4_COMPATIBLE: IpNet = IpNet::new_assert(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 96);
+/// IPv6 ranges that stand for IPv4 addresses: mapped, and NAT64.
+const IPV4_TRANSLATED: [IpNet; 2] = [
+    IpNet::new_assert(IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0)), 96),
+    IpNet::new_assert(
+        IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0)),
+        96,
+    ),
+];
+
 /// Refuses the special-purpose addresses no pod may have.
 fn special_purpose(address: IpAddr) -> Result<(), AddressRefusal> {
     if address.is_unspecified() {
@@ -277,35 +294,22 @@ fn special_purpose(address: IpAddr) -> Result<(), AddressRefusal> {
     if address.is_multicast() {
         return Err(AddressRefusal::Multicast);
     }
-    let reserved = |net: &str| -> Result<(), AddressRefusal> {
-        let net: IpNet = net.parse().unwrap_or_else(|_| unreachable!("a valid CIDR"));
-        if net.contains(&address) {
-            Err(AddressRefusal::SpecialPurpose(net))
-        } else {
-            Ok(())
-        }
+    let link_local = match address {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
     };
-    match address {
-        IpAddr::V4(v4) => {
-            if v4.is_link_local() {
-                return Err(AddressRefusal::LinkLocal);
-            }
-            reserved("0.0.0.0/8")?;
-            reserved("240.0.0.0/4")
-        }
-        IpAddr::V6(v6) => {
-            if v6.is_unicast_link_local() {
-                return Err(AddressRefusal::LinkLocal);
-            }
-            let translated: [IpNet; 2] = [
-                "::ffff:0:0/96".parse().unwrap_or_else(|_| unreachable!()),
-                "64:ff9b::/96".parse().unwrap_or_else(|_| unreachable!()),
-            ];
-            if translated.iter().any(|n| n.contains(&address)) {
-                return Err(AddressRefusal::Ipv4Translated);
-            }
-            reserved("::/96")
-        }
+    if link_local {
+        return Err(AddressRefusal::LinkLocal);
+    }
+    if IPV4_TRANSLATED.iter().any(|n| n.contains(&address)) {
+        return Err(AddressRefusal::Ipv4Translated);
+    }
+    match [THIS_NETWORK, RESERVED_V4, IPV4_COMPATIBLE]
+        .into_iter()
+        .find(|n| n.contains(&address))
+    {
+        Some(net) => Err(AddressRefusal::SpecialPurpose(net)),
+        None => Ok(()),
     }
 }
 

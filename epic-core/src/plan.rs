@@ -970,16 +970,16 @@ fn plan_gateway<'a>(
     }
     let mut backends = Vec::new();
     let mut endpoints: Vec<BackendEndpoint<'a>> = Vec::new();
-    let networks = catalog.networks.get(ns).cloned().unwrap_or_default();
-    let candidates: Vec<AdmittedPort<'a>> = named
+    static UNLISTED: TenantNetworks = TenantNetworks::UNLISTED;
+    let networks = catalog.networks.get(ns).unwrap_or(&UNLISTED);
+    let mut candidates: Vec<AdmittedPort<'a>> = named
         .iter()
         .filter_map(|service| catalog.sets_by_service.get(&(ns, service.as_str())))
         .flatten()
         .copied()
         .filter(serves)
-        .flat_map(|set| catalog.platform.admit(set, &networks))
+        .flat_map(|set| catalog.platform.admit(set, networks))
         .collect();
-    let mut candidates = candidates;
     usage.limit_endpoints(tenant, &mut candidates);
     for admitted in &candidates {
         // Only admitted endpoints are rendered.

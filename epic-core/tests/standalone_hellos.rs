@@ -12,34 +12,8 @@ use epic_gue::hello::{HelloKey, HelloSender, SenderConfig};
 use epic_gue::{GUE_PORT, NodeId, TenantId, TunnelId};
 use epic_test_support::{Netns, require_root};
 
-const RESOURCES: &str = r#"
-apiVersion: epic-gateway.org/v1alpha1
-kind: Tenant
-metadata: {name: acme}
-spec: {namespace: acme, id: 5}
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: AddressPool
-metadata: {name: public}
-spec: {addresses: [203.0.113.8/29]}
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: BackendSet
-metadata: {name: db, namespace: acme}
-spec:
-  cluster: c1
-  namespace: default
-  service: db
-  ports: [{port: 5432, endpoints: [{address: 198.18.7.7, port: 5432, node: n1}]}]
-  nodes: [{name: n1, address: 192.0.2.1}]
----
-apiVersion: epic-gateway.org/v1alpha1
-kind: Gateway
-metadata: {name: db, namespace: acme}
-spec:
-  template: tcp
-  listeners: [{name: db, port: 5432, protocol: TCP, backends: [{namespace: default, name: db, port: 5432}]}]
-"#;
+mod standalone_common;
+use standalone_common::{HEAD, gateway};
 
 /// Waits (bounded) until `done` holds.
 async fn until(what: &str, done: impl Fn() -> bool) {
@@ -73,7 +47,7 @@ fn a_hello_accepted_before_a_restart_is_a_replay_after_it() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("resources.yaml");
-    std::fs::write(&file, RESOURCES).unwrap();
+    std::fs::write(&file, format!("{HEAD}{}", gateway("db", 5432))).unwrap();
     let dir2 = dir.clone();
     let result = gw.run_in(move || {
         let dir = dir2;

@@ -1,0 +1,39 @@
+//! The resources the standalone tests serve.
+
+/// A tenant `acme` (id 5), a pool and its backend set `db` on node `n1`.
+pub const HEAD: &str = r#"
+apiVersion: epic-gateway.org/v1alpha1
+kind: Tenant
+metadata: {name: acme}
+spec: {namespace: acme, id: 5}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: AddressPool
+metadata: {name: public}
+spec: {addresses: [203.0.113.8/29]}
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: BackendSet
+metadata: {name: db, namespace: acme}
+spec:
+  cluster: c1
+  namespace: default
+  service: db
+  ports: [{port: 5432, endpoints: [{address: 198.18.7.7, port: 5432, node: n1}]}]
+  nodes: [{name: n1, address: 192.0.2.1}]
+"#;
+
+/// A TCP gateway `name` of tenant `acme` to `db` on `port`.
+pub fn gateway(name: &str, port: u32) -> String {
+    format!(
+        r#"
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Gateway
+metadata: {{name: {name}, namespace: acme}}
+spec:
+  template: tcp
+  listeners: [{{name: pg, port: {port}, protocol: TCP, backends: [{{namespace: default, name: db, port: 5432}}]}}]
+"#
+    )
+}
