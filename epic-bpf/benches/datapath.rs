@@ -66,6 +66,8 @@ fn bench(c: &mut Criterion) {
         .unwrap();
         dp.add_endpoint(EndpointKey::new(0, inner_dst, 8080, 17), tunnel)
             .unwrap();
+        // The cluster half checks the pod is an endpoint of the tunnel.
+        dp.add_local_endpoint(tunnel, inner_dst, 8080, 17).unwrap();
         let mut out = vec![0u8; frame.len() + 128];
         let check = dp.test_run_roundtrip(&frame, &mut out).unwrap();
         assert_eq!(

@@ -287,6 +287,20 @@ impl DataPath {
         .map_err(|e| map_error(ENDPOINTS, e))
     }
 
+    /// Cluster side: lets `tunnel` deliver to the local endpoint
+    /// (`address`, `port`, IP `protocol`); the cluster ingress program drops
+    /// (`drop_inner_not_endpoint`) whatever a tunnel carries to anything
+    /// else. The entry is the endpoint key with the tunnel id as scope.
+    pub fn add_local_endpoint(
+        &mut self,
+        tunnel: TunnelId,
+        address: std::net::IpAddr,
+        port: u16,
+        protocol: u8,
+    ) -> Result<(), Error> {
+        self.add_endpoint(EndpointKey::new(tunnel.0, address, port, protocol), tunnel)
+    }
+
     /// Removes an endpoint; `false` if it was not there.
     pub fn remove_endpoint(&mut self, key: EndpointKey) -> Result<bool, Error> {
         let mut m = map!(self, ENDPOINTS, PodEndpointKey, PodEndpointValue);

@@ -15,7 +15,7 @@
 //! | --- | --- | --- | --- |
 //! | [`Program::GatewayEgress`] | gateway | egress | a packet to a pod endpoint (key: scope = **skb mark** of the proxy's socket, pod address, port, protocol) → its tunnel → encapsulated toward the verified remote, and its reply flow recorded in the reply table; a tunnel without one (pending, expired) or unknown: dropped and counted, never sent in clear. Other packets pass. |
 //! | [`Program::GatewayIngress`] | gateway | ingress | GUE data (UDP 6080) of a known tunnel from exactly its verified remote address and port, to exactly its local end, whose inner packet is TCP/UDP and the reply of a flow the gateway egress sent into that tunnel (the reply table) → decapsulated; other GUE data dropped and counted (`drop_wrong_source`, `drop_wrong_destination`, `drop_tunnel_pending`, `drop_unknown_tunnel`, `drop_malformed`, `drop_inner_unsupported`, `drop_inner_not_allowed`); GUE control messages passed up unchanged to the agent's socket only if each is a standard hello of exactly the hello length (`drop_hello_malformed`) for a known tunnel (`drop_hello_unknown_tunnel`) within that tunnel's budget (`drop_hello_rate_limited`: 10/s from its verified remote, 4/s from any other source, separately). |
-//! | [`Program::ClusterIngress`] | cluster | ingress | as the gateway ingress without the reply check, and records the reply flow (pod → proxy) with its tunnel id in the LRU reply table. |
+//! | [`Program::ClusterIngress`] | cluster | ingress | as the gateway ingress, but instead of the reply check the inner destination (address, port, protocol) must be a local endpoint of the tunnel it came in ([`DataPath::add_local_endpoint`]; else `drop_inner_not_endpoint`: the cluster node itself and other pods are out of reach); records the reply flow (pod → proxy) with its tunnel id in the LRU reply table. |
 //! | [`Program::ClusterEgress`] | cluster | egress | a packet matching the reply table → encapsulated toward the tunnel's remote (the gateway). |
 //!
 //! The scope of an endpoint is the proxy's socket mark (`SO_MARK`, Envoy's
@@ -52,7 +52,7 @@
 //!
 //! | map | kind | key → value (from [`epic_gue::maps`]) | written by |
 //! | --- | --- | --- | --- |
-//! | `ENDPOINTS` | hash, 65536 | [`EndpointKey`] → [`EndpointValue`] | [`DataPath::add_endpoint`] |
+//! | `ENDPOINTS` | hash, 65536 | [`EndpointKey`] → [`EndpointValue`] | gateway: [`DataPath::add_endpoint`] (scope = the proxies' socket mark); cluster: [`DataPath::add_local_endpoint`] (scope = the tunnel id) |
 //! | `TUNNELS` | hash, 16384 | [`TunnelKey`] → [`TunnelValue`] | [`DataPath::add_tunnel`], [`DataPath::set_verified_remote`] (only verified hellos) |
 //! | `REPLIES` | LRU hash, 262144 | [`FlowKey`] → [`FlowValue`] | the cluster ingress and gateway egress programs; [`DataPath::expire_flows`] |
 //! | `GUE_COUNTERS` | per-CPU array | [`Counter`] → [`CounterValue`] | the programs; [`DataPath::counter`] |

@@ -121,6 +121,8 @@ fn gateway_and_cluster(c: &Case) -> (DataPath, DataPath) {
         .verified(c.gateway, GUE_PORT)
         .unwrap();
     cl.add_tunnel(TUNNEL, value).unwrap();
+    cl.add_local_endpoint(TUNNEL, c.pod, 8080, 6).unwrap();
+    cl.add_local_endpoint(TUNNEL, c.pod, 5353, 17).unwrap();
     (gw, cl)
 }
 
@@ -653,6 +655,99 @@ fn the_gateway_decapsulates_only_replies_to_its_own_flows() {
         assert_eq!(
             gw.counter(Counter::Decapsulated).unwrap().packets,
             1,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_cluster_node_delivers_only_to_the_tunnels_endpoints() {
+    if !require_root("the_cluster_node_delivers_only_to_the_tunnels_endpoints") {
+        return;
+    }
+    for c in cases() {
+        let (_gw, mut cl) = gateway_and_cluster(&c);
+        let name = c.name;
+        // What the gateway sends: from its 6080 to the NAT mapping, which
+        // forwards it to the node's 6080.
+        let from_gateway = |inner: &[u8]| {
+            nat(
+                &expected_frame(
+                    SocketAddr::new(c.gateway, GUE_PORT),
+                    SocketAddr::new(c.nat, NAT_PORT),
+                    inner,
+                ),
+                true,
+            )
+        };
+        let dropped = |cl: &DataPath, frame: &[u8], what: &str| {
+            let before = cl.counter(Counter::DropInnerNotEndpoint).unwrap().packets;
+            assert_eq!(
+                run(cl, Program::ClusterIngress, frame).0,
+                TC_ACT_SHOT,
+                "{what}"
+            );
+            assert_eq!(
+                cl.counter(Counter::DropInnerNotEndpoint).unwrap().packets,
+                before + 1,
+                "{what}"
+            );
+        };
+        // The node's own address (the NAT's in these tests), or one of
+        // the node's in the inner family.
+        let node: IpAddr = match (c.pod.is_ipv4(), c.nat.is_ipv4()) {
+            (true, true) | (false, false) => c.nat,
+            (true, false) => "192.0.2.1".parse().unwrap(),
+            (false, true) => "2001:db8:2::1".parse().unwrap(),
+        };
+        let other_pod: IpAddr = if c.pod.is_ipv4() {
+            "203.0.113.11"
+        } else {
+            "2001:db8:3::11"
+        }
+        .parse()
+        .unwrap();
+        // The node itself, another pod, the endpoint's other port, the
+        // endpoint's port in the other protocol.
+        for (dst, port, protocol) in [
+            (node, 22, 6),
+            (node, 8080, 6),
+            (other_pod, 8080, 6),
+            (c.pod, 8081, 6),
+            (c.pod, 8080, 17),
+        ] {
+            let forged = common::ip_packet(c.proxy, 41000, dst, port, protocol, 0);
+            dropped(
+                &cl,
+                &from_gateway(&forged),
+                &format!("{name}: {dst}:{port}/{protocol}"),
+            );
+        }
+        // The endpoint through a tunnel that does not serve it.
+        let other = TunnelId(TUNNEL.0 + 1);
+        let value = TunnelValue::pending(TenantId(1), c.nat, GUE_PORT)
+            .verified(c.gateway, GUE_PORT)
+            .unwrap();
+        cl.add_tunnel(other, value).unwrap();
+        let request = common::ip_packet(c.proxy, 41000, c.pod, 8080, 6, 0);
+        let mut via_other = from_gateway(&request);
+        let gue = 14 + if c.nat.is_ipv4() { 20 } else { 40 } + 8;
+        via_other[gue + 4..gue + 8].copy_from_slice(&other.0.to_be_bytes());
+        dropped(&cl, &via_other, &format!("{name}: via another tunnel"));
+        // Once that tunnel serves the endpoint too, both deliver.
+        cl.add_local_endpoint(other, c.pod, 8080, 6).unwrap();
+        for frame in [&from_gateway(&request), &via_other] {
+            assert_eq!(
+                run(&cl, Program::ClusterIngress, frame),
+                (TC_ACT_OK, common::frame(&request)),
+                "{name}"
+            );
+        }
+        // Nothing forged reached the reply table.
+        assert_eq!(cl.flows().unwrap().len(), 1, "{name}");
+        assert_eq!(
+            cl.counter(Counter::Decapsulated).unwrap().packets,
+            2,
             "{name}"
         );
     }

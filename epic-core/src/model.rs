@@ -335,6 +335,23 @@ pub struct TunnelStatus {
     pub node: String,
     /// Gateway node name.
     pub gateway_node: String,
+    /// The pod endpoints it delivers to: the cluster node's agent lets the
+    /// tunnel reach these and nothing else.
+    #[serde(default)]
+    pub endpoints: Vec<TunnelEndpoint>,
+}
+
+/// A pod endpoint a tunnel delivers to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunnelEndpoint {
+    /// Pod address.
+    pub address: IpAddr,
+    /// Pod port.
+    pub port: u16,
+    /// Protocol.
+    #[serde(default)]
+    pub protocol: PortProtocol,
 }
 
 /// What the platform made of a route attached to a gateway.
@@ -400,7 +417,9 @@ pub struct RouteSpec {
 }
 
 /// A transport protocol of a backend port.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum PortProtocol {
     /// TCP.
@@ -416,6 +435,15 @@ impl PortProtocol {
         match self {
             PortProtocol::Tcp => 6,
             PortProtocol::Udp => 17,
+        }
+    }
+
+    /// The protocol of IP protocol number `number`, if it is TCP or UDP.
+    pub fn from_number(number: u8) -> Option<Self> {
+        match number {
+            6 => Some(PortProtocol::Tcp),
+            17 => Some(PortProtocol::Udp),
+            _ => None,
         }
     }
 }

@@ -58,7 +58,7 @@ use crate::admission::{AdmittedPort, EndpointRefusal, Platform, TenantNetworks};
 use crate::conditions::{ConditionType, Reason};
 use crate::model::{
     AddressPool, BackendSet, Condition, Gateway, GatewayStatus, GatewayTemplate, Listener,
-    ListenerProtocol, Route, RouteStatus, Tenant, TunnelStatus,
+    ListenerProtocol, PortProtocol, Route, RouteStatus, Tenant, TunnelEndpoint, TunnelStatus,
 };
 pub use crate::render::RenderCache;
 use crate::render::Templates;
@@ -616,6 +616,19 @@ pub fn plan_incremental(
                 tunnel: tunnel_ids[key],
             });
     }
+    let mut tunnel_endpoints: BTreeMap<&TunnelKey, BTreeSet<TunnelEndpoint>> = BTreeMap::new();
+    for ((_, _, address, port, protocol), (_, key)) in &endpoint_owner {
+        if let Some(protocol) = PortProtocol::from_number(*protocol) {
+            tunnel_endpoints
+                .entry(key)
+                .or_default()
+                .insert(TunnelEndpoint {
+                    address: *address,
+                    port: *port,
+                    protocol,
+                });
+        }
+    }
     for (gp, keys) in out.gateways.iter_mut().zip(&gateway_tunnels) {
         gp.status.tunnels = keys
             .iter()
@@ -624,6 +637,10 @@ pub fn plan_incremental(
                 cluster: k.cluster.clone(),
                 node: k.node.clone(),
                 gateway_node: k.gateway_node.clone(),
+                endpoints: tunnel_endpoints
+                    .get(k)
+                    .map(|e| e.iter().cloned().collect())
+                    .unwrap_or_default(),
             })
             .collect();
         gp.status.tunnels.sort_by_key(|t| t.id);

@@ -127,6 +127,26 @@ fn a_tcp_gateway_gets_an_address_a_snapshot_tunnels_and_endpoints() {
     let n1 = p.tunnels.iter().find(|t| t.key.node == "n1").unwrap().id;
     assert_eq!((eps[0].port, eps[0].protocol, eps[0].tunnel), (8080, 6, n1));
     assert_eq!(g.status.tunnels.len(), 2);
+    // Each tunnel's status names the endpoints it delivers to (what the
+    // cluster node's agent lets it reach), ready or not.
+    let mut delivered: Vec<(&str, Vec<String>)> = g
+        .status
+        .tunnels
+        .iter()
+        .map(|t| {
+            let eps = t.endpoints.iter();
+            let eps = eps.map(|e| format!("{}:{}/{:?}", e.address, e.port, e.protocol));
+            (t.node.as_str(), eps.collect())
+        })
+        .collect();
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        [
+            ("n1", vec!["198.18.1.5:8080/Tcp".to_owned()]),
+            ("n2", vec!["198.18.2.5:8080/Tcp".to_owned()])
+        ]
+    );
     // Recorded: the allocation and both tunnels.
     assert_eq!(p.recorded.allocations.len(), 1);
     assert_eq!(p.recorded.tunnels.len(), 2);

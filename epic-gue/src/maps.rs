@@ -11,7 +11,7 @@
 //!
 //! | map | kind | key | value |
 //! | --- | --- | --- | --- |
-//! | endpoints (gateway egress) | hash | [`EndpointKey`] | [`EndpointValue`] |
+//! | endpoints (gateway egress, cluster ingress) | hash | [`EndpointKey`] | [`EndpointValue`] |
 //! | tunnels (both sides) | hash | [`TunnelKey`] | [`TunnelValue`] |
 //! | replies (both sides) | LRU hash | [`FlowKey`] | [`FlowValue`] |
 //! | hello budgets (gateway ingress) | LRU hash | [`HelloBudgetKey`] | [`HelloBudget`] |
@@ -51,10 +51,13 @@ pub const fn addr_from_bytes(family: u8, bytes: [u8; 16]) -> Option<IpAddr> {
     }
 }
 
-/// Endpoint table key (gateway side, egress): which tunnel reaches a pod.
+/// Endpoint table key: which tunnel reaches a pod.
 ///
-/// `scope` keeps tenants apart when pod CIDRs overlap: it is the proxy's
-/// interface index or its socket mark, as the loader and program agree.
+/// Gateway side (egress): `scope` keeps tenants apart when pod CIDRs
+/// overlap: it is the proxy's socket mark, the tenant's data-path scope.
+/// Cluster side (ingress): `scope` is the id of a tunnel that may deliver
+/// to the pod (the value names the same tunnel), so one pod can be the
+/// endpoint of several tunnels.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct EndpointKey {
@@ -305,11 +308,17 @@ pub enum Counter {
     /// Dropped (gateway ingress): a hello over its tunnel's budget
     /// ([`HelloBudgetKey`]).
     DropHelloRateLimited = 15,
+    /// Dropped (cluster ingress): the decapsulated packet's destination is
+    /// not an endpoint of the tunnel it came in (its address, port and
+    /// protocol are not in the endpoint table under that tunnel's id): a
+    /// gateway, or anyone who took over a tunnel, reaches only the pods the
+    /// tunnel serves, never the node itself or another pod.
+    DropInnerNotEndpoint = 16,
 }
 
 impl Counter {
     /// Number of counter slots (size of the array map).
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT as usize] = [
@@ -329,6 +338,7 @@ impl Counter {
         Counter::DropHelloMalformed,
         Counter::DropHelloUnknownTunnel,
         Counter::DropHelloRateLimited,
+        Counter::DropInnerNotEndpoint,
     ];
 
     /// The map index.
@@ -364,6 +374,7 @@ impl Counter {
             Counter::DropHelloMalformed => "drop_hello_malformed",
             Counter::DropHelloUnknownTunnel => "drop_hello_unknown_tunnel",
             Counter::DropHelloRateLimited => "drop_hello_rate_limited",
+            Counter::DropInnerNotEndpoint => "drop_inner_not_endpoint",
         }
     }
 }

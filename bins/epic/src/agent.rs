@@ -10,8 +10,17 @@
 //! tenantId: 7             # the tenant's data-path id
 //! helloIntervalSeconds: 3 # default 3
 //! tunnels:                # from the gateway's status (`status.json` in standalone mode)
-//! - {id: 1, gateway: 198.51.100.1, keyFile: /etc/epic/keys/demo/quickstart.key}
+//! - id: 1
+//!   gateway: 198.51.100.1
+//!   keyFile: /etc/epic/keys/demo/quickstart.key
+//!   endpoints:            # the pods this tunnel may deliver to (the status lists them)
+//!   - {address: 203.0.113.10, port: 8080, protocol: TCP}
 //! ```
+//!
+//! A tunnel delivers only to its listed endpoints: the cluster ingress
+//! program drops anything else it carries (`drop_inner_not_endpoint`), so
+//! a gateway node, or whoever took over a tunnel, cannot reach the node
+//! itself or other pods.
 //!
 //! The agent stops on `SIGTERM`/`SIGINT`; the programs are detached then.
 
@@ -23,6 +32,7 @@ use std::time::Duration;
 
 use epic_bpf::agent::ClusterHelloAgent;
 use epic_bpf::{DataPath, Program};
+use epic_core::model::TunnelEndpoint;
 use epic_gue::hello::clock::{MonotonicClock, wall_clock_nanos};
 use epic_gue::hello::{HelloKey, HelloSender, SenderConfig};
 use epic_gue::maps::{Counter, TunnelValue};
@@ -112,6 +122,9 @@ pub struct TunnelEntry {
     pub gateway: IpAddr,
     /// The tunnel key file (64 hex digits).
     pub key_file: PathBuf,
+    /// The local pod endpoints the tunnel delivers to (required: a tunnel
+    /// with none delivers nothing).
+    pub endpoints: Vec<TunnelEndpoint>,
 }
 
 /// Reads and checks the configuration; errors name the file and the field.
@@ -205,6 +218,11 @@ pub fn run(args: Args) -> Result<(), String> {
             datapath
                 .add_tunnel(TunnelId(t.id), value)
                 .map_err(|e| e.to_string())?;
+            for e in &t.endpoints {
+                datapath
+                    .add_local_endpoint(TunnelId(t.id), e.address, e.port, e.protocol.number())
+                    .map_err(|e| e.to_string())?;
+            }
             let mut sender = SenderConfig::new(TunnelId(t.id), key.clone(), tenant, node);
             sender.interval = interval;
             senders.push(HelloSender::new(&sender, clock.now(), wall_clock_nanos()));
@@ -298,12 +316,24 @@ mod tests {
     #[test]
     fn a_good_configuration_loads_with_its_key_next_to_it() {
         let c = check(
-            "node: n1\nuplink: eth0\naddress: 192.0.2.1\ntenantId: 7\ntunnels: [{id: 1, gateway: 198.51.100.1, keyFile: t.key}]\n",
+            "node: n1\nuplink: eth0\naddress: 192.0.2.1\ntenantId: 7\ntunnels: [{id: 1, gateway: 198.51.100.1, keyFile: t.key, endpoints: [{address: 203.0.113.10, port: 8080}, {address: '2001:db8::10', port: 53, protocol: UDP}]}]\n",
             Some(GOOD_KEY),
         )
         .unwrap();
         assert_eq!(c.hello_interval_seconds, 3);
         assert_eq!(c.tunnels[0].id, 1);
+        let endpoints: Vec<_> = c.tunnels[0]
+            .endpoints
+            .iter()
+            .map(|e| (e.address.to_string(), e.port, e.protocol.number()))
+            .collect();
+        assert_eq!(
+            endpoints,
+            [
+                ("203.0.113.10".to_owned(), 8080, 6),
+                ("2001:db8::10".to_owned(), 53, 17)
+            ]
+        );
     }
 
     #[test]
@@ -311,26 +341,44 @@ mod tests {
         let base = "node: n1\nuplink: eth0\naddress: 192.0.2.1\ntenantId: 7\n";
         let cases = [
             (
-                format!("{base}tunnels: [{{id: 1, gateway: 2001:db8::1, keyFile: t.key}}]\n"),
+                format!(
+                    "{base}tunnels: [{{id: 1, gateway: 2001:db8::1, keyFile: t.key, endpoints: []}}]\n"
+                ),
                 Some(GOOD_KEY),
                 "tunnels[0].gateway: 2001:db8::1 is not in the family of address 192.0.2.1",
             ),
             (
                 format!(
-                    "{base}tunnels: [{{id: 1, gateway: 198.51.100.1, keyFile: t.key}}, {{id: 1, gateway: 198.51.100.2, keyFile: t.key}}]\n"
+                    "{base}tunnels: [{{id: 1, gateway: 198.51.100.1, keyFile: t.key, endpoints: []}}, {{id: 1, gateway: 198.51.100.2, keyFile: t.key, endpoints: []}}]\n"
                 ),
                 Some(GOOD_KEY),
                 "tunnels[1].id: tunnel 1 is listed twice",
             ),
             (
-                format!("{base}tunnels: [{{id: 1, gateway: 198.51.100.1, keyFile: t.key}}]\n"),
+                format!(
+                    "{base}tunnels: [{{id: 1, gateway: 198.51.100.1, keyFile: t.key, endpoints: []}}]\n"
+                ),
                 Some("abc"),
                 "expected 64 hex digits",
             ),
             (
-                format!("{base}tunnels: [{{id: 1, gateway: 198.51.100.1, keyFile: t.key}}]\n"),
+                format!(
+                    "{base}tunnels: [{{id: 1, gateway: 198.51.100.1, keyFile: t.key, endpoints: []}}]\n"
+                ),
                 None,
                 "No such file or directory",
+            ),
+            (
+                format!("{base}tunnels: [{{id: 1, gateway: 198.51.100.1, keyFile: t.key}}]\n"),
+                Some(GOOD_KEY),
+                "tunnels[0]: missing field `endpoints`",
+            ),
+            (
+                format!(
+                    "{base}tunnels: [{{id: 1, gateway: 198.51.100.1, keyFile: t.key, endpoints: [{{address: 203.0.113.10, port: 80, protocol: SCTP}}]}}]\n"
+                ),
+                Some(GOOD_KEY),
+                "tunnels[0].endpoints[0].protocol: unknown variant `SCTP`",
             ),
             (
                 format!("{base}tunnels: []\n"),

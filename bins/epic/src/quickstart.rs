@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use epic_core::local::envoy::find_envoy;
 use epic_core::local::standalone::StatusFile;
+use epic_core::model::TunnelStatus;
 use epic_test_support::Netns;
 
 use crate::agent::AgentStats;
@@ -318,9 +319,12 @@ fn serve_http(mut conn: TcpStream, peer: SocketAddr, stop: &AtomicBool) {
 
 /// The agent's configuration on the node: the tunnel `epic run` assigned,
 /// the key it generated (in Kubernetes, the cluster controller copies both).
-fn agent_config(tunnel: u32) -> String {
+fn agent_config(tunnel: &TunnelStatus) -> String {
+    // The status's endpoints as a YAML flow sequence (JSON is YAML).
+    let endpoints = serde_json::to_string(&tunnel.endpoints).unwrap_or_else(|_| "[]".into());
     format!(
-        "node: {NODE_NAME}\nuplink: node0\naddress: {NODE}\ntenantId: {TENANT_ID}\nhelloIntervalSeconds: 1\ntunnels:\n- {{id: {tunnel}, gateway: {GW_UPLINK}, keyFile: keys/{TENANT}/{CLUSTER}.key}}\n"
+        "node: {NODE_NAME}\nuplink: node0\naddress: {NODE}\ntenantId: {TENANT_ID}\nhelloIntervalSeconds: 1\ntunnels:\n- {{id: {}, gateway: {GW_UPLINK}, keyFile: keys/{TENANT}/{CLUSTER}.key, endpoints: {endpoints}}}\n",
+        tunnel.id
     )
 }
 
@@ -372,7 +376,7 @@ fn http_get(addr: SocketAddr) -> std::io::Result<(u16, String)> {
 }
 
 /// Waits until `status.json` shows the gateway programmed with a tunnel.
-fn wait_programmed(dir: &Path, epic: &mut EpicProcess) -> Result<(IpAddr, u32), String> {
+fn wait_programmed(dir: &Path, epic: &mut EpicProcess) -> Result<(IpAddr, TunnelStatus), String> {
     let deadline = Instant::now() + WAIT;
     let path = dir.join("status.json");
     let mut last = String::from("no status.json yet");
@@ -398,7 +402,7 @@ fn wait_programmed(dir: &Path, epic: &mut EpicProcess) -> Result<(IpAddr, u32), 
                             g.status.addresses.first(),
                             g.status.tunnels.first(),
                         ) {
-                            return Ok((*address, tunnel.id));
+                            return Ok((*address, tunnel.clone()));
                         }
                         last = format!("gateway status: {:?}", g.status.conditions);
                     }
@@ -485,7 +489,8 @@ pub fn run(args: Args) -> Result<(), String> {
     )?;
     let (public, tunnel) = wait_programmed(&dir, &mut epic)?;
     println!(
-        "    gateway demo/web programmed: public address {public}, tunnel {tunnel} to {NODE_NAME}"
+        "    gateway demo/web programmed: public address {public}, tunnel {} to {NODE_NAME}",
+        tunnel.id
     );
     println!("    resources: {}", resources_path.display());
     println!("    status:    {}", dir.join("status.json").display());
@@ -493,7 +498,7 @@ pub fn run(args: Args) -> Result<(), String> {
 
     step("starting `epic agent` on the node (eBPF on node0, authenticated hellos every 1 s)");
     let agent_path = dir.join("agent.yaml");
-    std::fs::write(&agent_path, agent_config(tunnel))
+    std::fs::write(&agent_path, agent_config(&tunnel))
         .map_err(|e| format!("{}: {e}", agent_path.display()))?;
     let stats_path = dir.join("agent-stats.json");
     let mut agent = spawn_epic(

@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | `epic_gw_egress` | gateway node, uplink, egress | endpoint lookup (`ENDPOINTS`, scope = skb mark) → tunnel (`TUNNELS`) → encapsulate toward the verified remote and record the reply flow in `REPLIES` (LRU); pending/unknown tunnel: drop and count |
 //! | `epic_gw_ingress` | gateway node, uplink, ingress | GUE data from a known, verified tunnel whose outer source is the verified remote and outer destination its local end, whose inner packet is a reply recorded for that tunnel in `REPLIES` → decapsulate; other GUE data dropped and counted; control messages passed up only if they are a standard hello of exact length for a known tunnel within its budget (`HELLO_BUDGETS`, per tunnel and source kind), else dropped and counted |
-//! | `epic_cl_ingress` | cluster node, uplink, ingress | as `epic_gw_ingress` without the reply check, and records the reply flow in `REPLIES` (LRU) with the tunnel id |
+//! | `epic_cl_ingress` | cluster node, uplink, ingress | as `epic_gw_ingress`, but instead of the reply check the inner destination must be an endpoint of the tunnel (`ENDPOINTS` with the tunnel id as scope); records the reply flow in `REPLIES` (LRU) with the tunnel id |
 //! | `epic_cl_egress` | cluster node, uplink, egress | a packet matching `REPLIES` → encapsulate toward the tunnel's remote |
 //! | `epic_bench_roundtrip` | nowhere (benchmarks) | `epic_gw_egress` then `epic_cl_ingress` on one packet |
 //! | `epic_count` | anywhere | counts packets and bytes in `COUNTERS` slot 0 and passes them: the baseline |
@@ -36,7 +36,10 @@
 //! cross the tunnel), and at the gateway it must be the reply of a flow the
 //! gateway itself sent into *this* tunnel (else `drop_inner_not_allowed`):
 //! a tenant's node can only answer its own endpoints' connections, never
-//! reach the gateway node, another tenant's proxy or anything else.
+//! reach the gateway node, another tenant's proxy or anything else. At the
+//! cluster node it must go to an endpoint of *this* tunnel (else
+//! `drop_inner_not_endpoint`): a gateway node reaches only the pods the
+//! tunnel serves, never the cluster node itself or other pods.
 //!
 //! Headers are read straight from the linear packet data after a bounds
 //! check (`bpf_skb_load_bytes` only when the headers are not linear), and
@@ -87,7 +90,9 @@ static COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::with_max_entries(1, 0)
 #[map(name = "GUE_COUNTERS")]
 static GUE_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
-/// Gateway side: (scope, pod address, port, protocol) → tunnel id.
+/// (scope, pod address, port, protocol) → tunnel id. Gateway side: the
+/// scope is the proxy's socket mark (the tenant). Cluster side: the scope is
+/// the tunnel id, and the entry says the tunnel may deliver to that pod.
 #[map(name = "ENDPOINTS")]
 static ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::with_max_entries(65536, 0);
 
@@ -639,6 +644,9 @@ fn decapsulate_udp<const IP_LEN: usize>(
             return Err(Counter::DropInnerNotAllowed);
         }
         Side::Gateway => {}
+        Side::Cluster if !is_endpoint_of(&inner, tunnel_id) => {
+            return Err(Counter::DropInnerNotEndpoint);
+        }
         Side::Cluster => record_reply_flow(&inner, tunnel_id),
     }
     if inner.tcp_flags & TCP_SYN != 0 {
@@ -738,6 +746,23 @@ fn is_reply_of(packet: &Ip, tunnel_id: u32) -> bool {
     REPLIES
         .get_ptr(&key)
         .is_some_and(|flow| unsafe { (*flow).tunnel_id } == tunnel_id)
+}
+
+/// Whether `packet`'s destination is an endpoint `tunnel_id` may deliver
+/// to (cluster side: the endpoint table keyed with the tunnel id as scope).
+#[inline(always)]
+fn is_endpoint_of(packet: &Ip, tunnel_id: u32) -> bool {
+    let key = EndpointKey {
+        scope: tunnel_id,
+        addr: packet.dst,
+        port: packet.dst_port,
+        protocol: packet.protocol,
+        family: packet.family,
+    };
+    // SAFETY: a successful lookup returns a valid pointer; one u32 read.
+    ENDPOINTS
+        .get_ptr(&key)
+        .is_some_and(|endpoint| unsafe { (*endpoint).tunnel_id } == tunnel_id)
 }
 
 /// Records the reply flow of `request` (proxy → pod) with its tunnel,

@@ -471,6 +471,11 @@ impl Harness {
             .verified(ip(p.gateway), GUE_PORT)
             .unwrap();
         cl_dp.add_tunnel(TUNNEL, value).unwrap();
+        for (port, protocol) in [(TCP_PORT, 6), (UDP_PORT, 17), (EXTRA_PORT, 6)] {
+            cl_dp
+                .add_local_endpoint(TUNNEL, ip(p.pod), port, protocol)
+                .unwrap();
+        }
         let clock = MonotonicClock::new();
         let mut hello = SenderConfig::new(TUNNEL, key, tenant, node_id);
         hello.interval = Duration::from_millis(500);
