@@ -4,7 +4,8 @@
 Lints and renders a Helm chart offline with real Helm (helm-python-sdk),
 then validates every rendered manifest and CRD against the Kubernetes
 schemas (kubernetes-validate). Exit status 0 only if all of it passes;
-every problem is printed with the template it came from."""
+every problem is printed with the template it came from, and the rendered
+manifests (not the CRDs) are printed too, for the tests to read."""
 import json
 import sys
 
@@ -30,6 +31,7 @@ def main(chart_dir: str, values: dict) -> int:
         problems.append(f"render: {e}")
         rendered = {}
     kinds = []
+    manifests = []
     sources = list(rendered.items())
     for crd in chart.crds or []:
         name = crd.get("name") if isinstance(crd, dict) else getattr(crd, "name", "crd")
@@ -42,11 +44,13 @@ def main(chart_dir: str, values: dict) -> int:
             if not doc:
                 continue
             kinds.append(f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}")
+            if not path.startswith("crds/"):
+                manifests.append(doc)
             try:
                 kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
             except kubernetes_validate.ValidationError as e:
                 problems.append(f"{path}: {doc.get('kind')}: {e.message} at {list(e.path)}")
-    print(json.dumps({"objects": kinds, "problems": problems}, indent=2))
+    print(json.dumps({"objects": kinds, "problems": problems, "manifests": manifests}, indent=2))
     return 1 if problems else 0
 
 

@@ -37,8 +37,10 @@ struct Args {
     /// The ADS server as proxies reach it (`host:port`, the chart's Service).
     #[arg(long, default_value = "epic-gateway-controller.epic-system.svc:18000")]
     xds_service: String,
-    /// Where the xDS admin endpoint (`epicctl xds status`) listens; off if absent.
-    #[arg(long)]
+    /// Where the xDS admin endpoint (`epicctl xds status`) listens, on
+    /// loopback only (it has no authentication; reach it with `kubectl
+    /// port-forward`); off if absent.
+    #[arg(long, value_parser = loopback_address)]
     admin_listen: Option<SocketAddr>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
@@ -79,6 +81,18 @@ struct Args {
     /// The API server's address is always added.
     #[arg(long = "platform-network", value_parser = epic_core::admission::parse_network)]
     platform_networks: Vec<epic_core::admission::IpNet>,
+}
+
+/// A socket address on loopback, for endpoints that have no authentication.
+fn loopback_address(text: &str) -> Result<SocketAddr, String> {
+    let address: SocketAddr = text.parse().map_err(|e| format!("{text}: {e}"))?;
+    if address.ip().is_loopback() {
+        Ok(address)
+    } else {
+        Err(format!(
+            "{address} is not on loopback: the xDS admin endpoint has no authentication (use 127.0.0.1 and kubectl port-forward)"
+        ))
+    }
 }
 
 fn main() -> ExitCode {
@@ -203,4 +217,21 @@ async fn run(args: Args) -> Result<(), String> {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_address;
+
+    #[test]
+    fn the_admin_endpoint_listens_on_loopback_only() {
+        for ok in ["127.0.0.1:18001", "[::1]:18001"] {
+            assert_eq!(loopback_address(ok).unwrap().to_string(), ok);
+        }
+        for refused in ["0.0.0.0:18001", "[::]:18001", "198.51.100.1:18001"] {
+            let err = loopback_address(refused).unwrap_err();
+            assert!(err.contains("not on loopback"), "{refused}: {err}");
+        }
+        assert!(loopback_address("localhost").is_err());
+    }
 }

@@ -26,28 +26,105 @@ fn the_chart_crds_are_the_ones_generated_from_the_rust_types() {
     );
 }
 
-#[test]
-fn the_chart_lints_renders_and_validates() {
+/// What `check_chart.py` made of the chart with `values`: success, and its
+/// report (objects, problems, rendered manifests) or its error output.
+fn check(values: serde_json::Value) -> (bool, serde_json::Value, String) {
     let out = Command::new("python3")
         .arg(charts().join("check_chart.py"))
         .arg(charts().join("epic-gateway"))
+        .arg(values.to_string())
         .output()
         .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), report, format!("{stdout}\n{stderr}"))
+}
+
+/// The values an install needs: the platform's networks (the gateway nodes').
+fn values() -> serde_json::Value {
+    serde_json::json!({"platformNetworks": ["198.51.100.0/24", "192.0.2.7", "2001:db8::1"]})
+}
+
+#[test]
+fn the_chart_lints_renders_and_validates() {
+    let (ok, report, output) = check(values());
     assert!(
-        out.status.success(),
-        "chart check failed (helm-python-sdk and kubernetes-validate come from `cargo xtask setup`):\n{stdout}\n{stderr}"
+        ok,
+        "chart check failed (helm-python-sdk and kubernetes-validate come from `cargo xtask setup`):\n{output}"
     );
     for kind in [
         "Deployment/epic-gateway-controller",
         "ClusterRole/epic-gateway-controller",
         "Service/epic-gateway-controller",
+        "NetworkPolicy/epic-gateway-controller",
         "CustomResourceDefinition/gateways.epic-gateway.org",
     ] {
         assert!(
-            stdout.contains(kind),
-            "{kind} missing from the rendered chart:\n{stdout}"
+            report["objects"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|k| k == kind)),
+            "{kind} missing from the rendered chart:\n{output}"
         );
     }
+}
+
+fn manifest<'a>(report: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
+    report["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["kind"] == kind)
+}
+
+#[test]
+fn the_ads_port_is_reachable_only_from_the_gateway_nodes_and_admin_only_on_loopback() {
+    let (ok, report, output) = check(values());
+    assert!(ok, "{output}");
+    let policy = manifest(&report, "NetworkPolicy").expect("a NetworkPolicy");
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    let xds = ingress
+        .iter()
+        .find(|r| r["ports"][0]["port"] == 18000)
+        .expect("an ADS rule");
+    let cidrs: Vec<&str> = xds["from"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["ipBlock"]["cidr"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cidrs,
+        ["198.51.100.0/24", "192.0.2.7/32", "2001:db8::1/128"]
+    );
+    // No rule opens the admin port; the operations port is open.
+    assert!(ingress.iter().all(|r| r["ports"][0]["port"] != 18001));
+    assert!(ingress.iter().any(|r| r["ports"][0]["port"] == 8080));
+    let deployment = manifest(&report, "Deployment").unwrap();
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    assert!(
+        args.iter().any(|a| a == "--admin-listen=127.0.0.1:18001"),
+        "{args:?}"
+    );
+
+    // Explicit sources win over platformNetworks.
+    let mut explicit = values();
+    explicit["networkPolicy"] = serde_json::json!({"xdsFrom": ["203.0.113.0/24"]});
+    let (ok, report, output) = check(explicit);
+    assert!(ok, "{output}");
+    let policy = manifest(&report, "NetworkPolicy").unwrap();
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"],
+        serde_json::json!([{"ipBlock": {"cidr": "203.0.113.0/24"}}])
+    );
+
+    // Nothing to allow: the render fails and says what to set.
+    let (ok, _, output) = check(serde_json::json!({}));
+    assert!(!ok, "{output}");
+    assert!(output.contains("networkPolicy.xdsFrom"), "{output}");
+    // Turned off: no policy.
+    let (ok, report, output) = check(serde_json::json!({"networkPolicy": {"enabled": false}}));
+    assert!(ok, "{output}");
+    assert!(manifest(&report, "NetworkPolicy").is_none());
 }

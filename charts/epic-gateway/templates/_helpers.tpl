@@ -14,3 +14,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: {{ include "epic-gateway.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{/* A CIDR from a CIDR or a single address (/32 or /128). */}}
+{{- define "epic-gateway.cidr" -}}
+{{- if contains "/" . -}}
+{{ . }}
+{{- else if contains ":" . -}}
+{{ . }}/128
+{{- else -}}
+{{ . }}/32
+{{- end -}}
+{{- end -}}

@@ -96,6 +96,16 @@ pub enum EnvoyError {
         /// The last lines of its log.
         log_tail: String,
     },
+    /// The admin address is not a loopback address: Envoy's admin
+    /// interface has no authentication and can change the proxy (drain
+    /// listeners, quit), so it is only ever served on loopback.
+    #[error(
+        "Envoy admin address {admin} is not on loopback: the admin interface has no authentication"
+    )]
+    AdminNotLoopback {
+        /// The refused address.
+        admin: SocketAddr,
+    },
     /// An admin request failed (connecting, timing out, or a garbled reply).
     #[error("Envoy admin request GET {path} on {admin} failed: {reason}")]
     Admin {
@@ -165,8 +175,8 @@ pub struct EnvoyConfig {
     pub ads: SocketAddr,
     /// Delta xDS (`DELTA_GRPC`) instead of state-of-the-world (`GRPC`).
     pub delta: bool,
-    /// The admin address; port 0 picks a free port ([`LocalEnvoy::admin`]
-    /// tells which).
+    /// The admin address, on loopback ([`LocalEnvoy::start`] refuses any
+    /// other); port 0 picks a free port ([`LocalEnvoy::admin`] tells which).
     pub admin: SocketAddr,
     /// Envoy's own directory: bootstrap, admin address file, log.
     pub work_dir: PathBuf,
@@ -302,6 +312,11 @@ impl LocalEnvoy {
     /// address. Envoy's stderr goes to its log too. Envoy runs without hot
     /// restart, so any number of them can share a host.
     pub async fn start(config: EnvoyConfig) -> Result<LocalEnvoy, EnvoyError> {
+        if !config.admin.ip().is_loopback() {
+            return Err(EnvoyError::AdminNotLoopback {
+                admin: config.admin,
+            });
+        }
         let dir = &config.work_dir;
         std::fs::create_dir_all(dir).map_err(|source| EnvoyError::Io {
             what: "create the work directory",
@@ -566,6 +581,23 @@ mod tests {
             "127.0.0.1:18000".parse().unwrap(),
             "/tmp/x",
         )
+    }
+
+    #[tokio::test]
+    async fn an_admin_address_off_loopback_is_refused_before_anything_runs() {
+        for admin in ["0.0.0.0:9901", "198.51.100.1:9901", "[::]:9901"] {
+            let mut c = config();
+            c.admin = admin.parse().unwrap();
+            c.work_dir = "/nonexistent/never-created".into();
+            let Err(err) = LocalEnvoy::start(c).await else {
+                panic!("{admin}: started");
+            };
+            assert!(
+                matches!(err, EnvoyError::AdminNotLoopback { .. }),
+                "{admin}: {err}"
+            );
+            assert!(err.to_string().contains("not on loopback"), "{err}");
+        }
     }
 
     #[test]
