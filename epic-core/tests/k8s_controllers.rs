@@ -116,7 +116,7 @@ fn the_gateway_controller_follows_changes_and_is_quiet_when_idle() {
                 controller_manager: true,
                 ..Default::default()
             },
-            "{}",
+            common::GATEWAY_VALUES,
         )
         .await;
         apply(&client, &backend_set("n1")).await;
@@ -245,7 +245,7 @@ metadata: {name: node-a}
 #[test]
 fn a_deleted_service_waits_for_its_gateway_to_go() {
     rt().block_on(async {
-        let tenants = r#"{"tenants": [{"namespace": "acme", "group": "epic-tenant:acme"}]}"#;
+        let tenants = r#"{"networkPolicy": {"xdsFrom": ["198.51.100.0/24"]}, "tenants": [{"namespace": "acme", "group": "epic-tenant:acme"}]}"#;
         let ((platform_plane, platform), user_plane) = tokio::join!(
             platform_with(PlaneOptions::default(), tenants),
             ControlPlane::start("user", PlaneOptions::default())
@@ -325,7 +325,7 @@ fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
 #[test]
 fn the_tenant_role_confines_a_tenant_to_its_namespace() {
     rt().block_on(async {
-        let tenants = r#"{"tenants": [{"namespace": "acme", "group": "epic-tenant:acme"}, {"namespace": "globex", "group": "epic-tenant:globex"}]}"#;
+        let tenants = r#"{"networkPolicy": {"xdsFrom": ["198.51.100.0/24"]}, "tenants": [{"namespace": "acme", "group": "epic-tenant:acme"}, {"namespace": "globex", "group": "epic-tenant:globex"}]}"#;
         let (plane, admin) = platform_with(PlaneOptions::default(), tenants).await;
         apply(&admin, "apiVersion: v1\nkind: Namespace\nmetadata: {name: globex}\n").await;
         let acme = plane.client_as("acme-cluster-1", &["epic-tenant:acme"]).await.unwrap();

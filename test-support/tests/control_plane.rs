@@ -51,7 +51,11 @@ fn two_control_planes_with_rbac_and_crds() {
         assert!(err.to_string().contains("forbidden"), "{err}");
 
         // The platform takes the chart's CRDs, the user cluster the Gateway API's.
-        let chart = render_chart("epic-gateway", "{}", "epic-system").unwrap();
+        let chart = render_chart(
+            "epic-gateway",
+            r#"{"networkPolicy": {"xdsFrom": ["198.51.100.0/24"]}}"#,
+            "epic-system",
+        ).unwrap();
         let applied = apply_manifests(&admin, &chart).await.unwrap();
         assert!(
             applied.contains(&"CustomResourceDefinition/gateways.epic-gateway.org".to_owned()),

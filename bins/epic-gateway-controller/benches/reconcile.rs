@@ -172,7 +172,7 @@ async fn scenario(n: usize, samples: usize) {
     );
     let (platform, user) = (platform.unwrap(), user.unwrap());
     let admin = platform.client().await.unwrap();
-    let tenants = r#"{"tenants": [{"namespace": "acme", "group": "epic-tenant:acme"}]}"#;
+    let tenants = r#"{"networkPolicy": {"xdsFrom": ["198.51.100.0/24"]}, "tenants": [{"namespace": "acme", "group": "epic-tenant:acme"}]}"#;
     apply_manifests(
         &admin,
         &render_chart("epic-gateway", tenants, "epic-system").unwrap(),

@@ -108,7 +108,12 @@ fn killing_the_leader_hands_over_without_moving_anything() {
             .await
             .unwrap();
         let client = plane.client().await.unwrap();
-        let chart = render_chart("epic-gateway", "{}", "epic-system").unwrap();
+        let chart = render_chart(
+            "epic-gateway",
+            r#"{"networkPolicy": {"xdsFrom": ["198.51.100.0/24"]}}"#,
+            "epic-system",
+        )
+        .unwrap();
         apply_manifests(&client, &chart).await.unwrap();
         apply_manifests(&client, &seed()).await.unwrap();
         apply_manifests(&client, &gateway("web")).await.unwrap();

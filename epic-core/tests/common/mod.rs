@@ -11,13 +11,17 @@ use kube::Client;
 use kube::api::{Api, DynamicObject};
 use serde_json::Value;
 
+/// The gateway chart's values for the tests: the ADS port's sources (the
+/// chart's NetworkPolicy needs some).
+pub const GATEWAY_VALUES: &str = r#"{"networkPolicy": {"xdsFrom": ["198.51.100.0/24"]}}"#;
+
 /// A gateway platform: the chart's CRDs applied (the controller's own
 /// objects too; nothing runs them).
 pub async fn platform() -> ControlPlane {
     let plane = ControlPlane::start("platform", Options::default())
         .await
         .unwrap();
-    let chart = render_chart("epic-gateway", "{}", "epic-system").unwrap();
+    let chart = render_chart("epic-gateway", GATEWAY_VALUES, "epic-system").unwrap();
     apply_manifests(&plane.client().await.unwrap(), &chart)
         .await
         .unwrap();
