@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use envoy_types::util::pack_any;
 use epic_core::local::envoy::{EnvoyConfig, EnvoyError, LocalEnvoy, find_envoy};
+use epic_xds::identity::{ProxyTlsFiles, XdsAuthority};
 use epic_xds::pb::envoy::config::cluster::v3::Cluster;
 use epic_xds::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use epic_xds::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
@@ -17,7 +18,7 @@ use epic_xds::pb::envoy::config::endpoint::v3::{
 use epic_xds::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use epic_xds::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use epic_xds::pb::google::protobuf::Duration as PbDuration;
-use epic_xds::{AdsServer, KnownGateways, Snapshot, SnapshotCache};
+use epic_xds::{AdsServer, KnownGateways, ServerTls, Snapshot, SnapshotCache};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -153,12 +154,19 @@ struct Ads {
 }
 
 impl Ads {
-    async fn start(cache: SnapshotCache) -> Ads {
+    /// With mutual TLS under `authority`, if given.
+    async fn start_with(cache: SnapshotCache, authority: Option<&XdsAuthority>) -> Ads {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let gateways = KnownGateways::new();
         gateways.insert("t1", "web");
-        let server = AdsServer::new(cache, gateways);
+        let mut server = AdsServer::new(cache, gateways);
+        if let Some(ca) = authority {
+            server = server.with_tls(ServerTls {
+                ca_pem: ca.cert_pem(),
+                server: ca.issue_server().unwrap(),
+            });
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -215,16 +223,35 @@ fn process_dead(pid: u32) -> bool {
     }
 }
 
-async fn proxies_tcp_through_envoy(delta: bool) {
+/// Writes the identity of `identity` under `ca` into `dir` for Envoy.
+fn proxy_identity(ca: &XdsAuthority, identity: &str, dir: &Path) -> ProxyTlsFiles {
+    std::fs::create_dir_all(dir).unwrap();
+    let issued = ca.issue_proxy(identity).unwrap();
+    let files = ProxyTlsFiles {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("proxy.crt"),
+        key: dir.join("proxy.key"),
+    };
+    std::fs::write(&files.ca, ca.cert_pem()).unwrap();
+    std::fs::write(&files.cert, &issued.cert_pem).unwrap();
+    std::fs::write(&files.key, &issued.key_pem).unwrap();
+    files
+}
+
+async fn proxies_tcp_through_envoy(delta: bool, mutual_tls: bool) {
     let (backend, _echo) = echo_server().await;
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let cache = SnapshotCache::new();
     cache.set_snapshot(NODE, tcp_proxy_snapshot(listen, backend));
-    let ads = Ads::start(cache).await;
+    let ca = XdsAuthority::generate().unwrap();
+    let ads = Ads::start_with(cache, mutual_tls.then_some(&ca)).await;
 
     let work = WorkDir::new(if delta { "delta" } else { "sotw" });
     let mut config = EnvoyConfig::new(envoy_binary(), NODE, ads.addr, &work.0);
     config.delta = delta;
+    if mutual_tls {
+        config.tls = Some(proxy_identity(&ca, NODE, &work.0.join("tls")));
+    }
     let mut envoy = LocalEnvoy::start(config).await.unwrap();
     assert_ne!(envoy.admin().port(), 0, "the bound admin port is known");
     let pid = envoy.pid().expect("a running process has a pid");
@@ -264,12 +291,69 @@ async fn proxies_tcp_through_envoy(delta: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sotw_envoy_proxies_tcp_and_stops() {
-    proxies_tcp_through_envoy(false).await;
+    proxies_tcp_through_envoy(false, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_envoy_proxies_tcp_and_stops() {
-    proxies_tcp_through_envoy(true).await;
+    proxies_tcp_through_envoy(true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_over_mutual_tls_proxies_tcp_sotw_and_delta() {
+    proxies_tcp_through_envoy(false, true).await;
+    proxies_tcp_through_envoy(true, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_without_its_own_identity_gets_nothing() {
+    let (backend, _echo) = echo_server().await;
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cache = SnapshotCache::new();
+    cache.set_snapshot(NODE, tcp_proxy_snapshot(listen, backend));
+    let ca = XdsAuthority::generate().unwrap();
+    let ads = Ads::start_with(cache.clone(), Some(&ca)).await;
+    let stranger = XdsAuthority::generate().unwrap();
+    let work = WorkDir::new("identity");
+    // Another proxy's identity; the right name from another authority;
+    // no identity at all (plaintext).
+    for (what, tls) in [
+        (
+            "another proxy's identity",
+            Some(proxy_identity(&ca, "t1/web/proxy-1", &work.0.join("a"))),
+        ),
+        (
+            "another authority",
+            Some(proxy_identity(&stranger, NODE, &work.0.join("b"))),
+        ),
+        ("plaintext", None),
+    ] {
+        let mut config = EnvoyConfig::new(
+            envoy_binary(),
+            NODE,
+            ads.addr,
+            work.0.join(what.replace(' ', "-")),
+        );
+        config.tls = tls;
+        let mut envoy = LocalEnvoy::start(config).await.unwrap();
+        let waited = envoy.wait_ready(Duration::from_secs(4)).await;
+        assert!(
+            matches!(waited, Err(EnvoyError::NotReady { .. })),
+            "{what}: {waited:?}"
+        );
+        assert!(
+            echo_through(listen, b"x").await.is_none(),
+            "{what}: a listener"
+        );
+        // Envoy has been retrying for seconds: no stream of it is open.
+        let status = cache.status();
+        let node = status.nodes.iter().find(|n| n.node == NODE);
+        assert!(
+            node.is_none_or(|n| n.streams.is_empty()),
+            "{what}: a stream was admitted: {node:?}"
+        );
+        envoy.stop().await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -301,8 +385,9 @@ async fn an_envoy_that_cannot_bind_its_admin_address_exits_with_its_log() {
         "127.0.0.1:1".parse().unwrap(),
         &work.0,
     );
-    // Not an address of this host: Envoy cannot bind it and gives up.
-    config.admin = "192.0.2.1:1".parse().unwrap();
+    // A loopback port another socket holds: Envoy cannot bind it and gives up.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    config.admin = taken.local_addr().unwrap();
     let err = match LocalEnvoy::start(config).await {
         Ok(mut envoy) => envoy.wait_ready(Duration::from_secs(20)).await.unwrap_err(),
         Err(e) => e,

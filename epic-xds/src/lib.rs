@@ -12,6 +12,9 @@
 //!   endpoints, listeners, routes; removals last), nonces and versions per
 //!   the xDS protocol, a NACKed version is never resent, nodes are admitted by
 //!   a [`NodeAuthorizer`] (`<tenant>/<gateway>/<proxy>`).
+//! - With [`AdsServer::with_tls`], only mutually authenticated proxies are
+//!   served: each presents a client certificate from the
+//!   [`identity::XdsAuthority`] that names exactly its node id.
 //! - [`serve_admin`] shows the cache as JSON (`epicctl xds status`).
 //!
 //! # A minimal control plane
@@ -84,6 +87,7 @@ mod cache;
 mod delta;
 #[cfg(test)]
 mod fixtures;
+pub mod identity;
 mod resource;
 mod server;
 mod snapshot;
@@ -95,7 +99,7 @@ pub use cache::{
     Revision, RevisionState, SnapshotCache, StreamId, StreamKind, StreamStatus,
 };
 pub use resource::{EncodedResource, ResourceType, SharedResource};
-pub use server::{AdsServer, KnownGateways, NodeAuthorizer, ServerError, StreamLimits};
+pub use server::{AdsServer, KnownGateways, NodeAuthorizer, ServerError, ServerTls, StreamLimits};
 pub use snapshot::{ResourceSet, Snapshot, SnapshotBuilder, SnapshotError};
 
 /// The Envoy protobuf types (re-exported from `envoy-types`).

@@ -146,10 +146,23 @@ impl NodeAuthorizer for KnownGateways {
 /// Errors from running the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The gRPC transport failed.
+    /// The gRPC transport failed (or its TLS configuration was refused).
     #[error("xDS gRPC transport failed")]
     Transport(#[from] tonic::transport::Error),
 }
+
+/// Mutual TLS on the ADS port: the server's certificate and the authority
+/// every client certificate must chain to ([`crate::identity`]).
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// The authority's certificate (PEM).
+    pub ca_pem: String,
+    /// The server's certificate and key.
+    pub server: crate::identity::IssuedCert,
+}
+
+/// The client certificates of a request (`None` without TLS).
+type PeerCerts = Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>;
 
 /// The Aggregated Discovery Service, serving a [`SnapshotCache`].
 #[derive(Clone)]
@@ -158,6 +171,7 @@ pub struct AdsServer {
     authorizer: Arc<dyn NodeAuthorizer>,
     shutdown: watch::Sender<bool>,
     limits: StreamLimits,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl fmt::Debug for AdsServer {
@@ -176,7 +190,18 @@ impl AdsServer {
             authorizer: Arc::new(authorizer),
             shutdown: watch::channel(false).0,
             limits: StreamLimits::default(),
+            tls: None,
         }
+    }
+
+    /// This server with mutual TLS: [`AdsServer::serve`] accepts only
+    /// clients whose certificate chains to `tls.ca_pem`, and a stream is
+    /// admitted only if that certificate's identity
+    /// ([`crate::identity::node_ids_of`]) is the node id of its first
+    /// request; any other client gets `PERMISSION_DENIED` and nothing else.
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(Arc::new(tls));
+        self
     }
 
     /// This server with other `limits` (default: [`StreamLimits::default`]).
@@ -215,7 +240,18 @@ impl AdsServer {
             tracing::info!("xDS server shutting down");
             this.close_streams();
         };
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+            let config = ServerTlsConfig::new()
+                .identity(Identity::from_pem(
+                    &tls.server.cert_pem,
+                    &tls.server.key_pem,
+                ))
+                .client_ca_root(Certificate::from_pem(&tls.ca_pem));
+            builder = builder.tls_config(config)?;
+        }
+        builder
             .serve_with_incoming_shutdown(
                 self.into_service(),
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -254,17 +290,42 @@ impl AdsServer {
             })
     }
 
-    /// Reads the first request and checks its node id.
-    fn admit(&self, node: Option<&str>) -> Result<String, Status> {
+    /// Checks the first request's node id: well-formed, the identity of
+    /// the client certificate (with TLS), and accepted by the authorizer.
+    fn admit(&self, node: Option<&str>, peer: &PeerCerts) -> Result<String, Status> {
         let id = node.unwrap_or_default();
         let parsed: NodeId = id
             .parse()
             .map_err(|e: crate::cache::NodeIdError| Status::invalid_argument(e.to_string()))?;
+        if self.tls.is_some() {
+            self.check_identity(id, peer)?;
+        }
         self.authorizer.authorize(&parsed).map_err(|why| {
             tracing::warn!(node = id, %why, "xDS stream refused");
             Status::permission_denied(format!("node {id:?} refused: {why}"))
         })?;
         Ok(id.to_string())
+    }
+
+    /// `Ok` if the client's certificate is the identity of node `id`.
+    fn check_identity(&self, id: &str, peer: &PeerCerts) -> Result<(), Status> {
+        let refuse = |why: String| {
+            tracing::warn!(node = id, %why, "xDS stream refused");
+            Status::permission_denied(format!("node {id:?} refused: {why}"))
+        };
+        let cert = peer
+            .as_ref()
+            .and_then(|certs| certs.first())
+            .ok_or_else(|| refuse("no client certificate".into()))?;
+        let names = crate::identity::node_ids_of(cert)
+            .map_err(|e| refuse(format!("client certificate: {e}")))?;
+        if names.iter().any(|n| n == id) {
+            Ok(())
+        } else {
+            Err(refuse(format!(
+                "the client certificate is the identity of {names:?}, not of this node"
+            )))
+        }
     }
 }
 
@@ -279,9 +340,10 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = request.peer_certs();
         let mut inbound = request.into_inner();
         let first = self.first(&mut inbound).await?;
-        let node = self.admit(first.node.as_ref().map(|n| n.id.as_str()))?;
+        let node = self.admit(first.node.as_ref().map(|n| n.id.as_str()), &peer)?;
         let id = self.register(&node, StreamKind::Sotw)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let span = tracing::info_span!("ads", node = %node, kind = "sotw");
@@ -294,9 +356,10 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let peer = request.peer_certs();
         let mut inbound = request.into_inner();
         let first = self.first(&mut inbound).await?;
-        let node = self.admit(first.node.as_ref().map(|n| n.id.as_str()))?;
+        let node = self.admit(first.node.as_ref().map(|n| n.id.as_str()), &peer)?;
         let id = self.register(&node, StreamKind::Delta)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let span = tracing::info_span!("ads", node = %node, kind = "delta");

@@ -184,6 +184,9 @@ pub struct EnvoyConfig {
     pub concurrency: u32,
     /// How long [`LocalEnvoy::start`] waits for the admin port.
     pub start_timeout: Duration,
+    /// The proxy's xDS identity: with it, Envoy reaches the ADS server
+    /// over mutual TLS ([`epic_xds::identity`]); `None`: plaintext.
+    pub tls: Option<epic_xds::identity::ProxyTlsFiles>,
     /// The mark of every upstream socket (the tenant's data-path scope,
     /// [`crate::plan::upstream_mark`]); `None`: unmarked.
     pub upstream_mark: Option<u32>,
@@ -210,6 +213,7 @@ impl EnvoyConfig {
             concurrency: 1,
             start_timeout: Duration::from_secs(30),
             upstream_mark: None,
+            tls: None,
         }
     }
 
@@ -240,6 +244,10 @@ pub fn bootstrap(config: &EnvoyConfig) -> Value {
     let mut bootstrap = unmarked_bootstrap(config);
     if let Some(scope) = config.upstream_mark {
         bootstrap["cluster_manager"] = crate::plan::upstream_mark(scope);
+    }
+    if let Some(tls) = &config.tls {
+        bootstrap["static_resources"]["clusters"][0]["transport_socket"] =
+            tls.envoy_transport_socket();
     }
     bootstrap
 }

@@ -5,4 +5,6 @@
 
 pub mod addresses;
 pub mod envoy;
+mod files;
 pub mod standalone;
+mod xds_identity;

@@ -41,7 +41,6 @@
 use crate::tunnel_ids::TunnelIdSecret;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +58,7 @@ use serde::{Deserialize, Serialize};
 
 use super::addresses::LocalAddresses;
 use super::envoy::{EnvoyConfig, LocalEnvoy, find_envoy};
+use super::files::{check_private, write_atomically, write_private};
 use crate::plan::{
     DesiredInputs, EndpointPlan, GatewayNode, Plan, Problem, Recorded, TunnelPlan, plan,
 };
@@ -142,6 +142,9 @@ pub enum StandaloneError {
         /// The name.
         name: String,
     },
+    /// An xDS identity could not be made or read.
+    #[error("xDS identity: {0}")]
+    XdsIdentity(#[from] epic_xds::identity::IdentityError),
     /// A key file others may read or write.
     #[error("{path}: mode {mode:o} lets others read or write the key; it must be 600 (chmod 600)")]
     KeyPermissions {
@@ -329,6 +332,8 @@ pub struct Standalone {
     xds_stop: Option<tokio::sync::oneshot::Sender<()>>,
     xds_task: Option<tokio::task::JoinHandle<Result<(), epic_xds::ServerError>>>,
     xds_address: SocketAddr,
+    /// Issues each proxy its xDS identity (the ADS server requires one).
+    authority: epic_xds::identity::XdsAuthority,
     envoys: BTreeMap<String, LocalEnvoy>,
     addresses: LocalAddresses,
     routes: Option<epic_route::RouteProgrammer>,
@@ -379,7 +384,10 @@ impl fmt::Debug for Standalone {
     }
 }
 
-fn file_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StandaloneError {
+pub(crate) fn file_error(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> StandaloneError {
     let path = path.to_owned();
     move |source| StandaloneError::File { what, path, source }
 }
@@ -392,41 +400,6 @@ fn is_empty(inputs: &DesiredInputs) -> bool {
         && inputs.gateways.is_empty()
         && inputs.routes.is_empty()
         && inputs.backend_sets.is_empty()
-}
-
-/// Refuses a key file whose mode lets group or others in.
-fn check_private(path: &Path) -> Result<(), StandaloneError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(file_error("tunnel key", path))?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(StandaloneError::KeyPermissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
-fn write_atomically(what: &'static str, path: &Path, bytes: &[u8]) -> Result<(), StandaloneError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(file_error(what, &tmp))?;
-    file.write_all(bytes).map_err(file_error(what, &tmp))?;
-    file.sync_all().map_err(file_error(what, &tmp))?;
-    std::fs::rename(&tmp, path).map_err(file_error(what, path))?;
-    sync_parent(what, path)
-}
-
-/// Syncs the directory of `path`, so a rename into it survives a crash.
-fn sync_parent(what: &'static str, path: &Path) -> Result<(), StandaloneError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(file_error(what, dir))
 }
 
 /// Locks `state_dir` for this process (an exclusive lock on its `lock`
@@ -470,39 +443,24 @@ pub fn tunnel_key(
     let path = dir.join(format!("{cluster}.key"));
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            check_private(&path)?;
+            check_private("tunnel key", &path)?;
             HelloKey::from_hex(text.trim()).ok_or_else(|| StandaloneError::Corrupt {
                 path: path.clone(),
                 message: "expected 64 hex digits (a 32-byte key)".into(),
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(file_error("key directory", &dir))?;
             let mut bytes = [0u8; 32];
             let mut random = std::fs::File::open("/dev/urandom")
                 .map_err(file_error("random source", Path::new("/dev/urandom")))?;
             std::io::Read::read_exact(&mut random, &mut bytes)
                 .map_err(file_error("random source", Path::new("/dev/urandom")))?;
             let key = HelloKey::new(bytes);
-            // Private from its first byte: created 0600, then renamed.
-            let tmp = path.with_extension("tmp");
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(file_error("tunnel key", &tmp))?;
-            file.write_all(format!("{}\n", key.to_hex()).as_bytes())
-                .map_err(file_error("tunnel key", &tmp))?;
-            file.sync_all().map_err(file_error("tunnel key", &tmp))?;
-            std::fs::rename(&tmp, &path).map_err(file_error("tunnel key", &path))?;
-            sync_parent("tunnel key", &path)?;
+            write_private(
+                "tunnel key",
+                &path,
+                format!("{}\n", key.to_hex()).as_bytes(),
+            )?;
             Ok(key)
         }
         Err(e) => Err(StandaloneError::File {
@@ -588,7 +546,9 @@ impl Standalone {
                 source,
             })?;
         let (xds_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = AdsServer::new(cache.clone(), known.clone());
+        let authority = super::xds_identity::authority(&config.state_dir)?;
+        let server = AdsServer::new(cache.clone(), known.clone())
+            .with_tls(super::xds_identity::server_tls(&authority)?);
         let xds_task = tokio::spawn(server.serve(listener, async move {
             let _ = stopped.await;
         }));
@@ -613,6 +573,7 @@ impl Standalone {
             xds_stop: Some(xds_stop),
             xds_task: Some(xds_task),
             xds_address,
+            authority,
             envoys: BTreeMap::new(),
             addresses,
             routes,
@@ -853,6 +814,13 @@ impl Standalone {
                 EnvoyConfig::new(self.envoy_binary.clone(), proxy, self.xds_address, &dir);
             config.node_cluster = cluster.to_owned();
             config.upstream_mark = scopes.get(proxy.as_str()).copied();
+            match super::xds_identity::proxy_files(&self.authority, proxy, &dir) {
+                Ok(files) => config.tls = Some(files),
+                Err(e) => {
+                    report.problems.push(format!("proxy {proxy}: {e}"));
+                    continue;
+                }
+            }
             // One proxy that does not start is that gateway's problem, not
             // every gateway's: it is reported and tried again next time.
             match LocalEnvoy::start(config).await {
