@@ -4,11 +4,14 @@
 mod common;
 
 use common::{apply, get, platform, rt};
+use epic_core::k8s::xds_identity::authority;
 use epic_core::k8s::{
     ProxyObjects, ProxySettings, apply_proxies, load, recorded_from, write_statuses,
 };
 use epic_core::plan::plan;
 use epic_test_support::kube::tenant_platform;
+use epic_xds::identity::XdsAuthority;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
@@ -73,7 +76,25 @@ async fn configmap(client: &Client, name: &str) -> Option<Value> {
     get(client, "v1", "ConfigMap", "configmaps", Some("acme"), name).await
 }
 
+async fn secret(client: &Client, name: &str) -> Option<Secret> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "acme");
+    secrets.get_opt(name).await.unwrap()
+}
+
+fn secret_text(secret: &Secret, key: &str) -> String {
+    let bytes = &secret.data.as_ref().unwrap()[key].0;
+    String::from_utf8(bytes.clone()).unwrap()
+}
+
 async fn reconcile(client: &Client) -> (usize, Vec<String>, Vec<String>) {
+    reconcile_with(client, None).await
+}
+
+/// A reconcile whose proxies get xDS identities from `authority`, if given.
+async fn reconcile_with(
+    client: &Client,
+    authority: Option<&XdsAuthority>,
+) -> (usize, Vec<String>, Vec<String>) {
     let loaded = load(client).await.unwrap();
     let plan = plan(&loaded.inputs, &loaded.recorded);
     // The records rebuilt from status are the plan's own records.
@@ -95,6 +116,7 @@ async fn reconcile(client: &Client) -> (usize, Vec<String>, Vec<String>) {
         &loaded.inputs,
         &ProxySettings::default(),
         &existing,
+        authority,
     )
     .await;
     assert!(
@@ -119,6 +141,14 @@ async fn seeded() -> (epic_test_support::kube::ControlPlane, Client) {
 fn reconciles_status_and_proxies_and_keeps_them_across_restarts() {
     rt().block_on(async {
         let (_plane, client) = seeded().await;
+        // The authority is created once in the controller's namespace and
+        // loaded, the same, by every later call (another replica, a restart).
+        let ca = authority(&client, "acme").await.unwrap();
+        assert_eq!(authority(&client, "acme").await.unwrap().cert_pem(), ca.cert_pem());
+        let reconcile = |client: &Client| {
+            let (client, ca) = (client.clone(), &ca);
+            async move { reconcile_with(&client, Some(ca)).await }
+        };
         let (patched, applied, deleted) = reconcile(&client).await;
         assert_eq!((patched, applied.as_slice(), deleted.len()), (1, &["acme/web-proxy".to_owned()][..], 0));
 
@@ -159,11 +189,30 @@ fn reconciles_status_and_proxies_and_keeps_them_across_restarts() {
         assert_eq!(owner["uid"], web["metadata"]["uid"]);
         assert_eq!(owner["controller"], true);
         let map = configmap(&client, "web-proxy").await.unwrap();
-        let bootstrap: Value = serde_json::from_str(map["data"]["bootstrap.json"].as_str().unwrap()).unwrap();
+        let bootstrap: Value = serde_json::from_str(map["data"]["bootstrap-0.json"].as_str().unwrap()).unwrap();
+        let xds = &bootstrap["static_resources"]["clusters"][0];
         assert_eq!(
-            bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"],
+            xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"],
             "epic-gateway-controller.epic-system.svc"
         );
+        assert!(command.contains("-c /etc/epic/bootstrap/bootstrap-${POD_NAME##*-}.json"), "{command}");
+        // Mutual TLS to the ADS server with proxy 0's own identity, from the
+        // gateway's identity Secret, mounted read-only, 0400.
+        let tls = &xds["transport_socket"]["typed_config"]["common_tls_context"];
+        assert_eq!(tls["tls_certificates"][0]["certificate_chain"]["filename"], "/etc/epic/xds/proxy-0.crt");
+        assert_eq!(tls["tls_certificates"][0]["private_key"]["filename"], "/etc/epic/xds/proxy-0.key");
+        assert_eq!(tls["validation_context"]["trusted_ca"]["filename"], "/etc/epic/xds/ca.crt");
+        let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "xds-identity").unwrap();
+        assert_eq!(volume["secret"], json!({"secretName": "web-proxy-xds", "defaultMode": 0o400}));
+        let identities = secret(&client, "web-proxy-xds").await.unwrap();
+        let owner = &identities.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(Some(owner.uid.as_str()), web["metadata"]["uid"].as_str());
+        assert_eq!(secret_text(&identities, "ca.crt"), ca.cert_pem());
+        let cert = secret_text(&identities, "proxy-0.crt");
+        assert!(ca.is_identity_of(&cert, "acme/web/proxy-0"));
+        assert!(secret_text(&identities, "proxy-0.key").contains("PRIVATE KEY"));
+        // The key is in no status.
+        assert!(!web.to_string().contains("PRIVATE KEY"));
 
         // Idempotent: a second pass patches no status, and the gateway's
         // resourceVersion stays.
@@ -171,6 +220,9 @@ fn reconciles_status_and_proxies_and_keeps_them_across_restarts() {
         let (patched, _, _) = reconcile(&client).await;
         assert_eq!(patched, 0);
         assert_eq!(gw(&client, "web").await.unwrap()["metadata"]["resourceVersion"], version);
+        // The identities are kept, not issued again.
+        let kept = secret(&client, "web-proxy-xds").await.unwrap();
+        assert_eq!(kept.metadata.resource_version, identities.metadata.resource_version);
 
         // A restarted controller rebuilds the records from status: a new
         // gateway that sorts first does not take web's address or tunnel.
@@ -189,6 +241,7 @@ fn reconciles_status_and_proxies_and_keeps_them_across_restarts() {
         assert_eq!(deleted, ["acme/web-proxy"]);
         assert!(statefulset(&client, "web-proxy").await.is_none());
         assert!(configmap(&client, "web-proxy").await.is_none());
+        assert!(secret(&client, "web-proxy-xds").await.is_none());
     });
 }
 

@@ -159,6 +159,29 @@ impl XdsAuthority {
         &self.key_pem
     }
 
+    /// Whether `cert_pem` is a certificate this authority signed, valid
+    /// now, whose identity is exactly `node_id` (to keep an identity that
+    /// was issued before instead of issuing a new one).
+    pub fn is_identity_of(&self, cert_pem: &str, node_id: &str) -> bool {
+        let parse = |pem: &str| {
+            x509_parser::pem::parse_x509_pem(pem.as_bytes())
+                .ok()
+                .map(|(_, p)| p.contents)
+        };
+        let (Some(cert), Some(ca)) = (parse(cert_pem), parse(&self.cert_pem)) else {
+            return false;
+        };
+        let (Ok((_, cert_x)), Ok((_, ca_x))) = (
+            X509Certificate::from_der(&cert),
+            X509Certificate::from_der(&ca),
+        ) else {
+            return false;
+        };
+        cert_x.verify_signature(Some(ca_x.public_key())).is_ok()
+            && cert_x.validity().is_valid()
+            && node_ids_of(&cert).is_ok_and(|ids| ids == [node_id])
+    }
+
     /// A client certificate for the proxy with node id `node_id`: its only
     /// name is [`identity_uri`]`(node_id)`, usable for client auth only.
     pub fn issue_proxy(&self, node_id: &str) -> Result<IssuedCert, IdentityError> {
@@ -261,6 +284,18 @@ impl ProxyTlsFiles {
     }
 }
 
+/// Whether `key_pem` is the private key of the certificate `cert_pem`.
+pub fn key_matches(cert_pem: &str, key_pem: &str) -> bool {
+    let Ok(key) = KeyPair::from_pem(key_pem) else {
+        return false;
+    };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
+        return false;
+    };
+    X509Certificate::from_der(&pem.contents)
+        .is_ok_and(|(_, cert)| *cert.public_key().subject_public_key.data == *key.public_key_raw())
+}
+
 /// The node ids a (DER) certificate is the identity of: its URI names under
 /// [`IDENTITY_PREFIX`], the prefix removed.
 pub fn node_ids_of(cert_der: &[u8]) -> Result<Vec<String>, IdentityError> {
@@ -294,6 +329,15 @@ mod tests {
         // The server's certificate is no proxy's identity.
         let server = ca.issue_server().unwrap();
         assert!(node_ids_of(&server.cert_der().unwrap()).unwrap().is_empty());
+        assert!(ca.is_identity_of(&cert.cert_pem, "t1/web/proxy-1"));
+        assert!(!ca.is_identity_of(&cert.cert_pem, "t1/web/proxy-0"));
+        assert!(!ca.is_identity_of(&server.cert_pem, "t1/web/proxy-1"));
+        let other = XdsAuthority::generate().unwrap();
+        assert!(!other.is_identity_of(&cert.cert_pem, "t1/web/proxy-1"));
+        assert!(!ca.is_identity_of("garbage", "t1/web/proxy-1"));
+        assert!(key_matches(&cert.cert_pem, &cert.key_pem));
+        assert!(!key_matches(&cert.cert_pem, &server.key_pem));
+        assert!(!key_matches(&cert.cert_pem, "garbage"));
         assert!(!format!("{cert:?}").contains("PRIVATE KEY"));
         assert!(!format!("{ca:?}").contains("PRIVATE KEY"));
     }

@@ -37,6 +37,12 @@ struct Args {
     /// The ADS server as proxies reach it (`host:port`, the chart's Service).
     #[arg(long, default_value = "epic-gateway-controller.epic-system.svc:18000")]
     xds_service: String,
+    /// Serve ADS over mutual TLS (default): every proxy gets its own
+    /// certificate, named by its node id, from the authority in the Secret
+    /// `epic-xds-ca` of `--lease-namespace` (created if missing), and only
+    /// that identity is served. `false`: plaintext (tests and debugging).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    xds_tls: bool,
     /// Where the xDS admin endpoint (`epicctl xds status`) listens, on
     /// loopback only (it has no authentication; reach it with `kubectl
     /// port-forward`); off if absent.
@@ -145,6 +151,7 @@ fn options(args: &Args) -> Result<Options, String> {
         tunnel_ids: TunnelIdSecret::random()
             .map_err(|e| format!("the tunnel id secret: random source: {e}"))?,
         platform_networks: args.platform_networks.clone(),
+        xds_authority: None,
     })
 }
 
@@ -167,11 +174,25 @@ async fn run(args: Args) -> Result<(), String> {
         options.platform_networks.push(address.into());
     }
     let client = kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+    let mut server_tls = None;
+    if args.xds_tls {
+        let authority = epic_core::k8s::xds_identity::authority(&client, &args.lease_namespace)
+            .await
+            .map_err(|e| e.to_string())?;
+        server_tls = Some(epic_xds::ServerTls {
+            ca_pem: authority.cert_pem(),
+            server: authority.issue_server().map_err(|e| e.to_string())?,
+        });
+        options.xds_authority = Some(std::sync::Arc::new(authority));
+    }
     let controller = GatewayController::new(client, options);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let xds = listen(args.xds_listen, "xDS server").await?;
-    let ads = AdsServer::new(controller.cache().clone(), controller.known().clone());
+    let mut ads = AdsServer::new(controller.cache().clone(), controller.known().clone());
+    if let Some(tls) = server_tls {
+        ads = ads.with_tls(tls);
+    }
     let mut ads_stopped = stopped.clone();
     tasks.push(tokio::spawn(async move {
         let _ = ads

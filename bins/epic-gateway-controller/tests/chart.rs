@@ -107,6 +107,7 @@ fn the_ads_port_is_reachable_only_from_the_gateway_nodes_and_admin_only_on_loopb
         args.iter().any(|a| a == "--admin-listen=127.0.0.1:18001"),
         "{args:?}"
     );
+    assert!(args.iter().any(|a| a == "--xds-tls=true"), "{args:?}");
 
     // Explicit sources win over platformNetworks.
     let mut explicit = values();

@@ -1,7 +1,7 @@
 //! Leader election between two real `epic-gateway-controller` processes on
 //! a real API server: one leads, the other stands by; `kill -9` of the
 //! leader hands over within the lease time, and the new leader keeps every
-//! address and tunnel id.
+//! address, tunnel id and proxy identity (both share one xDS authority).
 
 use std::future::Future;
 use std::process::{Child, Command, Stdio};
@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use epic_test_support::kube::{
     ControlPlane, Options, apply_manifests, render_chart, tenant_platform,
 };
+use epic_xds::identity::XdsAuthority;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
 use serde_json::Value;
@@ -55,6 +57,12 @@ fn controller(plane: &ControlPlane, holder: &str) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the controller binary starts")
+}
+
+/// Key `key` of `secret` as text.
+fn text(secret: &Secret, key: &str) -> String {
+    let data = secret.data.as_ref().expect("the secret has data");
+    String::from_utf8(data[key].0.clone()).expect("PEM is text")
 }
 
 async fn status(client: &Client, name: &str) -> Option<Value> {
@@ -129,6 +137,18 @@ fn killing_the_leader_hands_over_without_moving_anything() {
         })
         .await;
 
+        // Both replicas share the one xDS authority (whichever created its
+        // Secret first), and web's proxy has its identity under it.
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "epic-system");
+        let ca = secrets.get("epic-xds-ca").await.unwrap();
+        let ca = XdsAuthority::from_pem(&text(&ca, "ca.crt"), &text(&ca, "ca.key")).unwrap();
+        let identities: Api<Secret> = Api::namespaced(client.clone(), "acme");
+        let (web_identity, _) = wait(Duration::from_secs(10), "web's proxy identity", || async {
+            identities.get_opt("web-proxy-xds").await.ok().flatten()
+        })
+        .await;
+        assert!(ca.is_identity_of(&text(&web_identity, "proxy-0.crt"), "acme/web/proxy-0"));
+
         // Kill the leader the hard way: no lease release.
         let started = Instant::now();
         let (dead, alive) = if leader == "replica-a" {
@@ -158,6 +178,18 @@ fn killing_the_leader_hands_over_without_moving_anything() {
         assert_eq!(web_after["addresses"], web["addresses"]);
         assert_eq!(web_after["tunnels"], web["tunnels"]);
         assert_ne!(second["addresses"], web["addresses"]);
+        // The new leader kept web's identity and issued second's under the
+        // same authority.
+        let web_identity_after = identities.get("web-proxy-xds").await.unwrap();
+        assert_eq!(
+            web_identity_after.metadata.resource_version,
+            web_identity.metadata.resource_version
+        );
+        let second_identity = identities.get("second-proxy-xds").await.unwrap();
+        assert!(ca.is_identity_of(
+            &text(&second_identity, "proxy-0.crt"),
+            "acme/second/proxy-0"
+        ));
         for child in [&mut a, &mut b] {
             let _ = child.kill();
             let _ = child.wait();

@@ -52,6 +52,11 @@ pub struct Options {
     /// the API server): no tenant endpoint may use them
     /// ([`crate::admission`]).
     pub platform_networks: Vec<ipnet::IpNet>,
+    /// The authority of the proxies' xDS identities
+    /// ([`super::xds_identity::authority`]): each gateway's proxies get
+    /// their identities and reach the ADS server over mutual TLS (serve it
+    /// with [`epic_xds::AdsServer::with_tls`]). `None`: plaintext xDS.
+    pub xds_authority: Option<Arc<epic_xds::identity::XdsAuthority>>,
 }
 
 impl Default for Options {
@@ -65,6 +70,7 @@ impl Default for Options {
             tunnel_ids: TunnelIdSecret::random()
                 .expect("the kernel's random source (getrandom(2)) failed"),
             platform_networks: Vec::new(),
+            xds_authority: None,
         }
     }
 }
@@ -147,6 +153,7 @@ impl GatewayController {
             &loaded.inputs,
             &self.options.proxies,
             &existing,
+            self.options.xds_authority.as_deref(),
         )
         .await;
         let errors: Vec<String> = statuses

@@ -35,8 +35,18 @@
 //! let plan = plan(&loaded.inputs, &loaded.recorded);
 //! let statuses = write_statuses(&client, &plan, loaded.gateways()).await;
 //! let existing = ProxyObjects::list(&client).await?;
-//! let proxies =
-//!     apply_proxies(&client, &plan, &loaded.inputs, &ProxySettings::default(), &existing).await;
+//! // The proxies' xDS identities come from the authority in `epic-system`.
+//! let authority = epic_core::k8s::xds_identity::authority(&client, "epic-system").await?;
+//! let settings = ProxySettings::default();
+//! let proxies = apply_proxies(
+//!     &client,
+//!     &plan,
+//!     &loaded.inputs,
+//!     &settings,
+//!     &existing,
+//!     Some(&authority),
+//! )
+//! .await;
 //! for e in statuses.failed.iter().chain(&proxies.failed) {
 //!     eprintln!("{e}");
 //! }
@@ -63,6 +73,7 @@ pub mod proxies;
 pub mod reflect;
 pub mod status;
 pub mod user;
+pub mod xds_identity;
 
 pub use proxies::{
     ProxyObjects, ProxySettings, apply_proxies, proxy_bootstrap, proxy_name, proxy_statefulset,
@@ -96,6 +107,14 @@ pub enum K8sError {
         /// The client's error.
         #[source]
         source: Box<kube::Error>,
+    },
+    /// An xDS identity could not be made or read.
+    #[error("{what}: {message}")]
+    Identity {
+        /// Which object.
+        what: String,
+        /// What is wrong.
+        message: String,
     },
 }
 

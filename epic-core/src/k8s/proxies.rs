@@ -6,10 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use epic_xds::identity::{ProxyTlsFiles, XdsAuthority};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, SecurityContext, Volume, VolumeMount,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Secret, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::Client;
@@ -19,6 +21,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::index::ByKey;
+use super::xds_identity::{IDENTITY_MOUNT, proxy_identities, proxy_secret_name};
 use super::{
     FIELD_MANAGER, GATEWAY_LABEL, GATEWAY_NODE_LABEL, K8sError, MANAGED_BY, SinkReport, api_error,
     is_not_found,
@@ -143,17 +146,23 @@ pub fn proxy_name(gateway: &str) -> String {
     format!("{gateway}-proxy")
 }
 
-/// The Envoy bootstrap every proxy of a gateway of tenant scope `scope`
-/// starts from: ADS over gRPC to `settings.xds`, upstream sockets marked
-/// with `scope` ([`crate::plan::upstream_mark`]); the node id comes from the
+/// The Envoy bootstrap proxy `identity` (its index) of a gateway of tenant
+/// scope `scope` starts from: ADS over gRPC to `settings.xds` — over mutual
+/// TLS with the proxy's own identity from [`IDENTITY_MOUNT`] if `identity`
+/// is given ([`super::xds_identity`]) — and upstream sockets marked with
+/// `scope` ([`crate::plan::upstream_mark`]); the node id comes from the
 /// command line.
-pub fn proxy_bootstrap(settings: &ProxySettings, scope: u32) -> serde_json::Value {
+pub fn proxy_bootstrap(
+    settings: &ProxySettings,
+    scope: u32,
+    identity: Option<usize>,
+) -> serde_json::Value {
     let (host, port) = settings
         .xds
         .rsplit_once(':')
         .map(|(h, p)| (h.to_owned(), p.parse::<u16>().unwrap_or(18000)))
         .unwrap_or_else(|| (settings.xds.clone(), 18000));
-    json!({
+    let mut bootstrap = json!({
         "cluster_manager": crate::plan::upstream_mark(scope),
         // Port 0: proxies share the host network of a gateway node.
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
@@ -181,8 +190,23 @@ pub fn proxy_bootstrap(settings: &ProxySettings, scope: u32) -> serde_json::Valu
                 "endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}
             }]}]}
         }]}
-    })
+    });
+    if let Some(index) = identity {
+        let mount = std::path::Path::new(IDENTITY_MOUNT);
+        let files = ProxyTlsFiles {
+            ca: mount.join("ca.crt"),
+            cert: mount.join(format!("proxy-{index}.crt")),
+            key: mount.join(format!("proxy-{index}.key")),
+        };
+        bootstrap["static_resources"]["clusters"][0]["transport_socket"] =
+            files.envoy_transport_socket();
+    }
+    bootstrap
 }
+
+/// Where a proxy pod mounts its gateway's bootstrap `ConfigMap`
+/// (`bootstrap-<i>.json` for proxy `i`).
+pub const BOOTSTRAP_MOUNT: &str = "/etc/epic/bootstrap";
 
 /// The proxies of a programmed gateway: a `StatefulSet` of Envoy on the
 /// gateway nodes (host network, so they bind the public addresses the
@@ -194,6 +218,7 @@ pub fn proxy_statefulset(
     gateway: &str,
     replicas: i32,
     image: &str,
+    identity: bool,
 ) -> StatefulSet {
     let name = proxy_name(gateway);
     let labels: BTreeMap<String, String> = [
@@ -206,9 +231,10 @@ pub fn proxy_statefulset(
     ]
     .into_iter()
     .collect();
-    // `proxy-${POD_NAME##*-}`: the StatefulSet ordinal as the proxy index.
+    // `${POD_NAME##*-}`: the StatefulSet ordinal as the proxy index.
     let command = format!(
-        "exec envoy -c /etc/epic/bootstrap.json --service-cluster '{tenant}/{gateway}' \
+        "exec envoy -c {BOOTSTRAP_MOUNT}/bootstrap-${{POD_NAME##*-}}.json \
+         --service-cluster '{tenant}/{gateway}' \
          --service-node \"{tenant}/{gateway}/proxy-${{POD_NAME##*-}}\" --disable-hot-restart"
     );
     StatefulSet {
@@ -262,22 +288,10 @@ pub fn proxy_statefulset(
                             }),
                             ..Default::default()
                         }]),
-                        volume_mounts: Some(vec![VolumeMount {
-                            name: "bootstrap".into(),
-                            mount_path: "/etc/epic".into(),
-                            read_only: Some(true),
-                            ..Default::default()
-                        }]),
+                        volume_mounts: Some(mounts(identity)),
                         ..Default::default()
                     }],
-                    volumes: Some(vec![Volume {
-                        name: "bootstrap".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: name.clone(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(volumes(gateway, identity)),
                     ..Default::default()
                 }),
             },
@@ -285,6 +299,50 @@ pub fn proxy_statefulset(
         }),
         status: None,
     }
+}
+
+/// The proxy container's mounts: the bootstrap, and the identity if any.
+fn mounts(identity: bool) -> Vec<VolumeMount> {
+    let mut mounts = vec![VolumeMount {
+        name: "bootstrap".into(),
+        mount_path: BOOTSTRAP_MOUNT.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if identity {
+        mounts.push(VolumeMount {
+            name: "xds-identity".into(),
+            mount_path: IDENTITY_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    mounts
+}
+
+/// The proxy pod's volumes: the bootstrap `ConfigMap`, and the identity
+/// `Secret` (files 0400) if any.
+fn volumes(gateway: &str, identity: bool) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: "bootstrap".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: proxy_name(gateway),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    if identity {
+        volumes.push(Volume {
+            name: "xds-identity".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(proxy_secret_name(gateway)),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    volumes
 }
 
 /// The Envoy image of `gateway`'s template, else the default.
@@ -300,8 +358,9 @@ fn image_of(gateway: Option<&Gateway>, inputs: &DesiredInputs, settings: &ProxyS
         .unwrap_or_else(|| settings.image.clone())
 }
 
-/// The bootstrap `ConfigMap` of gateway `g`'s proxies.
-pub fn proxy_config_map(g: &GatewayPlan, bootstrap: &str) -> ConfigMap {
+/// The bootstrap `ConfigMap` of gateway `g`'s proxies: `bootstrap-<i>.json`
+/// for each proxy `i`.
+pub fn proxy_config_map(g: &GatewayPlan, bootstraps: &[String]) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(proxy_name(&g.name)),
@@ -320,8 +379,10 @@ pub fn proxy_config_map(g: &GatewayPlan, bootstrap: &str) -> ConfigMap {
             ..Default::default()
         },
         data: Some(
-            [("bootstrap.json".to_owned(), bootstrap.to_owned())]
-                .into_iter()
+            bootstraps
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (format!("bootstrap-{i}.json"), b.clone()))
                 .collect(),
         ),
         ..Default::default()
@@ -358,12 +419,18 @@ where
 /// configuration was rejected as they are (the last good configuration
 /// keeps serving), and deletes the others among `existing`: `done` and
 /// `deleted` name them as `namespace/name`.
+///
+/// With an `authority`, each gateway's proxies also get their xDS
+/// identities (the `Secret` [`proxy_secret_name`], owned by the gateway,
+/// written only when an identity is missing or no longer valid) and reach
+/// the ADS server over mutual TLS.
 pub async fn apply_proxies(
     client: &Client,
     plan: &Plan,
     inputs: &DesiredInputs,
     settings: &ProxySettings,
     existing: &ProxyObjects,
+    authority: Option<&XdsAuthority>,
 ) -> SinkReport {
     let mut report = SinkReport::default();
     let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
@@ -386,13 +453,30 @@ pub async fn apply_proxies(
         wanted.insert((g.namespace.clone(), name.clone()));
         let owner = gateways.get(&g.namespace, &g.name);
         let owners = owner.and_then(owned_by);
-        let bootstrap = serde_json::to_string_pretty(&proxy_bootstrap(settings, g.tenant_id))
-            .unwrap_or_default();
-        let mut config_map = proxy_config_map(g, &bootstrap);
+        if let Some(authority) = authority
+            && let Err(e) = apply_identities(client, g, authority, owners.clone()).await
+        {
+            report.failed.push(e);
+            continue;
+        }
+        let bootstraps: Vec<String> = (0..g.status.proxies.len())
+            .map(|i| {
+                let bootstrap = proxy_bootstrap(settings, g.tenant_id, authority.map(|_| i));
+                serde_json::to_string_pretty(&bootstrap).unwrap_or_default()
+            })
+            .collect();
+        let mut config_map = proxy_config_map(g, &bootstraps);
         config_map.metadata.owner_references = owners.clone();
         let replicas = i32::try_from(g.status.proxies.len()).unwrap_or(i32::MAX);
         let image = image_of(owner, inputs, settings);
-        let mut set = proxy_statefulset(&g.tenant, &g.namespace, &g.name, replicas, &image);
+        let mut set = proxy_statefulset(
+            &g.tenant,
+            &g.namespace,
+            &g.name,
+            replicas,
+            &image,
+            authority.is_some(),
+        );
         set.metadata.owner_references = owners;
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &g.namespace);
         let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &g.namespace);
@@ -421,6 +505,60 @@ pub async fn apply_proxies(
     }
     delete_unwanted(client, existing, &wanted, &mut report).await;
     report
+}
+
+/// Writes the identity `Secret` of `g`'s proxies if what is there (one GET)
+/// is missing an identity or holds one that is no longer valid.
+async fn apply_identities(
+    client: &Client,
+    g: &GatewayPlan,
+    authority: &XdsAuthority,
+    owners: Option<Vec<OwnerReference>>,
+) -> Result<(), K8sError> {
+    let name = proxy_secret_name(&g.name);
+    let what = format!("identity Secret {}/{name}", g.namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &g.namespace);
+    let current = secrets.get_opt(&name).await.map_err(api_error(&what))?;
+    let data = proxy_identities(authority, &g.status.proxies, current.as_ref()).map_err(|e| {
+        K8sError::Identity {
+            what: what.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let Some(data) = data else {
+        return Ok(());
+    };
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(g.namespace.clone()),
+            labels: Some(
+                [
+                    (GATEWAY_LABEL.to_owned(), g.name.clone()),
+                    (
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        MANAGED_BY.to_owned(),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+            owner_references: owners,
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    };
+    secrets
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(api_error(&what))?;
+    Ok(())
 }
 
 /// Deletes the proxy objects among `existing` that no gateway wants.
@@ -461,6 +599,18 @@ async fn delete_unwanted(
             report
                 .failed
                 .push(api_error(format!("delete ConfigMap {what}"))(e));
+            continue;
+        }
+        // The identities go with the proxies (`<gateway>-proxy-xds`).
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        if let Err(e) = secrets
+            .delete(&format!("{name}-xds"), &DeleteParams::background())
+            .await
+            && !is_not_found(&e)
+        {
+            report
+                .failed
+                .push(api_error(format!("delete identity Secret {what}-xds"))(e));
             continue;
         }
         report.deleted.push(what);
