@@ -280,6 +280,12 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && s.ends_with(alnum)
 }
 
+/// Whether `s` is a DNS-1123 subdomain (what Kubernetes allows as a node
+/// name): dot-separated DNS-1123 labels, 253 characters at most.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
 /// A label value for `s`: itself if valid, else a cleaned, hashed form.
 /// `value` as a valid label value (what the cluster label holds).
 pub fn label_value(s: &str) -> String {

@@ -108,13 +108,20 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
                 accepts(SocketAddr::new(one, 5432)).await,
                 "Envoy listens on {one}:5432"
             );
-            // The tunnel key was created for the tenant's cluster, private.
-            let key = dir.join("keys/acme/c1.key");
+            // The cluster key was created for the tenant's cluster and the
+            // node key of its node derived from it, both private.
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            for key in ["keys/acme/c1.key", "keys/acme/c1/n1.key"] {
+                assert_eq!(
+                    std::fs::metadata(dir.join(key))
+                        .unwrap()
+                        .permissions()
+                        .mode()
+                        & 0o777,
+                    0o600,
+                    "{key}"
+                );
+            }
 
             // v2: a second gateway.
             std::fs::write(

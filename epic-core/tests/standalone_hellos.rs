@@ -63,15 +63,42 @@ fn a_hello_accepted_before_a_restart_is_a_replay_after_it() {
 
             let mut epic = Standalone::start(config.clone()).await.unwrap();
             epic.reconcile().await.unwrap();
-            let key_hex = std::fs::read_to_string(dir.join("keys/acme/c1.key")).unwrap();
-            let key = HelloKey::from_hex(key_hex.trim()).unwrap();
+            let read_key = |path: &str| {
+                let hex = std::fs::read_to_string(dir.join(path)).unwrap();
+                HelloKey::from_hex(hex.trim()).unwrap()
+            };
+            // n1's agent gets its own key, derived from the cluster key.
+            let cluster_key = read_key("keys/acme/c1.key");
+            let key = read_key("keys/acme/c1/n1.key");
+            assert_eq!(key, cluster_key.node_key("n1"));
+            let clock = MonotonicClock::new();
+            // Signed with the cluster key or another node's key, a hello
+            // claiming to be n1 is refused (a bad MAC) and teaches nothing.
+            for (i, wrong) in [cluster_key.clone(), cluster_key.node_key("n2")]
+                .into_iter()
+                .enumerate()
+            {
+                let forger = SenderConfig::new(
+                    TunnelId(tunnel_id(&dir)),
+                    wrong,
+                    TenantId(5),
+                    NodeId::from_name("n1"),
+                );
+                let mut forger = HelloSender::new(&forger, clock.now(), wall_clock_nanos());
+                let forged = forger.hello_now(clock.now());
+                node_socket.send_to(forged.as_bytes(), gateway).unwrap();
+                until("the forged hello is refused", || {
+                    epic.hello_stats().bad_mac == i as u64 + 1
+                })
+                .await;
+            }
+            assert_eq!(epic.hello_stats().learned, 0);
             let hello = SenderConfig::new(
                 TunnelId(tunnel_id(&dir)),
                 key,
                 TenantId(5),
                 NodeId::from_name("n1"),
             );
-            let clock = MonotonicClock::new();
             let mut sender = HelloSender::new(&hello, clock.now(), wall_clock_nanos());
             let captured = sender.hello_now(clock.now());
             node_socket.send_to(captured.as_bytes(), gateway).unwrap();

@@ -4,7 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use epic_core::local::standalone::{StandaloneError, lock_state_dir, tunnel_key};
+use epic_core::local::standalone::{StandaloneError, lock_state_dir, node_key_file, tunnel_key};
+use epic_gue::hello::HelloKey;
 
 /// A fresh directory under the system's temp dir, removed on drop.
 struct Dir(PathBuf);
@@ -45,6 +46,42 @@ fn names_that_would_leave_the_key_directory_are_refused() {
     // Nothing was written anywhere.
     assert!(!dir.0.join("keys").exists());
     assert!(!std::env::temp_dir().join("escape.key").exists());
+    // Node names (a tenant's BackendSet names them) likewise.
+    let cluster = HelloKey::new([3; 32]);
+    for node in ["../../escape", "..", "n1/../x", "", "N1", ".n1", "n1."] {
+        let err = node_key_file(&dir.0, "acme", "c1", node, &cluster).unwrap_err();
+        assert!(
+            matches!(err, StandaloneError::InvalidName { what: "node", .. }),
+            "{node:?}: {err}"
+        );
+    }
+    assert!(!dir.0.join("keys").exists());
+}
+
+#[test]
+fn each_node_gets_its_own_derived_key_file() {
+    let dir = Dir::new("node-keys");
+    let cluster = HelloKey::new([3; 32]);
+    let path = node_key_file(&dir.0, "acme", "c1", "node-1.example", &cluster).unwrap();
+    assert_eq!(path, dir.0.join("keys/acme/c1/node-1.example.key"));
+    let hex = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        HelloKey::from_hex(hex.trim()),
+        Some(cluster.node_key("node-1.example"))
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Written once: the same key is not written again.
+    let written = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    node_key_file(&dir.0, "acme", "c1", "node-1.example", &cluster).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        written
+    );
 }
 
 #[test]

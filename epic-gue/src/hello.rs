@@ -74,6 +74,9 @@ impl Add<Duration> for Instant {
     }
 }
 
+/// HKDF info prefix of [`HelloKey::node_key`].
+const NODE_KEY_INFO: &[u8] = b"epic-rs hello node key v1";
+
 /// A tunnel's 256-bit hello key (HMAC-SHA-256). `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HelloKey([u8; 32]);
@@ -109,6 +112,29 @@ impl HelloKey {
             *byte = u8::try_from(value(pair[0])? * 16 + value(pair[1])?).ok()?;
         }
         Some(HelloKey(bytes))
+    }
+
+    /// The hello key of cluster node `node`, derived from this cluster key
+    /// (HKDF-SHA-256, RFC 5869: the cluster key as input keying material,
+    /// info `epic-rs hello node key v1` + `\0` + the node name). The
+    /// gateway verifies each node's tunnels with that node's key, and each
+    /// node holds only its own: a node cannot sign hellos as another node
+    /// (and take over its tunnels), and a node key does not give the
+    /// cluster key back.
+    ///
+    /// ```
+    /// use epic_gue::hello::HelloKey;
+    /// let cluster = HelloKey::new([7; 32]);
+    /// assert_eq!(cluster.node_key("node-1"), cluster.node_key("node-1"));
+    /// assert_ne!(cluster.node_key("node-1"), cluster.node_key("node-2"));
+    /// assert_ne!(cluster.node_key("node-1"), cluster);
+    /// ```
+    pub fn node_key(&self, node: &str) -> HelloKey {
+        let kdf = hkdf::Hkdf::<Sha256>::new(None, &self.0);
+        let mut out = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA-256's limit of 8160: cannot fail.
+        let _ = kdf.expand_multi_info(&[NODE_KEY_INFO, b"\0", node.as_bytes()], &mut out);
+        HelloKey(out)
     }
 
     /// The key as 64 lowercase hexadecimal digits (for a key file; never log it).
@@ -908,6 +934,47 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn node_keys_are_rfc5869_hkdf_sha256_of_the_cluster_key() {
+        // Computed independently: PRK = HMAC(0^32, cluster key), T(1) =
+        // HMAC(PRK, "epic-rs hello node key v1\0node-1" || 0x01).
+        let expected =
+            HelloKey::from_hex("36086b740e20075e520a4875fcffd2a2eea1284415835e7a327fc1d9b372cf90")
+                .unwrap();
+        assert_eq!(KEY.node_key("node-1"), expected);
+    }
+
+    #[test]
+    fn a_hello_signed_with_another_nodes_key_or_the_cluster_key_is_rejected() {
+        let cluster = KEY;
+        let tunnel = TunnelConfig::new(
+            TunnelId(9),
+            cluster.node_key("node-a"),
+            TenantId(1),
+            NodeId::from_name("node-a"),
+        );
+        let mut verifier = HelloVerifier::new([TunnelSlot::EMPTY; 4], VerifierConfig::default());
+        verifier.add_tunnel(&tunnel).unwrap();
+        for key in [cluster.node_key("node-b"), cluster.clone()] {
+            let config =
+                SenderConfig::new(TunnelId(9), key, TenantId(1), NodeId::from_name("node-a"));
+            let mut sender = HelloSender::new(&config, Instant::ZERO, 1_000);
+            let hello = sender.hello_now(Instant::ZERO);
+            let event = verifier.handle(Instant::ZERO, addr("192.0.2.7:6080"), hello.as_bytes());
+            assert!(!matches!(event, HelloEvent::Learned { .. }), "{event:?}");
+        }
+        let config = SenderConfig::new(
+            TunnelId(9),
+            cluster.node_key("node-a"),
+            TenantId(1),
+            NodeId::from_name("node-a"),
+        );
+        let mut sender = HelloSender::new(&config, Instant::ZERO, 1_000);
+        let hello = sender.hello_now(Instant::ZERO);
+        let event = verifier.handle(Instant::ZERO, addr("192.0.2.7:6080"), hello.as_bytes());
+        assert!(matches!(event, HelloEvent::Learned { .. }), "{event:?}");
     }
 
     fn setup() -> (HelloSender, HelloVerifier<[TunnelSlot; 4]>) {

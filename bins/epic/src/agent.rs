@@ -12,7 +12,7 @@
 //! tunnels:                # from the gateway's status (`status.json` in standalone mode)
 //! - id: 1
 //!   gateway: 198.51.100.1
-//!   keyFile: /etc/epic/keys/demo/quickstart.key
+//!   keyFile: /etc/epic/keys/demo/quickstart/node-1.key  # this node's own key
 //!   endpoints:            # the pods this tunnel may deliver to (the status lists them)
 //!   - {address: 203.0.113.10, port: 8080, protocol: TCP}
 //! ```

@@ -323,7 +323,7 @@ fn agent_config(tunnel: &TunnelStatus) -> String {
     // The status's endpoints as a YAML flow sequence (JSON is YAML).
     let endpoints = serde_json::to_string(&tunnel.endpoints).unwrap_or_else(|_| "[]".into());
     format!(
-        "node: {NODE_NAME}\nuplink: node0\naddress: {NODE}\ntenantId: {TENANT_ID}\nhelloIntervalSeconds: 1\ntunnels:\n- {{id: {}, gateway: {GW_UPLINK}, keyFile: keys/{TENANT}/{CLUSTER}.key, endpoints: {endpoints}}}\n",
+        "node: {NODE_NAME}\nuplink: node0\naddress: {NODE}\ntenantId: {TENANT_ID}\nhelloIntervalSeconds: 1\ntunnels:\n- {{id: {}, gateway: {GW_UPLINK}, keyFile: keys/{TENANT}/{CLUSTER}/{NODE_NAME}.key, endpoints: {endpoints}}}\n",
         tunnel.id
     )
 }

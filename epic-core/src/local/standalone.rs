@@ -28,7 +28,8 @@
 //! | `state.json` | recorded allocations and tunnel ids (and the secret new tunnel ids are derived under), the addresses this node put on the public interface (written atomically after every reconcile: a restart keeps every address and tunnel id) |
 //! | `status.json` | every gateway's status and the problems of the last reconcile |
 //! | `hello-counters.json` | each tunnel's last accepted hello counter, written (atomically) within 5 s of a change and read at start: a restart refuses every hello accepted before it was written, so only hellos of those last seconds could be replayed |
-//! | `keys/<tenant>/<cluster>.key` | tunnel keys (hex, mode 0600, refused when looser), generated on first use; tenant and cluster must be DNS-1123 labels; the cluster agent needs the same key |
+//! | `keys/<tenant>/<cluster>.key` | cluster keys (hex, mode 0600, refused when looser), generated on first use; tenant and cluster must be DNS-1123 labels; they never leave the gateway |
+//! | `keys/<tenant>/<cluster>/<node>.key` | each cluster node's hello key, derived from the cluster key (`HelloKey::node_key`), 0600: the only key that node's `epic agent` gets, so no node can sign as another |
 //! | `lock` | held (`flock`) by the one process that uses the directory: a second `epic run` on it is refused |
 //! | `envoy/<tenant>-<gateway>-<proxy>/` | each Envoy's bootstrap and log |
 //!
@@ -58,7 +59,7 @@ use serde::{Deserialize, Serialize};
 
 use super::addresses::LocalAddresses;
 use super::envoy::{EnvoyConfig, LocalEnvoy, find_envoy};
-use super::files::{check_private, write_atomically, write_private};
+use super::files::{check_private, read_private, write_atomically, write_private};
 use crate::plan::{
     DesiredInputs, EndpointPlan, GatewayNode, Plan, Problem, Recorded, TunnelPlan, plan,
 };
@@ -471,6 +472,36 @@ pub fn tunnel_key(
     }
 }
 
+/// Writes the hello key of cluster node `node` — derived from the cluster
+/// key ([`HelloKey::node_key`]), the only key that node's agent needs — to
+/// `keys/<tenant>/<cluster>/<node>.key` (0600) unless it holds it already;
+/// returns its path. `node` becomes a path component: it must be a
+/// DNS-1123 subdomain, as Kubernetes node names are.
+pub fn node_key_file(
+    state_dir: &Path,
+    tenant: &str,
+    cluster: &str,
+    node: &str,
+    cluster_key: &HelloKey,
+) -> Result<PathBuf, StandaloneError> {
+    if !crate::mirror::is_dns1123_subdomain(node) {
+        return Err(StandaloneError::InvalidName {
+            what: "node",
+            name: node.to_owned(),
+        });
+    }
+    let path = state_dir
+        .join("keys")
+        .join(tenant)
+        .join(cluster)
+        .join(format!("{node}.key"));
+    let hex = format!("{}\n", cluster_key.node_key(node).to_hex());
+    if read_private("node key", &path)?.as_deref() != Some(hex.as_str()) {
+        write_private("node key", &path, hex.as_bytes())?;
+    }
+    Ok(path)
+}
+
 impl Standalone {
     /// Loads and attaches the gateway programs on the uplink, opens the
     /// hello socket, starts the ADS server and reads the recorded state.
@@ -704,9 +735,22 @@ impl Standalone {
                 report.tunnels.1 += 1;
             }
             for (id, t) in &wanted {
+                let cluster_key = &keys[&(t.key.tenant.clone(), t.key.cluster.clone())];
+                // The node's agent needs its own key: a bad node name is
+                // that node's problem (its tunnel verifies nothing).
+                if let Err(e) = node_key_file(
+                    &self.config.state_dir,
+                    &t.key.tenant,
+                    &t.key.cluster,
+                    &t.key.node,
+                    cluster_key,
+                ) {
+                    report.problems.push(format!("tunnel {id}: {e}"));
+                    continue;
+                }
                 let config = TunnelConfig::new(
                     TunnelId(*id),
-                    keys[&(t.key.tenant.clone(), t.key.cluster.clone())].clone(),
+                    cluster_key.node_key(&t.key.node),
                     TenantId(t.tenant_id),
                     NodeId::from_name(&t.key.node),
                 );
