@@ -52,6 +52,7 @@
 
 pub mod admission;
 pub mod conditions;
+pub mod grace;
 #[cfg(feature = "k8s")]
 pub mod k8s;
 #[cfg(feature = "local")]

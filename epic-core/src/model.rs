@@ -74,9 +74,41 @@ pub struct TenantLimits {
     pub endpoints: Option<u32>,
 }
 
+/// An address released by its last gateway and held back from everyone
+/// else for the platform's grace period ([`crate::grace`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleasedAddress {
+    /// The address.
+    pub address: IpAddr,
+    /// The tenant (name) whose gateway held it: the only one that may take
+    /// it back (by asking for it) within the grace period.
+    pub tenant: String,
+    /// The pool it belongs to.
+    pub pool: String,
+    /// When it was released, in seconds since the Unix epoch.
+    pub released_at: u64,
+}
+
+/// What the platform records in an address pool.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressPoolStatus {
+    /// Addresses of this pool released by their last gateway and held
+    /// back until their grace period ends (the records a restarted
+    /// controller rebuilds from).
+    #[serde(default)]
+    pub released: Vec<ReleasedAddress>,
+}
+
 /// A pool of public addresses (see `epic_ipam::PoolSpec` for the rules).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[kube(group = "epic-gateway.org", version = "v1alpha1", kind = "AddressPool")]
+#[kube(
+    group = "epic-gateway.org",
+    version = "v1alpha1",
+    kind = "AddressPool",
+    status = "AddressPoolStatus"
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AddressPoolSpec {
     /// CIDRs, single addresses and `start-end` ranges, IPv4 and IPv6.

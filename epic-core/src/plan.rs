@@ -98,6 +98,12 @@ pub struct DesiredInputs {
     /// The Envoy images a `GatewayTemplate` may name (`envoyImage`);
     /// `None`: any (standalone mode runs its own Envoy and ignores them).
     pub envoy_images: Option<Vec<String>>,
+    /// Now, in seconds since the Unix epoch (when released addresses were
+    /// released, and whether their grace period is over).
+    pub now: u64,
+    /// Seconds a released address is held back before another tenant may
+    /// get it ([`crate::grace`]); 0: reused at once.
+    pub address_grace: u64,
 }
 
 /// Identity of a tunnel: both ends.
@@ -137,6 +143,9 @@ pub struct Recorded {
     /// Tunnel ids.
     #[serde(default)]
     pub tunnels: Vec<RecordedTunnel>,
+    /// Released addresses still held back ([`crate::grace`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<crate::model::ReleasedAddress>,
     /// The secret new tunnel ids are derived under; without one (tests,
     /// one-shot tools) the all-zero secret, whose ids anyone can compute.
     /// The runtimes set a random one.
@@ -339,7 +348,9 @@ fn namespace_of(meta: &kube::core::ObjectMeta) -> &str {
 }
 
 /// The IPAM owner of a gateway: its uid, else `namespace/name`.
-fn owner_of(g: &Gateway) -> String {
+/// The address allocator's owner id of gateway `g`: its uid, else
+/// `namespace/name`.
+pub fn owner_of(g: &Gateway) -> String {
     match g.metadata.uid.as_deref() {
         Some(uid) if !uid.is_empty() => uid.to_owned(),
         _ => format!("{}/{}", namespace_of(&g.metadata), name_of(&g.metadata)),
@@ -450,13 +461,21 @@ pub fn plan_incremental(
         });
     }
 
-    // Release owners that are gone.
+    // Release owners that are gone; what they leave free is held back.
     let owners: BTreeSet<String> = inputs.gateways.iter().map(owner_of).collect();
-    for record in ipam.records() {
+    let before = ipam.records();
+    for record in &before {
         if !owners.contains(&record.owner) {
             ipam.release(&record.owner);
         }
     }
+    let held_back = crate::grace::hold_back(
+        &mut ipam,
+        &before,
+        &recorded.released,
+        inputs.now,
+        inputs.address_grace,
+    );
 
     // Templates, registered under `namespace/name`; the inputs indexed.
     let mut templates = Templates::new(&inputs.templates, cache);
@@ -490,7 +509,10 @@ pub fn plan_incremental(
         )
     });
 
-    let mut usage = TenantUsage::default();
+    let mut usage = TenantUsage {
+        held_back,
+        ..Default::default()
+    };
     let mut tunnel_ids: BTreeMap<TunnelKey, u32> = recorded
         .tunnels
         .iter()
@@ -646,7 +668,12 @@ pub fn plan_incremental(
         gp.status.tunnels.sort_by_key(|t| t.id);
     }
     out.recorded = Recorded {
-        allocations: ipam.records(),
+        allocations: ipam
+            .records()
+            .into_iter()
+            .filter(|r| !crate::grace::is_placeholder(&r.owner))
+            .collect(),
+        released: usage.held_back,
         tunnels: tunnel_ids
             .into_iter()
             .map(|(key, id)| RecordedTunnel { key, id })
@@ -747,6 +774,8 @@ struct TenantUsage {
     gateways: BTreeMap<String, u32>,
     /// Endpoints admitted, by tenant namespace.
     endpoints: BTreeMap<String, u32>,
+    /// Released addresses held back ([`crate::grace`]).
+    held_back: Vec<crate::model::ReleasedAddress>,
 }
 
 impl TenantUsage {
@@ -936,6 +965,7 @@ fn plan_gateway<'a>(
         }
         _ => {
             ipam.release(&owner);
+            crate::grace::reclaim(ipam, &mut usage.held_back, tenant_name, &g.spec.addresses);
             match ipam.allocate(&request) {
                 Ok(a) => a,
                 Err(e) => {
@@ -944,8 +974,10 @@ fn plan_gateway<'a>(
             }
         }
     };
+    // Held-back addresses are the tenant's in the allocator, not in its limit.
+    let held = crate::grace::held_for(&usage.held_back, tenant_name);
     if let Some(limit) = tenant.spec.limits.addresses
-        && ipam.tenant_address_count(tenant_name) > limit as usize
+        && ipam.tenant_address_count(tenant_name).saturating_sub(held) > limit as usize
     {
         ipam.release(&owner);
         return Err(not_programmed(

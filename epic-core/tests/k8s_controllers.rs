@@ -359,3 +359,77 @@ fn the_tenant_role_confines_a_tenant_to_its_namespace() {
         assert!(forbidden(Api::<k8s_openapi::api::core::v1::Secret>::namespaced(acme.clone(), "acme").list(&ListParams::default()).await));
     });
 }
+
+/// `name`'s first address once its status has one.
+async fn address_of(client: &Client, ns: &str, name: &str) -> Option<String> {
+    let g = get(client, V, "Gateway", "gateways", Some(ns), name).await?;
+    g["status"]["addresses"][0].as_str().map(str::to_owned)
+}
+
+#[test]
+fn a_deleted_gateways_address_is_held_back_in_its_pools_status() {
+    common::logs();
+    rt().block_on(async {
+        let (_plane, client) = platform_with(PlaneOptions::default(), common::GATEWAY_VALUES).await;
+        apply(&client, &backend_set("n1")).await;
+        apply(
+            &client,
+            &tenant_platform("globex", 4, "203.0.113.0/28", "198.51.100.1"),
+        )
+        .await;
+        apply(&client, GATEWAY).await;
+        let (stop, task, _) = spawn_gateway_controller(&client);
+        let wait = Duration::from_secs(30);
+        let (held, _) =
+            eventually(wait, "web's address", || address_of(&client, "acme", "web")).await;
+
+        // Deleted (its status goes with it): the pool's status holds its
+        // address back, for acme, with the time it was released.
+        let gateways: Api<epic_core::model::Gateway> = Api::namespaced(client.clone(), "acme");
+        gateways
+            .delete("web", &DeleteParams::default())
+            .await
+            .unwrap();
+        let (released, _) = eventually(wait, "the pool's status holds the address", || async {
+            let pool = get(&client, V, "AddressPool", "addresspools", None, "public").await?;
+            let released = pool["status"]["released"].as_array()?.clone();
+            (!released.is_empty()).then_some(released)
+        })
+        .await;
+        assert_eq!(released.len(), 1, "{released:?}");
+        assert_eq!(released[0]["address"], held.as_str());
+        assert_eq!(released[0]["tenant"], "acme");
+        assert!(
+            released[0]["releasedAt"]
+                .as_u64()
+                .is_some_and(|t| t > 1_700_000_000)
+        );
+
+        // Another tenant's new gateway gets another address.
+        let edge = GATEWAY.replace(
+            "name: web, namespace: acme",
+            "name: edge, namespace: globex",
+        );
+        apply(&client, &edge).await;
+        let (edge_address, _) = eventually(wait, "edge's address", || {
+            address_of(&client, "globex", "edge")
+        })
+        .await;
+        assert_ne!(edge_address, held);
+
+        // A restarted controller (no memory) still holds it back: the
+        // records are the pool's status.
+        stop.send(true).unwrap();
+        task.await.unwrap().unwrap();
+        let (stop, task, _) = spawn_gateway_controller(&client);
+        apply(&client, &GATEWAY.replace("name: web,", "name: web2,")).await;
+        let (web2, _) = eventually(wait, "web2's address", || {
+            address_of(&client, "acme", "web2")
+        })
+        .await;
+        assert_ne!(web2, held);
+        assert_ne!(web2, edge_address);
+        stop.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    });
+}

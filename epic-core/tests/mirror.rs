@@ -1121,6 +1121,8 @@ fn the_mirrored_objects_plan() {
         }],
         platform_networks: vec![],
         envoy_images: None,
+        now: 0,
+        address_grace: 0,
     };
     let p = plan(&inputs, &Recorded::default());
     assert!(p.problems.is_empty(), "{:?}", p.problems);

@@ -1024,3 +1024,108 @@ spec:
         .collect();
     assert_eq!(rendered, ["198.18.4.1", "198.18.4.2", "198.18.4.3"]);
 }
+
+fn globex_gateway(name: &str, extra_spec: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: epic-gateway.org/v1alpha1
+kind: Gateway
+metadata: {{name: {name}, namespace: globex}}
+spec:
+  template: tcp
+  listeners: [{{name: web, port: 80, protocol: TCP, backends: [{{namespace: default, name: web, port: 80}}]}}]
+{extra_spec}"#
+    )
+}
+
+fn at(mut inputs: DesiredInputs, now: u64) -> DesiredInputs {
+    inputs.now = now;
+    inputs.address_grace = 600;
+    inputs
+}
+
+#[test]
+fn a_released_address_is_held_back_from_other_gateways_for_the_grace_period() {
+    let first = plan(&at(inputs(&web("web", "tcp")), 1_000), &Recorded::default());
+    let held = first.gateway("acme", "web").unwrap().status.addresses[0];
+    assert!(first.recorded.released.is_empty());
+
+    // web is deleted; another tenant's gateway arrives: not web's address.
+    let later = at(inputs(&globex_gateway("edge", "")), 1_100);
+    let p = plan(&later, &first.recorded);
+    let released: Vec<_> = p
+        .recorded
+        .released
+        .iter()
+        .map(|r| (r.address, r.tenant.as_str(), r.pool.as_str(), r.released_at))
+        .collect();
+    assert_eq!(released, [(held, "acme", "public", 1_100)]);
+    let edge = p
+        .gateway("globex", "edge")
+        .unwrap()
+        .status
+        .addresses
+        .clone();
+    assert!(!edge.is_empty() && !edge.contains(&held), "{edge:?}");
+    // The placeholder is no allocation anyone sees.
+    assert!(
+        p.recorded
+            .allocations
+            .iter()
+            .all(|a| !a.addresses.contains(&held))
+    );
+
+    // Still held (the records carry it across restarts) until its time.
+    let p = plan(&at(inputs(&globex_gateway("edge", "")), 1_699), &p.recorded);
+    assert_eq!(p.recorded.released.len(), 1);
+    assert_eq!(p.recorded.released[0].released_at, 1_100);
+    // Then free again: the next gateway may get it.
+    let both = format!("{}{}", globex_gateway("edge", ""), web("web2", "tcp"));
+    let p = plan(&at(inputs(&both), 1_700), &p.recorded);
+    assert!(p.recorded.released.is_empty());
+    assert_eq!(p.gateway("acme", "web2").unwrap().status.addresses, [held]);
+}
+
+#[test]
+fn within_the_grace_period_only_its_tenant_may_take_it_back_by_asking() {
+    let first = plan(&at(inputs(&web("web", "tcp")), 1_000), &Recorded::default());
+    let held = first.gateway("acme", "web").unwrap().status.addresses[0];
+    let gone = plan(&at(inputs(""), 1_010), &first.recorded);
+    assert_eq!(gone.recorded.released.len(), 1);
+    // Another tenant asking for it does not get it.
+    let ask = format!("  addresses: [{held}]\n");
+    let p = plan(
+        &at(inputs(&globex_gateway("edge", &ask)), 1_020),
+        &gone.recorded,
+    );
+    assert!(
+        p.gateway("globex", "edge")
+            .unwrap()
+            .status
+            .addresses
+            .is_empty()
+    );
+    assert_eq!(
+        reason(&p, "globex", "edge", "Programmed").1,
+        "AddressNotAssigned"
+    );
+    // Its tenant asking for it gets it back, and it is held back no more.
+    let again =
+        web("again", "tcp").replace("  template: tcp\n", &format!("  template: tcp\n{ask}"));
+    let p = plan(&at(inputs(&again), 1_020), &gone.recorded);
+    assert_eq!(p.gateway("acme", "again").unwrap().status.addresses, [held]);
+    assert!(p.recorded.released.is_empty());
+}
+
+#[test]
+fn without_a_grace_period_a_released_address_is_reused_at_once() {
+    let first = plan(&inputs(&web("web", "tcp")), &Recorded::default());
+    let held = first.gateway("acme", "web").unwrap().status.addresses[0];
+    let p = plan(&inputs(&globex_gateway("edge", "")), &first.recorded);
+    assert!(p.recorded.released.is_empty());
+    assert_eq!(
+        p.gateway("globex", "edge").unwrap().status.addresses,
+        [held]
+    );
+}

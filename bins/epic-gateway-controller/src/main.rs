@@ -87,6 +87,10 @@ struct Args {
     /// The API server's address is always added.
     #[arg(long = "platform-network", value_parser = epic_core::admission::parse_network)]
     platform_networks: Vec<epic_core::admission::IpNet>,
+    /// Seconds a released address is held back before another tenant may
+    /// get it (recorded in the pool's status); 0: reused at once.
+    #[arg(long, default_value_t = 300)]
+    address_grace_seconds: u64,
 }
 
 /// A socket address on loopback, for endpoints that have no authentication.
@@ -152,6 +156,7 @@ fn options(args: &Args) -> Result<Options, String> {
             .map_err(|e| format!("the tunnel id secret: random source: {e}"))?,
         platform_networks: args.platform_networks.clone(),
         xds_authority: None,
+        address_grace: Duration::from_secs(args.address_grace_seconds),
     })
 }
 

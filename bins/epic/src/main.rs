@@ -78,6 +78,10 @@ struct RunArgs {
     /// The tunnel and ADS addresses are always added.
     #[arg(long = "platform-network", value_parser = epic_core::admission::parse_network)]
     platform_networks: Vec<epic_core::admission::IpNet>,
+    /// Seconds a released address is held back before another tenant may
+    /// get it (clients and DNS caches still use it); 0: reused at once.
+    #[arg(long, default_value_t = 300)]
+    address_grace_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -124,6 +128,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         config.envoy = args.envoy;
         config.announce = args.announce;
         config.platform_networks = args.platform_networks;
+        config.address_grace = Duration::from_secs(args.address_grace_seconds);
         let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP: {e}"))?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;

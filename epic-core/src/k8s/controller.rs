@@ -26,7 +26,7 @@ use super::ops::{ConditionLabels, Health, Metrics};
 use super::platform::PlatformSource;
 use super::proxies::{ProxyObjects, ProxySettings, apply_proxies};
 use super::reflect::Debouncer;
-use super::status::write_statuses;
+use super::status::{write_pool_statuses, write_statuses};
 use crate::plan::{Plan, RenderCache, plan_incremental};
 use crate::publish::{Published, publish};
 use crate::tunnel_ids::TunnelIdSecret;
@@ -57,6 +57,9 @@ pub struct Options {
     /// their identities and reach the ADS server over mutual TLS (serve it
     /// with [`epic_xds::AdsServer::with_tls`]). `None`: plaintext xDS.
     pub xds_authority: Option<Arc<epic_xds::identity::XdsAuthority>>,
+    /// How long a released address is held back before another tenant
+    /// may get it ([`crate::grace`]; recorded in the pools' status).
+    pub address_grace: Duration,
 }
 
 impl Default for Options {
@@ -71,6 +74,7 @@ impl Default for Options {
                 .expect("the kernel's random source (getrandom(2)) failed"),
             platform_networks: Vec::new(),
             xds_authority: None,
+            address_grace: Duration::from_secs(300),
         }
     }
 }
@@ -98,6 +102,10 @@ pub struct GatewayController {
     renders: RenderCache,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// The allocations of the last plan: a gateway deleted since (its
+    /// status gone with it) is released from them, so its addresses are
+    /// held back.
+    last_allocations: Vec<epic_ipam::AllocationRecord>,
 }
 
 impl GatewayController {
@@ -112,6 +120,7 @@ impl GatewayController {
             renders: RenderCache::new(),
             metrics: Arc::new(Metrics::new("gateway")),
             health: Arc::new(Health::default()),
+            last_allocations: Vec::new(),
         }
     }
 
@@ -146,6 +155,7 @@ impl GatewayController {
             tracing::warn!(object = %p.object, "{}", p.message);
         }
         let statuses = write_statuses(&self.client, &plan, loaded.gateways()).await;
+        let pools = write_pool_statuses(&self.client, &plan, &loaded.inputs.pools).await;
         let existing = ProxyObjects::from_stores(&source.proxy_sets, &source.proxy_maps);
         let proxies = apply_proxies(
             &self.client,
@@ -159,6 +169,7 @@ impl GatewayController {
         let errors: Vec<String> = statuses
             .failed
             .iter()
+            .chain(&pools.failed)
             .chain(&proxies.failed)
             .map(ToString::to_string)
             .collect();
@@ -260,6 +271,24 @@ impl GatewayController {
         loaded.recorded.tunnel_id_secret = Some(self.options.tunnel_ids.clone());
         loaded.inputs.platform_networks = self.options.platform_networks.clone();
         loaded.inputs.envoy_images = Some(self.options.proxies.allowed_images());
+        loaded.inputs.now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        loaded.inputs.address_grace = self.options.address_grace.as_secs();
+        // Gateways deleted since the last plan: their allocations, so the
+        // plan releases them (and holds their addresses back).
+        let present: std::collections::BTreeSet<String> = loaded
+            .inputs
+            .gateways
+            .iter()
+            .map(crate::plan::owner_of)
+            .collect();
+        let gone = self
+            .last_allocations
+            .iter()
+            .filter(|r| !present.contains(&r.owner))
+            .cloned();
+        loaded.recorded.allocations.extend(gone);
         loaded
     }
 
@@ -268,6 +297,7 @@ impl GatewayController {
     fn plan_and_publish(&mut self, loaded: &super::Loaded) -> Plan {
         let plan = plan_incremental(&loaded.inputs, &loaded.recorded, &mut self.renders);
         self.published = publish(&plan, &self.cache, &self.known, &self.published);
+        self.last_allocations = plan.recorded.allocations.clone();
         plan
     }
 

@@ -81,7 +81,8 @@ pub use proxies::{
 pub use status::write_statuses;
 
 use crate::model::{
-    AddressPool, BackendSet, Gateway, GatewayTemplate, ListenerProtocol, Route, Tenant,
+    AddressPool, BackendSet, Gateway, GatewayTemplate, ListenerProtocol, ReleasedAddress, Route,
+    Tenant,
 };
 use crate::plan::{DesiredInputs, GatewayNode, Recorded, RecordedTunnel, TunnelKey};
 
@@ -169,7 +170,8 @@ pub async fn load(client: &Client) -> Result<Loaded, K8sError> {
         .await
         .map_err(api_error("list Node"))?
         .items;
-    let recorded = recorded_from(&gateways, &tenants, &templates);
+    let mut recorded = recorded_from(&gateways, &tenants, &templates);
+    recorded.released = released_from(&pools);
     Ok(Loaded {
         inputs: DesiredInputs {
             tenants,
@@ -182,9 +184,24 @@ pub async fn load(client: &Client) -> Result<Loaded, K8sError> {
             // The runtime adds the networks its operator declares.
             platform_networks: Vec::new(),
             envoy_images: None,
+            // The runtime sets the clock and the grace period.
+            now: 0,
+            address_grace: 0,
         },
         recorded,
     })
+}
+
+/// The released addresses the pools' status holds back
+/// ([`crate::grace`]), sorted.
+pub fn released_from(pools: &[AddressPool]) -> Vec<ReleasedAddress> {
+    let mut released: Vec<ReleasedAddress> = pools
+        .iter()
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| s.released.iter().cloned())
+        .collect();
+    released.sort();
+    released
 }
 
 /// The gateway nodes among `nodes` (labelled [`GATEWAY_NODE_LABEL`]`=true`),

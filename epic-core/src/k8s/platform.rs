@@ -99,11 +99,13 @@ impl PlatformSource {
         let tenants = sorted(&self.tenants);
         let templates = sorted(&self.templates);
         let gateways = sorted(&self.gateways);
-        let recorded = recorded_from(&gateways, &tenants, &templates);
+        let mut recorded = recorded_from(&gateways, &tenants, &templates);
+        let pools = sorted(&self.pools);
+        recorded.released = super::released_from(&pools);
         Loaded {
             inputs: DesiredInputs {
                 tenants,
-                pools: sorted(&self.pools),
+                pools,
                 templates,
                 gateways,
                 routes: sorted(&self.routes),
@@ -112,6 +114,9 @@ impl PlatformSource {
                 // The runtime adds the networks its operator declares.
                 platform_networks: Vec::new(),
                 envoy_images: None,
+                // The runtime sets the clock and the grace period.
+                now: 0,
+                address_grace: 0,
             },
             recorded,
         }

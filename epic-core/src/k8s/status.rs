@@ -17,7 +17,7 @@ use serde_json::json;
 use super::index::ByKey;
 use super::{SinkReport, api_error, is_not_found};
 use crate::conditions::stamp;
-use crate::model::{Gateway, GatewayStatus};
+use crate::model::{AddressPool, AddressPoolStatus, Gateway, GatewayStatus, ReleasedAddress};
 use crate::plan::{GatewayPlan, Plan};
 
 /// Now as Kubernetes writes times: RFC 3339, whole seconds, UTC.
@@ -58,6 +58,46 @@ pub fn stamped_status(
         );
     }
     status
+}
+
+/// Records the held-back addresses ([`crate::grace`]) in their pools'
+/// status, patching only pools whose list changed (`current`: the pools as
+/// read). A pool deleted meanwhile is skipped.
+pub async fn write_pool_statuses(
+    client: &Client,
+    plan: &Plan,
+    current: &[AddressPool],
+) -> SinkReport {
+    let mut report = SinkReport::default();
+    let api: Api<AddressPool> = Api::all(client.clone());
+    for pool in current {
+        let Some(name) = pool.metadata.name.as_deref() else {
+            continue;
+        };
+        let wanted: Vec<ReleasedAddress> = plan
+            .recorded
+            .released
+            .iter()
+            .filter(|r| r.pool == name)
+            .cloned()
+            .collect();
+        let now: &[ReleasedAddress] = pool.status.as_ref().map_or(&[], |s| &s.released);
+        if now == wanted.as_slice() {
+            continue;
+        }
+        let patch = json!({ "status": AddressPoolStatus { released: wanted } });
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => report.done.push(name.to_owned()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => report
+                .failed
+                .push(api_error(format!("patch status of AddressPool {name}"))(e)),
+        }
+    }
+    report
 }
 
 /// Patches the status of every gateway whose stamped status differs from

@@ -92,6 +92,9 @@ pub struct StandaloneConfig {
     /// network, BGP peers, management); the tunnel address and the ADS
     /// address are always added ([`crate::admission`]).
     pub platform_networks: Vec<ipnet::IpNet>,
+    /// How long a released address is held back before another tenant
+    /// may get it ([`crate::grace`]; recorded in `state.json`).
+    pub address_grace: Duration,
 }
 
 impl StandaloneConfig {
@@ -115,6 +118,7 @@ impl StandaloneConfig {
             announce: false,
             hellos: VerifierConfig::default(),
             platform_networks: Vec::new(),
+            address_grace: Duration::from_secs(300),
         }
     }
 }
@@ -660,6 +664,10 @@ impl Standalone {
             name: self.config.node_name.clone(),
             address: self.config.tunnel_address,
         }];
+        inputs.now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        inputs.address_grace = self.config.address_grace.as_secs();
         inputs.platform_networks = self.config.platform_networks.clone();
         inputs.platform_networks.push(self.config.xds.ip().into());
         let plan = plan(&inputs, &self.state.recorded);
