@@ -2,8 +2,8 @@
 //! veth uplink, real Envoys fed by the ADS server, public addresses on `lo`,
 //! all in a namespace the test creates. Reconciles follow the file: new
 //! gateways start proxies and get addresses, an invalid file changes
-//! nothing, removed gateways give their address back, and a restart keeps
-//! what was recorded.
+//! nothing, removed gateways give their address back (held back for the
+//! grace period), and a restart keeps what was recorded.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -205,10 +205,16 @@ fn reconciles_follow_the_file_and_a_restart_keeps_the_records() {
             let report = epic.reconcile().await.unwrap();
             assert_eq!(report.programmed, 2, "{report}");
             assert_eq!(addresses_of(&dir, "two"), [two]);
+            // The freed address is held back for the grace period (recorded
+            // in state.json, so across the restart): a-new gets another.
+            let a_new = addresses_of(&dir, "a-new")[0];
+            assert!(a_new != one && a_new != two, "{a_new}");
+            let state: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
             assert_eq!(
-                addresses_of(&dir, "a-new")[0],
-                one,
-                "the freed address is reused"
+                state["recorded"]["released"][0]["address"],
+                one.to_string(),
+                "{state}"
             );
             assert!(accepts(SocketAddr::new(two, 5433)).await);
             epic.shutdown().await;
