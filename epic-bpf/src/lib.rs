@@ -21,7 +21,11 @@
 //! The scope of an endpoint is the proxy's socket mark (`SO_MARK`, Envoy's
 //! upstream `socket_options`, or an nftables `meta mark set` per cgroup): on
 //! the uplink's egress hook the proxy's interface is no longer known, the mark
-//! is. Mark 0 is an ordinary scope (single-tenant nodes).
+//! is. The platform marks a tenant's proxies with
+//! [`epic_gue::maps::tenant_mark`]; a packet so marked with no endpoint (or
+//! that is not TCP/UDP) is dropped (`drop_no_endpoint`), never sent in
+//! clear. Mark 0 is an ordinary scope (single-tenant nodes), whose packets
+//! without an endpoint pass, as do packets with other programs' marks.
 //!
 //! Outer headers: the tunnel's family (IPv4 or IPv6, any inner family), UDP
 //! source = the tunnel's local port, destination = the verified remote port

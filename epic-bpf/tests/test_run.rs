@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use epic_bpf::{DataPath, Program};
 use epic_gue::encap::{OuterRepr, encapsulate};
-use epic_gue::maps::{Counter, EndpointKey, FlowKey, TunnelValue};
+use epic_gue::maps::{Counter, EndpointKey, FlowKey, TunnelValue, tenant_mark};
 use epic_gue::{GUE_PORT, GueRepr, InnerProto, TenantId, TunnelId};
 use epic_test_support::require_root;
 
@@ -772,8 +772,11 @@ fn the_socket_mark_chooses_the_tenants_endpoint() {
         .unwrap();
         gw.set_verified_remote(tunnel, SocketAddr::new(nat, NAT_PORT))
             .unwrap();
-        gw.add_endpoint(EndpointKey::new(tenant, c.pod, 8080, 6), tunnel)
-            .unwrap();
+        gw.add_endpoint(
+            EndpointKey::new(tenant_mark(tenant), c.pod, 8080, 6),
+            tunnel,
+        )
+        .unwrap();
     }
     let request = common::ip_packet(c.proxy, 41000, c.pod, 8080, 6, 0);
     let frame = common::frame(&request);
@@ -785,8 +788,8 @@ fn the_socket_mark_chooses_the_tenants_endpoint() {
         out.truncate(r.len);
         (r.verdict, out)
     };
-    // Scope 1 goes to tenant 1's node, scope 2 to tenant 2's.
-    let (verdict, one) = marked(1);
+    // Tenant 1's mark goes to tenant 1's node, tenant 2's to tenant 2's.
+    let (verdict, one) = marked(tenant_mark(1));
     assert_eq!(verdict, TC_ACT_OK);
     let gue = 14 + 20 + 8;
     assert_eq!(
@@ -799,7 +802,7 @@ fn the_socket_mark_chooses_the_tenants_endpoint() {
         [198, 51, 100, 254],
         "to tenant 1's NAT"
     );
-    let (verdict, two) = marked(2);
+    let (verdict, two) = marked(tenant_mark(2));
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(
         two[gue + 4..gue + 8],
@@ -811,9 +814,97 @@ fn the_socket_mark_chooses_the_tenants_endpoint() {
         [198, 51, 100, 253],
         "to tenant 2's NAT"
     );
-    // No endpoint in scope 3 (nor in the unmarked scope 0): not encapsulated.
-    for mark in [0, 3] {
+    // Unmarked, or another program's mark (kube-proxy's 0x4000): not a
+    // tenant's packet, passed as it is.
+    for mark in [0, 0x4000, 3] {
         let (verdict, out) = marked(mark);
-        assert_eq!((verdict, out), (TC_ACT_OK, frame.clone()), "mark {mark}");
+        assert_eq!((verdict, out), (TC_ACT_OK, frame.clone()), "mark {mark:#x}");
+    }
+    assert_eq!(gw.counter(Counter::DropNoEndpoint).unwrap().packets, 0);
+}
+
+#[test]
+fn a_tenants_packet_that_no_tunnel_carries_never_leaves_in_clear() {
+    if !require_root("a_tenants_packet_that_no_tunnel_carries_never_leaves_in_clear") {
+        return;
+    }
+    for c in cases() {
+        let (mut gw, _cl) = gateway_and_cluster(&c);
+        // Tenant 1's endpoint, in its scope.
+        gw.add_endpoint(EndpointKey::new(tenant_mark(1), c.pod, 8080, 6), TUNNEL)
+            .unwrap();
+        let run_marked = |gw: &DataPath, frame: &[u8], mark: u32| {
+            let mut out = vec![0u8; frame.len() + 256];
+            let r = gw
+                .test_run_marked(Program::GatewayEgress, frame, &mut out, mark)
+                .unwrap();
+            out.truncate(r.len);
+            (r.verdict, out)
+        };
+        let elsewhere: IpAddr = if c.pod.is_ipv4() {
+            "203.0.113.99"
+        } else {
+            "2001:db8:3::99"
+        }
+        .parse()
+        .unwrap();
+        let icmp = if c.pod.is_ipv4() { 1 } else { 58 };
+        let tenant_traffic = [
+            (
+                "another address",
+                common::ip_packet(c.proxy, 41000, elsewhere, 8080, 6, 0),
+            ),
+            (
+                "another port",
+                common::ip_packet(c.proxy, 41000, c.pod, 8081, 6, 0),
+            ),
+            (
+                "UDP to the TCP endpoint",
+                common::ip_packet(c.proxy, 41000, c.pod, 8080, 17, 8),
+            ),
+            (
+                "ICMP to the endpoint",
+                common::ip_packet(c.proxy, 0, c.pod, 0, icmp, 8),
+            ),
+        ];
+        for (what, packet) in &tenant_traffic {
+            let frame = common::frame(packet);
+            let before = gw.counter(Counter::DropNoEndpoint).unwrap().packets;
+            assert_eq!(
+                run_marked(&gw, &frame, tenant_mark(1)).0,
+                TC_ACT_SHOT,
+                "{}: {what}",
+                c.name
+            );
+            assert_eq!(
+                gw.counter(Counter::DropNoEndpoint).unwrap().packets,
+                before + 1,
+                "{}: {what}",
+                c.name
+            );
+            // The same packet from anything but a tenant's proxy passes.
+            assert_eq!(run_marked(&gw, &frame, 0), (TC_ACT_OK, frame.clone()));
+        }
+        // Another tenant's mark does not reach tenant 1's endpoint either.
+        let request = common::frame(&common::ip_packet(c.proxy, 41000, c.pod, 8080, 6, 0));
+        assert_eq!(
+            run_marked(&gw, &request, tenant_mark(2)).0,
+            TC_ACT_SHOT,
+            "{}",
+            c.name
+        );
+        // Tenant 1's request is encapsulated.
+        assert_eq!(
+            run_marked(&gw, &request, tenant_mark(1)).0,
+            TC_ACT_OK,
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            gw.counter(Counter::Encapsulated).unwrap().packets,
+            1,
+            "{}",
+            c.name
+        );
     }
 }

@@ -235,8 +235,9 @@ pub struct TunnelPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointPlan {
-    /// The data-path scope: the tenant's id, which its proxies carry as the
-    /// mark of their upstream sockets.
+    /// The data-path scope: the tenant's mark
+    /// ([`epic_gue::maps::tenant_mark`]), which its proxies carry on their
+    /// upstream sockets.
     pub scope: u32,
     /// Pod address.
     pub address: IpAddr,
@@ -282,18 +283,21 @@ impl Plan {
 /// `SO_MARK` (`SOL_SOCKET` 1, option 36).
 const SO_MARK: (i64, i64) = (1, 36);
 
-/// The bootstrap `cluster_manager` of a proxy of tenant scope `scope`:
-/// every upstream socket carries the mark `scope`, which the gateway
-/// egress program reads as the endpoint key's scope. A template cannot
+/// The bootstrap `cluster_manager` of a proxy of tenant `tenant_id`:
+/// every upstream socket carries the tenant's mark
+/// ([`epic_gue::maps::tenant_mark`]), which the gateway egress program
+/// reads as the endpoint key's scope (and drops, unencapsulated, when no
+/// endpoint has it). A template cannot
 /// change it: per-cluster `upstream_bind_config` is refused by the
 /// platform's policy (`epic_templates::policy`). Setting a mark needs
 /// `CAP_NET_RAW` or `CAP_NET_ADMIN`.
 ///
 /// ```
 /// let manager = epic_core::plan::upstream_mark(7);
-/// assert_eq!(manager["upstream_bind_config"]["socket_options"][0]["int_value"], 7);
+/// assert_eq!(manager["upstream_bind_config"]["socket_options"][0]["int_value"], 0x4550_0007);
 /// ```
-pub fn upstream_mark(scope: u32) -> serde_json::Value {
+pub fn upstream_mark(tenant_id: u32) -> serde_json::Value {
+    let scope = epic_gue::maps::tenant_mark(tenant_id);
     serde_json::json!({
         "upstream_bind_config": {
             "socket_options": [{
@@ -380,6 +384,12 @@ pub fn tenants_by_namespace(tenants: &[Tenant]) -> (BTreeMap<&str, &Tenant>, Vec
         let object = format!("Tenant {name}");
         let refused = if t.spec.id == 0 {
             Some("id 0 is reserved".to_owned())
+        } else if t.spec.id > epic_gue::maps::MAX_TENANT_ID {
+            Some(format!(
+                "id {} is too large: tenant ids are 1 to {} (a socket mark carries them)",
+                t.spec.id,
+                epic_gue::maps::MAX_TENANT_ID
+            ))
         } else if let Some(other) = ids.get(&t.spec.id) {
             Some(format!(
                 "id {} is already used by tenant {other}",
@@ -563,7 +573,7 @@ pub fn plan_incremental(
                         };
                         let ekey = (
                             node.name.clone(),
-                            tenant.spec.id,
+                            epic_gue::maps::tenant_mark(tenant.spec.id),
                             endpoint.address,
                             endpoint.port,
                             port,

@@ -4,6 +4,7 @@
 use epic_core::plan::{DesiredInputs, GatewayNode, Plan, Recorded, plan};
 use epic_core::source::parse_resources;
 use epic_core::tunnel_ids::TunnelIdSecret;
+use epic_gue::maps::tenant_mark;
 use epic_xds::ResourceType;
 use proptest::prelude::*;
 
@@ -390,7 +391,14 @@ spec:
         .filter(|e| e.address.to_string() == "198.18.1.5")
         .map(|e| (e.scope, e.tunnel))
         .collect();
-    assert_eq!(pod, [(1, tunnel_of("acme")), (2, tunnel_of("globex"))]);
+    // Each in its tenant's scope: the tenant's socket mark.
+    assert_eq!(
+        pod,
+        [
+            (tenant_mark(1), tunnel_of("acme")),
+            (tenant_mark(2), tunnel_of("globex"))
+        ]
+    );
 }
 
 #[test]
@@ -1019,7 +1027,7 @@ spec:
     }
     let rendered: Vec<String> = p.endpoints["gw1"]
         .iter()
-        .filter(|e| e.scope == 3)
+        .filter(|e| e.scope == tenant_mark(3))
         .map(|e| e.address.to_string())
         .collect();
     assert_eq!(rendered, ["198.18.4.1", "198.18.4.2", "198.18.4.3"]);
@@ -1043,6 +1051,31 @@ fn at(mut inputs: DesiredInputs, now: u64) -> DesiredInputs {
     inputs.now = now;
     inputs.address_grace = 600;
     inputs
+}
+
+#[test]
+fn a_tenant_id_a_socket_mark_cannot_carry_is_refused() {
+    let big = BASE.replace(
+        "spec: {namespace: acme, id: 1}",
+        "spec: {namespace: acme, id: 65536}",
+    );
+    let mut inputs = parse_resources(&format!("{big}{}", web("web", "tcp"))).unwrap();
+    inputs.gateway_nodes = vec![GatewayNode {
+        name: "gw1".into(),
+        address: "203.0.113.1".parse().unwrap(),
+    }];
+    let p = plan(&inputs, &Recorded::default());
+    let problem = p
+        .problems
+        .iter()
+        .find(|p| p.object == "Tenant acme")
+        .unwrap();
+    assert!(
+        problem.message.contains("1 to 65535"),
+        "{}",
+        problem.message
+    );
+    assert!(p.endpoints.is_empty());
 }
 
 #[test]

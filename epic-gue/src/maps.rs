@@ -26,6 +26,33 @@ pub const FAMILY_IPV4: u8 = 4;
 /// Family tag of an IPv6 address in a map type.
 pub const FAMILY_IPV6: u8 = 6;
 
+/// The tag in the upper 16 bits of a tenant's socket mark ([`tenant_mark`]).
+pub const TENANT_MARK_TAG: u32 = 0x4550_0000;
+/// The bits of a socket mark that hold [`TENANT_MARK_TAG`].
+pub const TENANT_MARK_MASK: u32 = 0xffff_0000;
+/// The largest tenant id a socket mark can carry (the lower 16 bits).
+pub const MAX_TENANT_ID: u32 = 0xffff;
+
+/// The socket mark of tenant `tenant_id`'s proxies (their upstream
+/// sockets): [`TENANT_MARK_TAG`] with the id in the lower 16 bits. The
+/// gateway egress program keys endpoints by it, and drops a packet so
+/// marked that has no endpoint, rather than send it in clear.
+///
+/// ```
+/// use epic_gue::maps::{is_tenant_mark, tenant_mark};
+/// assert_eq!(tenant_mark(7), 0x4550_0007);
+/// assert!(is_tenant_mark(tenant_mark(7)));
+/// assert!(!is_tenant_mark(0) && !is_tenant_mark(0x4000));
+/// ```
+pub const fn tenant_mark(tenant_id: u32) -> u32 {
+    TENANT_MARK_TAG | (tenant_id & MAX_TENANT_ID)
+}
+
+/// Whether `mark` is a tenant's socket mark ([`tenant_mark`]).
+pub const fn is_tenant_mark(mark: u32) -> bool {
+    mark & TENANT_MARK_MASK == TENANT_MARK_TAG
+}
+
 /// Stores an address as `(family, 16 bytes)`.
 pub const fn addr_to_bytes(addr: IpAddr) -> (u8, [u8; 16]) {
     match addr {
@@ -273,7 +300,10 @@ pub enum Counter {
     Decapsulated = 1,
     /// Control messages passed up to the host stack.
     ControlPassed = 2,
-    /// Dropped: no endpoint entry for the destination.
+    /// Dropped (gateway egress): a packet of a tenant's proxy (its socket
+    /// carries a [`tenant_mark`]) to no endpoint of that tenant, or that is
+    /// not TCP or UDP (ICMP, fragments, IPv6 extension headers): a tenant's
+    /// traffic never leaves the uplink unencapsulated.
     DropNoEndpoint = 3,
     /// Dropped: the tunnel is unknown.
     DropUnknownTunnel = 4,

@@ -2,7 +2,7 @@
 //!
 //! | program | attach point | does |
 //! | --- | --- | --- |
-//! | `epic_gw_egress` | gateway node, uplink, egress | endpoint lookup (`ENDPOINTS`, scope = skb mark) → tunnel (`TUNNELS`) → encapsulate toward the verified remote and record the reply flow in `REPLIES` (LRU); pending/unknown tunnel: drop and count |
+//! | `epic_gw_egress` | gateway node, uplink, egress | endpoint lookup (`ENDPOINTS`, scope = skb mark) → tunnel (`TUNNELS`) → encapsulate toward the verified remote and record the reply flow in `REPLIES` (LRU); pending/unknown tunnel: drop and count; a tenant-marked packet with no endpoint (or not TCP/UDP): drop and count (`drop_no_endpoint`), never in clear |
 //! | `epic_gw_ingress` | gateway node, uplink, ingress | GUE data from a known, verified tunnel whose outer source is the verified remote and outer destination its local end, whose inner packet is a reply recorded for that tunnel in `REPLIES` → decapsulate; other GUE data dropped and counted; control messages passed up only if they are a standard hello of exact length for a known tunnel within its budget (`HELLO_BUDGETS`, per tunnel and source kind), else dropped and counted |
 //! | `epic_cl_ingress` | cluster node, uplink, ingress | as `epic_gw_ingress`, but instead of the reply check the inner destination must be an endpoint of the tunnel (`ENDPOINTS` with the tunnel id as scope); records the reply flow in `REPLIES` (LRU) with the tunnel id |
 //! | `epic_cl_egress` | cluster node, uplink, egress | a packet matching `REPLIES` → encapsulate toward the tunnel's remote |
@@ -63,6 +63,7 @@ use epic_gue::maps::{
     Counter, CounterValue, EndpointKey, EndpointValue, FAMILY_IPV4, FAMILY_IPV6, FlowKey,
     FlowValue, HELLO_BURST_OTHER, HELLO_BURST_REMOTE, HELLO_INTERVAL_OTHER_NS,
     HELLO_INTERVAL_REMOTE_NS, HelloBudget, HelloBudgetKey, TUNNEL_VERIFIED, TunnelKey, TunnelValue,
+    is_tenant_mark,
 };
 use epic_gue::wire::{
     CTYPE_HELLO, FLAG_VNID, GUE_PORT, HELLO_FLAGS, HELLO_HLEN, HELLO_LEN, PROTO_IPV4, PROTO_IPV6,
@@ -146,11 +147,11 @@ pub fn epic_gw_egress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn gw_egress(ctx: &TcContext) -> i32 {
-    let Some(inner) = parse_ip(ctx, ETH_HLEN) else {
-        return TC_ACT_OK;
-    };
     // SAFETY: reading the `mark` field of the context the kernel gave us.
     let mark = unsafe { (*ctx.skb.skb).mark };
+    let Some(inner) = parse_ip(ctx, ETH_HLEN) else {
+        return not_an_endpoint(ctx, mark);
+    };
     let key = EndpointKey {
         scope: mark,
         addr: inner.dst,
@@ -159,7 +160,7 @@ fn gw_egress(ctx: &TcContext) -> i32 {
         family: inner.family,
     };
     let Some(endpoint) = ENDPOINTS.get_ptr(&key) else {
-        return TC_ACT_OK;
+        return not_an_endpoint(ctx, mark);
     };
     // SAFETY: a successful lookup returns a valid pointer; the value is
     // copied out at once (`EndpointValue` is plain old data).
@@ -170,6 +171,18 @@ fn gw_egress(ctx: &TcContext) -> i32 {
         record_reply_flow(&inner, tunnel_id);
     }
     verdict
+}
+
+/// Gateway egress, a packet that is no endpoint's: a tenant's (its mark)
+/// is dropped and counted, never sent in clear; anything else passes.
+#[inline(always)]
+fn not_an_endpoint(ctx: &TcContext, mark: u32) -> i32 {
+    if is_tenant_mark(mark) {
+        count(Counter::DropNoEndpoint, ctx.len());
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_OK
+    }
 }
 
 /// Cluster egress: encapsulates replies of recorded flows.

@@ -616,8 +616,8 @@ mod tests {
         let option = &bootstrap(&c)["cluster_manager"]["upstream_bind_config"]["socket_options"][0];
         assert_eq!(
             (&option["level"], &option["name"], &option["int_value"]),
-            (&json!(1), &json!(36), &json!(7)),
-            "SOL_SOCKET, SO_MARK, the scope"
+            (&json!(1), &json!(36), &json!(0x4550_0007)),
+            "SOL_SOCKET, SO_MARK, tenant 7's mark"
         );
     }
 
