@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use epic_gue::hello::clock::{MonotonicClock, wall_clock_nanos};
 use epic_gue::hello::{HelloKey, HelloSender, SenderConfig, VerifierConfig};
-use epic_gue::maps::{Counter, TUNNEL_PENDING, TUNNEL_VERIFIED};
+use epic_gue::maps::{Counter, TUNNEL_PENDING, TUNNEL_VERIFIED, tenant_mark};
 use epic_gue::{GUE_PORT, HelloEvent, RejectReason};
 use epic_test_support::require_root;
 
@@ -165,6 +165,116 @@ fn forged_inner_packets_never_reach_the_gateway_node_ipv6() {
     forged_inner_packets_never_reach_the_gateway_node(
         &V6,
         "forged_inner_packets_never_reach_the_gateway_node_ipv6",
+    );
+}
+
+/// Packets of a tenant's proxy that no tunnel carries (a pod port that is
+/// no endpoint, ICMP) never cross the uplink: counted on the far side of
+/// the gateway's uplink (a netdev ingress counter on the NAT's `nat0`),
+/// only the unmarked ones arrive there, in clear, as they should.
+fn a_tenants_traffic_never_crosses_the_uplink_in_clear(p: &'static Plan, name: &str) {
+    if !require_root(name) {
+        return;
+    }
+    let mut h = Harness::new(p, Options::default());
+    h.learn();
+    let (icmp, echo) = if p.v6 {
+        ("ipv6-icmp", "icmpv6 type echo-request")
+    } else {
+        ("icmp", "icmp type echo-request")
+    };
+    let rules = std::env::temp_dir().join(format!("{}.nft", h.topo.nat.name()));
+    std::fs::write(
+        &rules,
+        format!(
+            "table netdev epic_capture {{\n\
+               counter clear_udp {{}}\n\
+               counter clear_ping {{}}\n\
+               chain ingress {{ type filter hook ingress device \"nat0\" priority 0;\n\
+                 udp dport 7999 counter name \"clear_udp\"\n\
+                 meta l4proto {icmp} {echo} counter name \"clear_ping\"\n\
+               }}\n\
+             }}\n"
+        ),
+    )
+    .unwrap();
+    h.topo
+        .nat
+        .exec("nft", [std::ffi::OsStr::new("-f"), rules.as_os_str()])
+        .unwrap();
+    let _ = std::fs::remove_file(&rules);
+    let captured = |counter: &str| -> u64 {
+        let out = h
+            .topo
+            .nat
+            .exec(
+                "nft",
+                ["-j", "list", "counter", "netdev", "epic_capture", counter],
+            )
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|o| o["counter"]["packets"].as_u64())
+            .unwrap()
+    };
+    // A proxy of tenant 3 (its socket mark) and an unmarked process, both
+    // sending to the pod on a port no tunnel serves.
+    let target = p.pod_addr(7999);
+    let sockets = h
+        .topo
+        .gw
+        .run_in(move || {
+            let bind = if target.is_ipv6() {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
+            };
+            let tenant = UdpSocket::bind(bind).unwrap();
+            nix::sys::socket::setsockopt(&tenant, nix::sys::socket::sockopt::Mark, &tenant_mark(3))
+                .unwrap();
+            (tenant, UdpSocket::bind(bind).unwrap())
+        })
+        .unwrap();
+    let (tenant, other) = sockets;
+    for _ in 0..3 {
+        tenant.send_to(b"tenant traffic", target).unwrap();
+        other.send_to(b"not a tenant's", target).unwrap();
+    }
+    wait_for(|| h.gw_dp.counter(Counter::DropNoEndpoint).unwrap().packets == 3);
+    // Pings: one marked as tenant 3's (`ping -m`), one not. (The marked
+    // ping's send fails; ping may try it again: each try is dropped.)
+    let mark = tenant_mark(3).to_string();
+    let _ = h
+        .topo
+        .gw
+        .exec("ping", ["-c", "1", "-W", "1", "-m", &mark, p.pod]);
+    let _ = h.topo.gw.exec("ping", ["-c", "1", "-W", "1", p.pod]);
+    wait_for(|| h.gw_dp.counter(Counter::DropNoEndpoint).unwrap().packets >= 4);
+    wait_for(|| captured("clear_udp") >= 3 && captured("clear_ping") >= 1);
+    assert_eq!(
+        (captured("clear_udp"), captured("clear_ping")),
+        (3, 1),
+        "only the unmarked packets crossed the uplink"
+    );
+    assert!(h.gw_dp.counter(Counter::DropNoEndpoint).unwrap().packets >= 4);
+}
+
+#[test]
+fn a_tenants_traffic_never_crosses_the_uplink_in_clear_ipv4() {
+    a_tenants_traffic_never_crosses_the_uplink_in_clear(
+        &V4,
+        "a_tenants_traffic_never_crosses_the_uplink_in_clear_ipv4",
+    );
+}
+
+#[test]
+fn a_tenants_traffic_never_crosses_the_uplink_in_clear_ipv6() {
+    a_tenants_traffic_never_crosses_the_uplink_in_clear(
+        &V6,
+        "a_tenants_traffic_never_crosses_the_uplink_in_clear_ipv6",
     );
 }
 
