@@ -99,6 +99,16 @@ fn run(dp: &DataPath, program: Program, frame: &[u8]) -> (u32, Vec<u8>) {
     (r.verdict, out)
 }
 
+/// The gateway egress program on `frame` sent from a socket marked `mark`.
+fn egress_marked(gw: &DataPath, frame: &[u8], mark: u32) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = gw
+        .test_run_marked(Program::GatewayEgress, frame, &mut out, mark)
+        .unwrap();
+    out.truncate(r.len);
+    (r.verdict, out)
+}
+
 /// Gateway and cluster data paths with the tunnel programmed as after a
 /// verified hello: the gateway sends to the NAT mapping, the cluster to the gateway.
 fn gateway_and_cluster(c: &Case) -> (DataPath, DataPath) {
@@ -780,14 +790,7 @@ fn the_socket_mark_chooses_the_tenants_endpoint() {
     }
     let request = common::ip_packet(c.proxy, 41000, c.pod, 8080, 6, 0);
     let frame = common::frame(&request);
-    let marked = |mark: u32| {
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = gw
-            .test_run_marked(Program::GatewayEgress, &frame, &mut out, mark)
-            .unwrap();
-        out.truncate(r.len);
-        (r.verdict, out)
-    };
+    let marked = |mark: u32| egress_marked(&gw, &frame, mark);
     // Tenant 1's mark goes to tenant 1's node, tenant 2's to tenant 2's.
     let (verdict, one) = marked(tenant_mark(1));
     assert_eq!(verdict, TC_ACT_OK);
@@ -833,14 +836,6 @@ fn a_tenants_packet_that_no_tunnel_carries_never_leaves_in_clear() {
         // Tenant 1's endpoint, in its scope.
         gw.add_endpoint(EndpointKey::new(tenant_mark(1), c.pod, 8080, 6), TUNNEL)
             .unwrap();
-        let run_marked = |gw: &DataPath, frame: &[u8], mark: u32| {
-            let mut out = vec![0u8; frame.len() + 256];
-            let r = gw
-                .test_run_marked(Program::GatewayEgress, frame, &mut out, mark)
-                .unwrap();
-            out.truncate(r.len);
-            (r.verdict, out)
-        };
         let elsewhere: IpAddr = if c.pod.is_ipv4() {
             "203.0.113.99"
         } else {
@@ -871,7 +866,7 @@ fn a_tenants_packet_that_no_tunnel_carries_never_leaves_in_clear() {
             let frame = common::frame(packet);
             let before = gw.counter(Counter::DropNoEndpoint).unwrap().packets;
             assert_eq!(
-                run_marked(&gw, &frame, tenant_mark(1)).0,
+                egress_marked(&gw, &frame, tenant_mark(1)).0,
                 TC_ACT_SHOT,
                 "{}: {what}",
                 c.name
@@ -883,19 +878,19 @@ fn a_tenants_packet_that_no_tunnel_carries_never_leaves_in_clear() {
                 c.name
             );
             // The same packet from anything but a tenant's proxy passes.
-            assert_eq!(run_marked(&gw, &frame, 0), (TC_ACT_OK, frame.clone()));
+            assert_eq!(egress_marked(&gw, &frame, 0), (TC_ACT_OK, frame.clone()));
         }
         // Another tenant's mark does not reach tenant 1's endpoint either.
         let request = common::frame(&common::ip_packet(c.proxy, 41000, c.pod, 8080, 6, 0));
         assert_eq!(
-            run_marked(&gw, &request, tenant_mark(2)).0,
+            egress_marked(&gw, &request, tenant_mark(2)).0,
             TC_ACT_SHOT,
             "{}",
             c.name
         );
         // Tenant 1's request is encapsulated.
         assert_eq!(
-            run_marked(&gw, &request, tenant_mark(1)).0,
+            egress_marked(&gw, &request, tenant_mark(1)).0,
             TC_ACT_OK,
             "{}",
             c.name

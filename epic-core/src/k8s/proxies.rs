@@ -358,6 +358,21 @@ fn image_of(gateway: Option<&Gateway>, inputs: &DesiredInputs, settings: &ProxyS
         .unwrap_or_else(|| settings.image.clone())
 }
 
+/// The labels of the objects that serve `gateway` beside its proxies (its
+/// bootstrap `ConfigMap`, its identity `Secret`): the gateway, and this
+/// controller as their manager.
+fn gateway_object_labels(gateway: &str) -> BTreeMap<String, String> {
+    [
+        (GATEWAY_LABEL.to_owned(), gateway.to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            MANAGED_BY.to_owned(),
+        ),
+    ]
+    .into_iter()
+    .collect()
+}
+
 /// The bootstrap `ConfigMap` of gateway `g`'s proxies: `bootstrap-<i>.json`
 /// for each proxy `i`.
 pub fn proxy_config_map(g: &GatewayPlan, bootstraps: &[String]) -> ConfigMap {
@@ -365,17 +380,7 @@ pub fn proxy_config_map(g: &GatewayPlan, bootstraps: &[String]) -> ConfigMap {
         metadata: ObjectMeta {
             name: Some(proxy_name(&g.name)),
             namespace: Some(g.namespace.clone()),
-            labels: Some(
-                [
-                    (GATEWAY_LABEL.to_owned(), g.name.clone()),
-                    (
-                        "app.kubernetes.io/managed-by".to_owned(),
-                        MANAGED_BY.to_owned(),
-                    ),
-                ]
-                .into_iter()
-                .collect(),
-            ),
+            labels: Some(gateway_object_labels(&g.name)),
             ..Default::default()
         },
         data: Some(
@@ -532,17 +537,7 @@ async fn apply_identities(
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: Some(g.namespace.clone()),
-            labels: Some(
-                [
-                    (GATEWAY_LABEL.to_owned(), g.name.clone()),
-                    (
-                        "app.kubernetes.io/managed-by".to_owned(),
-                        MANAGED_BY.to_owned(),
-                    ),
-                ]
-                .into_iter()
-                .collect(),
-            ),
+            labels: Some(gateway_object_labels(&g.name)),
             owner_references: owners,
             ..Default::default()
         },
