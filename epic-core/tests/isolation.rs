@@ -22,6 +22,9 @@ use epic_xds::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use epic_xds::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+mod standalone_common;
+use standalone_common::until;
+
 const GATEWAY: &str = "198.51.100.1";
 const NODE_A: &str = "198.51.100.11";
 const NODE_B: &str = "198.51.100.12";
@@ -106,15 +109,6 @@ const PROBES: &str = "{address: 198.51.100.1, port: 53, node: a1}, \
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-/// Waits (bounded) until `done` holds.
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within 15 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// One gateway's tunnel id and public address, from `status.json`.

@@ -4,7 +4,6 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use epic_core::local::standalone::{Standalone, StandaloneConfig, StatusFile};
 use epic_gue::hello::clock::{MonotonicClock, wall_clock_nanos};
@@ -13,16 +12,7 @@ use epic_gue::{GUE_PORT, NodeId, TenantId, TunnelId};
 use epic_test_support::{Netns, require_root};
 
 mod standalone_common;
-use standalone_common::{HEAD, gateway};
-
-/// Waits (bounded) until `done` holds.
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use standalone_common::{HEAD, gateway, until};
 
 fn tunnel_id(dir: &Path) -> u32 {
     let status: StatusFile =

@@ -92,16 +92,23 @@ impl fmt::Debug for IssuedCert {
 impl IssuedCert {
     /// The certificate as DER.
     pub fn cert_der(&self) -> Result<Vec<u8>, IdentityError> {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes())
-            .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
-        Ok(pem.contents)
+        der_of(&self.cert_pem)
     }
+}
+
+/// The DER contents of a PEM certificate.
+fn der_of(cert_pem: &str) -> Result<Vec<u8>, IdentityError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
+    Ok(pem.contents)
 }
 
 /// The private certificate authority of the ADS port.
 pub struct XdsAuthority {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
+    /// The CA certificate as DER, parsed once (every identity check needs it).
+    cert_der: Vec<u8>,
     key_pem: String,
 }
 
@@ -130,6 +137,7 @@ impl XdsAuthority {
         let key_pem = key.serialize_pem();
         Ok(XdsAuthority {
             cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
             key_pem,
             issuer: Issuer::new(params, key),
         })
@@ -141,8 +149,10 @@ impl XdsAuthority {
         let key = KeyPair::from_pem(key_pem).map_err(certificate_error("read the CA key"))?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)
             .map_err(certificate_error("read the CA certificate"))?;
+        let cert_der = der_of(cert_pem)?;
         Ok(XdsAuthority {
             issuer,
+            cert_der,
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
         })
@@ -163,17 +173,12 @@ impl XdsAuthority {
     /// now, whose identity is exactly `node_id` (to keep an identity that
     /// was issued before instead of issuing a new one).
     pub fn is_identity_of(&self, cert_pem: &str, node_id: &str) -> bool {
-        let parse = |pem: &str| {
-            x509_parser::pem::parse_x509_pem(pem.as_bytes())
-                .ok()
-                .map(|(_, p)| p.contents)
-        };
-        let (Some(cert), Some(ca)) = (parse(cert_pem), parse(&self.cert_pem)) else {
+        let Ok(cert) = der_of(cert_pem) else {
             return false;
         };
         let (Ok((_, cert_x)), Ok((_, ca_x))) = (
             X509Certificate::from_der(&cert),
-            X509Certificate::from_der(&ca),
+            X509Certificate::from_der(&self.cert_der),
         ) else {
             return false;
         };
@@ -286,13 +291,10 @@ impl ProxyTlsFiles {
 
 /// Whether `key_pem` is the private key of the certificate `cert_pem`.
 pub fn key_matches(cert_pem: &str, key_pem: &str) -> bool {
-    let Ok(key) = KeyPair::from_pem(key_pem) else {
+    let (Ok(key), Ok(cert)) = (KeyPair::from_pem(key_pem), der_of(cert_pem)) else {
         return false;
     };
-    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
-        return false;
-    };
-    X509Certificate::from_der(&pem.contents)
+    X509Certificate::from_der(&cert)
         .is_ok_and(|(_, cert)| *cert.public_key().subject_public_key.data == *key.public_key_raw())
 }
 

@@ -1,4 +1,17 @@
-//! The resources the standalone tests serve.
+//! The resources the standalone tests serve, and their bounded wait.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+/// Waits (at most 15 s) until `done` holds, yielding to the runtime (the
+/// ADS server and the hello thread run meanwhile).
+pub async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// A tenant `acme` (id 5), a pool and its backend set `db` on node `n1`.
 pub const HEAD: &str = r#"
