@@ -10,11 +10,12 @@ use aya::programs::tc::SchedClassifierLinkId;
 use epic_gue::TunnelId;
 use epic_gue::maps::{
     Counter, CounterValue, EndpointKey, EndpointValue, FAMILY_IPV4, FlowKey, FlowValue,
-    TUNNEL_PENDING, TunnelKey, TunnelValue,
+    HelloBudget, HelloBudgetKey, TUNNEL_PENDING, TunnelKey, TunnelValue,
 };
 
 use crate::pod::{
-    PodEndpointKey, PodEndpointValue, PodFlowKey, PodFlowValue, PodTunnelKey, PodTunnelValue,
+    PodEndpointKey, PodEndpointValue, PodFlowKey, PodFlowValue, PodHelloBudget, PodHelloBudgetKey,
+    PodTunnelKey, PodTunnelValue,
 };
 use crate::{Direction, Error, OBJECT, classifier, read_counter, test_run};
 
@@ -22,6 +23,7 @@ const ENDPOINTS: &str = "ENDPOINTS";
 const TUNNELS: &str = "TUNNELS";
 const REPLIES: &str = "REPLIES";
 const COUNTERS: &str = "GUE_COUNTERS";
+const HELLO_BUDGETS: &str = "HELLO_BUDGETS";
 const ROUNDTRIP: &str = "epic_bench_roundtrip";
 
 /// One of the GUE programs, with its attach direction.
@@ -352,6 +354,25 @@ impl DataPath {
             }
         }
         Ok(removed)
+    }
+
+    /// The gateway ingress's hello budget for `tunnel` and one kind of
+    /// source (its verified remote, or any other), if a hello used it.
+    pub fn hello_budget(
+        &self,
+        tunnel: TunnelId,
+        from_remote: bool,
+    ) -> Result<Option<HelloBudget>, Error> {
+        let m = map!(ref self, HELLO_BUDGETS, PodHelloBudgetKey, PodHelloBudget);
+        let key = HelloBudgetKey {
+            tunnel_id: tunnel.0,
+            from_remote: u32::from(from_remote),
+        };
+        match m.get(&PodHelloBudgetKey(key), 0) {
+            Ok(v) => Ok(Some(v.0)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_error(HELLO_BUDGETS, e)),
+        }
     }
 
     /// One counter, summed over all CPUs.

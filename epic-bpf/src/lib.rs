@@ -14,7 +14,7 @@
 //! | [`Program`] | node | direction | does |
 //! | --- | --- | --- | --- |
 //! | [`Program::GatewayEgress`] | gateway | egress | a packet to a pod endpoint (key: scope = **skb mark** of the proxy's socket, pod address, port, protocol) → its tunnel → encapsulated toward the verified remote, and its reply flow recorded in the reply table; a tunnel without one (pending, expired) or unknown: dropped and counted, never sent in clear. Other packets pass. |
-//! | [`Program::GatewayIngress`] | gateway | ingress | GUE data (UDP 6080) of a known tunnel from exactly its verified remote address and port, to exactly its local end, whose inner packet is TCP/UDP and the reply of a flow the gateway egress sent into that tunnel (the reply table) → decapsulated; other GUE data dropped and counted (`drop_wrong_source`, `drop_wrong_destination`, `drop_tunnel_pending`, `drop_unknown_tunnel`, `drop_malformed`, `drop_inner_unsupported`, `drop_inner_not_allowed`); GUE control messages passed up unchanged to the agent's socket only if each is a standard hello of exactly the hello length (`drop_hello_malformed`) for a known tunnel (`drop_hello_unknown_tunnel`) within that tunnel's budget (`drop_hello_rate_limited`: 10/s from its verified remote, 4/s from any other source, separately). |
+//! | [`Program::GatewayIngress`] | gateway | ingress | GUE data (UDP 6080) of a known tunnel from exactly its verified remote address and port, to exactly its local end, whose inner packet is TCP/UDP and the reply of a flow the gateway egress sent into that tunnel (the reply table) → decapsulated; other GUE data dropped and counted (`drop_wrong_source`, `drop_wrong_destination`, `drop_tunnel_pending`, `drop_unknown_tunnel`, `drop_malformed`, `drop_inner_unsupported`, `drop_inner_not_allowed`); GUE control messages passed up unchanged to the agent's socket only if each is a standard hello of exactly the hello length, by its UDP length and by the packet's (`drop_hello_malformed`) for a known tunnel (`drop_hello_unknown_tunnel`) within that tunnel's budget (`drop_hello_rate_limited`: 10/s from its verified remote, 4/s from any other source, separately). |
 //! | [`Program::ClusterIngress`] | cluster | ingress | as the gateway ingress, but instead of the reply check the inner destination (address, port, protocol) must be a local endpoint of the tunnel it came in ([`DataPath::add_local_endpoint`]; else `drop_inner_not_endpoint`: the cluster node itself and other pods are out of reach); records the reply flow (pod → proxy) with its tunnel id in the LRU reply table. |
 //! | [`Program::ClusterEgress`] | cluster | egress | a packet matching the reply table → encapsulated toward the tunnel's remote (the gateway). |
 //!
@@ -125,7 +125,8 @@ mod counter {
 /// types directly, so each one gets a transparent wrapper here.
 mod pod {
     use epic_gue::maps::{
-        CounterValue, EndpointKey, EndpointValue, FlowKey, FlowValue, TunnelKey, TunnelValue,
+        CounterValue, EndpointKey, EndpointValue, FlowKey, FlowValue, HelloBudget, HelloBudgetKey,
+        TunnelKey, TunnelValue,
     };
 
     macro_rules! pod {
@@ -152,6 +153,8 @@ mod pod {
         PodTunnelValue(TunnelValue),
         PodFlowKey(FlowKey),
         PodFlowValue(FlowValue),
+        PodHelloBudgetKey(HelloBudgetKey),
+        PodHelloBudget(HelloBudget),
     );
 }
 

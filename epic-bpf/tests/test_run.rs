@@ -903,3 +903,56 @@ fn a_tenants_packet_that_no_tunnel_carries_never_leaves_in_clear() {
         );
     }
 }
+
+/// `packet` (IPv4) with 20 bytes of IP options whose first four bytes are
+/// `sport`, `fake_dport` (what a parser reading the L4 header at offset 20
+/// would take for the ports); the real L4 header follows them.
+fn with_misleading_options(packet: &[u8], sport: u16, fake_dport: u16) -> Vec<u8> {
+    let mut options = [1u8; 20];
+    options[..2].copy_from_slice(&sport.to_be_bytes());
+    options[2..4].copy_from_slice(&fake_dport.to_be_bytes());
+    let mut p = packet[..20].to_vec();
+    p[0] = 0x4a;
+    let total = (packet.len() + 20) as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[10..12].fill(0);
+    let csum = epic_gue::encap::internet_checksum(&p);
+    p[10..12].copy_from_slice(&csum.to_be_bytes());
+    p.extend_from_slice(&options);
+    p.extend_from_slice(&packet[20..]);
+    p
+}
+
+#[test]
+fn the_ports_after_ipv4_options_are_the_ones_that_count() {
+    if !require_root("the_ports_after_ipv4_options_are_the_ones_that_count") {
+        return;
+    }
+    for c in cases().into_iter().filter(|c| c.pod.is_ipv4()) {
+        let (mut gw, _cl) = gateway_and_cluster(&c);
+        gw.add_endpoint(EndpointKey::new(tenant_mark(1), c.pod, 8080, 6), TUNNEL)
+            .unwrap();
+        // Options that look like ports 41000 → 8080, the real ones 41000 → 9999:
+        // not the endpoint (an IPv4 header with 20 bytes of options is as
+        // long as an IPv6 header; its ports are still after the options).
+        let other_port = common::ip_packet(c.proxy, 41000, c.pod, 9999, 6, 0);
+        let disguised = common::frame(&with_misleading_options(&other_port, 41000, 8080));
+        assert_eq!(
+            egress_marked(&gw, &disguised, tenant_mark(1)).0,
+            TC_ACT_SHOT,
+            "{}",
+            c.name
+        );
+        assert_eq!(gw.counter(Counter::DropNoEndpoint).unwrap().packets, 1);
+        // The real ports 41000 → 8080 behind unrelated options: the endpoint.
+        let endpoint = common::ip_packet(c.proxy, 41000, c.pod, 8080, 6, 0);
+        let with_options = common::frame(&with_misleading_options(&endpoint, 1, 1));
+        assert_eq!(
+            egress_marked(&gw, &with_options, tenant_mark(1)).0,
+            TC_ACT_OK,
+            "{}",
+            c.name
+        );
+        assert_eq!(gw.counter(Counter::Encapsulated).unwrap().packets, 1);
+    }
+}

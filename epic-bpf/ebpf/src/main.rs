@@ -149,7 +149,7 @@ pub fn epic_gw_egress(ctx: TcContext) -> i32 {
 fn gw_egress(ctx: &TcContext) -> i32 {
     // SAFETY: reading the `mark` field of the context the kernel gave us.
     let mark = unsafe { (*ctx.skb.skb).mark };
-    let Some(inner) = parse_ip(ctx, ETH_HLEN) else {
+    let Some(inner) = parse_frame(ctx) else {
         return not_an_endpoint(ctx, mark);
     };
     let key = EndpointKey {
@@ -188,7 +188,7 @@ fn not_an_endpoint(ctx: &TcContext, mark: u32) -> i32 {
 /// Cluster egress: encapsulates replies of recorded flows.
 #[classifier]
 pub fn epic_cl_egress(ctx: TcContext) -> i32 {
-    let Some(inner) = parse_ip(&ctx, ETH_HLEN) else {
+    let Some(inner) = parse_frame(&ctx) else {
         return TC_ACT_OK;
     };
     let key = FlowKey {
@@ -305,9 +305,22 @@ struct Ip {
     tcp_flags: u8,
 }
 
-/// Parses an IPv4/IPv6 + TCP/UDP packet at `off` (ethertype from the frame
-/// for `off == ETH_HLEN`, the version nibble otherwise). `None` for anything
-/// else (other protocols, IPv6 extension headers, non-first fragments).
+/// Parses the frame's IPv4/IPv6 + TCP/UDP packet: as [`parse_ip`], and the
+/// ethertype must name the family of the version nibble (`None` for ARP and
+/// every other frame, whatever its first payload byte).
+#[inline(always)]
+fn parse_frame(ctx: &TcContext) -> Option<Ip> {
+    let ethertype = u16::from_be_bytes(read::<2>(ctx, 12)?);
+    let ip = parse_ip(ctx, ETH_HLEN)?;
+    match (ethertype, ip.family) {
+        (ETH_P_IP, FAMILY_IPV4) | (ETH_P_IPV6, FAMILY_IPV6) => Some(ip),
+        _ => None,
+    }
+}
+
+/// Parses an IPv4/IPv6 + TCP/UDP packet at `off` by its version nibble.
+/// `None` for anything else (other protocols, IPv6 extension headers,
+/// non-first fragments, a TCP header shorter than its flags).
 #[inline(always)]
 fn parse_ip(ctx: &TcContext, off: usize) -> Option<Ip> {
     let [first] = read::<1>(ctx, off)?;
@@ -352,9 +365,13 @@ fn parse_ip(ctx: &TcContext, off: usize) -> Option<Ip> {
     // Ports and TCP flags: bytes 0..14 of the L4 header (a UDP header has 8,
     // so read 4 there).
     let mut l4 = [0u8; 14];
-    if ip.ip_len == 20 || ip.ip_len == 40 {
+    // Only a header of exactly its family's base length has a constant L4
+    // offset (an IPv4 header with 20 bytes of options is 40 bytes long too:
+    // its ports are after the options, never in them).
+    let base = if ip.family == FAMILY_IPV4 { 20 } else { 40 };
+    if ip.ip_len == base {
         // A constant offset in each inlined copy.
-        ip.l4 = off + if ip.family == FAMILY_IPV4 { 20 } else { 40 };
+        ip.l4 = off + base;
         if ip.protocol == IPPROTO_TCP {
             l4 = read::<14>(ctx, ip.l4)?;
         } else {
@@ -587,7 +604,7 @@ fn decapsulate(ctx: &TcContext, side: Side) -> Result<Option<Counter>, Counter> 
             let Some(h) = read::<40>(ctx, ETH_HLEN) else {
                 return Ok(None);
             };
-            if h[6] != IPPROTO_UDP {
+            if h[0] >> 4 != 6 || h[6] != IPPROTO_UDP {
                 return Ok(None);
             }
             src.copy_from_slice(&h[8..24]);
@@ -620,7 +637,9 @@ fn decapsulate_udp<const IP_LEN: usize>(
     }
     if gue[0] & 0x20 != 0 {
         return match side {
-            Side::Gateway => admit_hello(outer_family, src, &udp, &gue),
+            Side::Gateway => {
+                admit_hello(ctx.len() as usize - udp_off, outer_family, src, &udp, &gue)
+            }
             Side::Cluster => Ok(Some(Counter::ControlPassed)),
         };
     }
@@ -691,18 +710,23 @@ fn decapsulate_udp<const IP_LEN: usize>(
 }
 
 /// Gateway side: passes a GUE control message up only if it is a standard
-/// hello of exactly `HELLO_LEN` bytes for a known tunnel, within that
+/// hello of exactly `HELLO_LEN` bytes (by the UDP length and by the packet:
+/// `udp_bytes` from the UDP header to the end) for a known tunnel, within that
 /// tunnel's budget for its kind of source (the verified remote, or any
 /// other); the verifier in userspace checks its MAC.
 #[inline(always)]
 fn admit_hello(
+    udp_bytes: usize,
     outer_family: u8,
     src: &[u8; 16],
     udp: &[u8; 8],
     gue: &[u8; 8],
 ) -> Result<Option<Counter>, Counter> {
     let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
-    if udp_len != UDP_HLEN + HELLO_LEN || gue[..4] != HELLO_FIRST_WORD {
+    if udp_len != UDP_HLEN + HELLO_LEN
+        || udp_bytes != UDP_HLEN + HELLO_LEN
+        || gue[..4] != HELLO_FIRST_WORD
+    {
         return Err(Counter::DropHelloMalformed);
     }
     let tunnel_id = u32::from_be_bytes([gue[4], gue[5], gue[6], gue[7]]);
