@@ -25,6 +25,7 @@ use epic_gue::TunnelId;
 use epic_gue::maps::{Counter, CounterValue, FlowKey, HelloBudgetKey};
 use epic_test_support::{Netns, require_root};
 
+mod common;
 mod fuzz;
 
 use fuzz::inputs::{Gen, Input};

@@ -19,8 +19,6 @@ pub const T_PENDING: u32 = 0x00c0_ffee;
 pub const T_UNKNOWN: u32 = 0x0bad_f00d;
 pub const TUNNEL_IDS: [u32; 4] = [T_V4, T_V6, T_PENDING, T_UNKNOWN];
 
-const ETH: [u8; 12] = [0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01];
-
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("a literal address")
 }
@@ -266,17 +264,7 @@ impl Packet {
     }
 }
 
-/// `packet` (IP) in an Ethernet frame of its family.
-pub fn frame(packet: &[u8]) -> Vec<u8> {
-    let mut f = ETH.to_vec();
-    f.extend_from_slice(if packet[0] >> 4 == 6 {
-        &[0x86, 0xdd]
-    } else {
-        &[0x08, 0x00]
-    });
-    f.extend_from_slice(packet);
-    f
-}
+pub use crate::common::frame;
 
 /// An Ethernet frame with outer IP (DF, TTL 64) + UDP (checksum zero)
 /// `src → dst` around `payload`.
