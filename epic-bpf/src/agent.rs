@@ -3,13 +3,15 @@
 //!
 //! - [`ClusterHelloAgent`] (cluster node): sends each tunnel's hellos from the
 //!   node's port 6080 to the gateway node's port 6080, which opens (and keeps
-//!   open) the NAT mapping the gateway's data then uses.
-//! - [`GatewayHelloAgent`] (gateway node): receives the hellos the gateway
-//!   ingress program passed up, feeds them to the verifier, and writes only
-//!   verified results into the tunnel map: `Learned`/`Rebound` set the
+//!   open) the NAT mapping the gateway's data then uses, and answers the
+//!   gateway's challenges from the same socket (so through the same mapping).
+//! - [`GatewayHelloAgent`] (gateway node): receives the hellos and responses
+//!   the gateway ingress program passed up, feeds them to the verifier, sends
+//!   the challenges it asks for, and writes only verified results into the
+//!   tunnel map: `Learned`/`Rebound` (after an answered challenge) set the
 //!   remote, `Expired` sets the tunnel back to pending (its packets are then
-//!   dropped as `drop_tunnel_pending`). Rejected hellos change nothing; they
-//!   are counted by reason in [`HelloStats`].
+//!   dropped as `drop_tunnel_pending`). Rejected datagrams change nothing;
+//!   they are counted by reason in [`HelloStats`].
 //!
 //! Both loops run for a bounded time per call (`run_for`), so a caller (a
 //! binary's main loop, or a test) decides how long and how often.
@@ -18,8 +20,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant as StdInstant};
 
 use epic_gue::HelloEvent;
+use epic_gue::HelloRepr;
 use epic_gue::hello::clock::{MonotonicClock, wall_clock_nanos};
-use epic_gue::hello::{HelloSender, HelloVerifier, RejectReason, TunnelSlot};
+use epic_gue::hello::{HelloDatagram, HelloSender, HelloVerifier, RejectReason, TunnelSlot};
 
 use crate::{DataPath, Error};
 
@@ -62,14 +65,20 @@ pub fn apply_event(datapath: &mut DataPath, event: &HelloEvent) -> Result<(), Er
         }
         HelloEvent::Rebound { tunnel, new, .. } => datapath.set_verified_remote(tunnel, new),
         HelloEvent::Expired { tunnel, .. } => datapath.set_pending(tunnel),
-        HelloEvent::Rejected { .. } => Ok(()),
+        // A challenge moves nothing: its answer will.
+        HelloEvent::Challenge { .. } | HelloEvent::Rejected { .. } => Ok(()),
     }
 }
 
 /// How many hellos a [`GatewayHelloAgent`] handled, by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HelloStats {
-    /// `Learned` events (first verified hello, or first after expiry).
+    /// `Challenge` events (a verified hello from a new address), sent.
+    pub challenged: u64,
+    /// Challenges the socket could not send (the address is the hello's
+    /// outer source, which may be anything).
+    pub challenges_unsent: u64,
+    /// `Learned` events (first answered challenge, or first after expiry).
     pub learned: u64,
     /// `Refreshed` events (same remote).
     pub refreshed: u64,
@@ -89,6 +98,7 @@ impl HelloStats {
     /// Counts one event.
     pub fn record(&mut self, event: &HelloEvent) {
         match event {
+            HelloEvent::Challenge { .. } => self.challenged += 1,
             HelloEvent::Learned { .. } => self.learned += 1,
             HelloEvent::Refreshed { .. } => self.refreshed += 1,
             HelloEvent::Rebound { .. } => self.rebound += 1,
@@ -245,6 +255,11 @@ impl GatewayHelloAgent {
                         source,
                         buf.get(..len).unwrap_or(&[]),
                     );
+                    if let HelloEvent::Challenge { addr, datagram, .. } = &event
+                        && send_once(&self.socket, datagram, *addr).is_err()
+                    {
+                        self.stats.challenges_unsent += 1;
+                    }
                     apply_event(datapath, &event).map_err(Box::new)?;
                     self.stats.record(&event);
                     events.push(event);
@@ -264,63 +279,127 @@ impl GatewayHelloAgent {
     }
 }
 
-/// Cluster side: sends each tunnel's hellos to the gateway node.
+/// Sends one datagram, again after a signal (EINTR) interrupted it.
+fn send_once(socket: &UdpSocket, datagram: &HelloDatagram, to: SocketAddr) -> std::io::Result<()> {
+    loop {
+        match socket.send_to(datagram.as_bytes(), to) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What a [`ClusterHelloAgent`] did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterHelloStats {
+    /// Hellos sent.
+    pub sent: u64,
+    /// Challenges answered.
+    pub answered: u64,
+    /// Datagrams received that were not a genuine, recent challenge from
+    /// the tunnel's gateway (refused, not answered).
+    pub refused: u64,
+}
+
+/// Cluster side: sends each tunnel's hellos to its gateway node and
+/// answers that gateway's challenges.
 pub struct ClusterHelloAgent {
     socket: UdpSocket,
-    gateway: SocketAddr,
-    senders: Vec<HelloSender>,
+    senders: Vec<(SocketAddr, HelloSender)>,
     clock: MonotonicClock,
+    stats: ClusterHelloStats,
 }
 
 impl std::fmt::Debug for ClusterHelloAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterHelloAgent")
             .field("socket", &self.socket.local_addr().ok())
-            .field("gateway", &self.gateway)
             .field("tunnels", &self.senders.len())
+            .field("stats", &self.stats)
             .finish()
     }
 }
 
 impl ClusterHelloAgent {
-    /// An agent sending from `socket` (bound to the node's port 6080) to
-    /// `gateway`; `senders` were created with `clock.now()` as their start.
-    pub fn new(
-        socket: UdpSocket,
-        gateway: SocketAddr,
-        senders: Vec<HelloSender>,
-        clock: MonotonicClock,
-    ) -> Self {
+    /// An agent sending from and answering on `socket` (bound to the node's
+    /// port 6080); its senders are created with `clock.now()` as their start.
+    pub fn new(socket: UdpSocket, clock: MonotonicClock) -> Self {
         ClusterHelloAgent {
             socket,
-            gateway,
-            senders,
+            senders: Vec::new(),
             clock,
+            stats: ClusterHelloStats::default(),
         }
+    }
+
+    /// Adds a tunnel: `sender`'s hellos go to `gateway`, and only `gateway`'s
+    /// challenges for that tunnel are answered.
+    pub fn add_sender(&mut self, gateway: SocketAddr, sender: HelloSender) {
+        self.senders.push((gateway, sender));
+    }
+
+    /// What the agent did so far.
+    pub fn stats(&self) -> ClusterHelloStats {
+        self.stats
     }
 
     /// Sends the hellos that are due now; returns how many were sent.
     pub fn send_due(&mut self) -> Result<usize, AgentError> {
         let now = self.clock.now();
         let mut sent = 0;
-        for sender in &mut self.senders {
+        for (gateway, sender) in &mut self.senders {
             while let Some(hello) = sender.poll_transmit(now) {
-                // A signal (EINTR) before anything was sent: send again.
-                loop {
-                    match self.socket.send_to(hello.as_bytes(), self.gateway) {
-                        Ok(_) => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(socket_error(&self.socket, "send", e)),
-                    }
-                }
+                send_once(&self.socket, &hello, *gateway)
+                    .map_err(|e| socket_error(&self.socket, "send", e))?;
                 sent += 1;
             }
         }
+        self.stats.sent += sent as u64;
         Ok(sent)
     }
 
-    /// Sends due hellos for `budget`, sleeping until the next is due;
-    /// returns how many were sent.
+    /// Waits up to `wait` for one datagram and answers it if it is a
+    /// genuine challenge from the tunnel's gateway; returns whether one
+    /// was answered.
+    pub fn answer_one(&mut self, wait: Duration) -> Result<bool, AgentError> {
+        let mut buf = [0u8; 1500];
+        self.socket
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .map_err(|e| socket_error(&self.socket, "set timeout", e))?;
+        let (len, source) = match self.socket.recv_from(&mut buf) {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(socket_error(&self.socket, "receive", e)),
+        };
+        let datagram = buf.get(..len).unwrap_or(&[]);
+        let tunnel = HelloRepr::parse(datagram).map(|m| m.tunnel_id).ok();
+        let response = self
+            .senders
+            .iter_mut()
+            .find(|(gateway, sender)| *gateway == source && Some(sender.tunnel()) == tunnel)
+            .and_then(|(_, sender)| sender.answer(datagram).ok());
+        let Some(response) = response else {
+            self.stats.refused += 1;
+            return Ok(false);
+        };
+        send_once(&self.socket, &response, source)
+            .map_err(|e| socket_error(&self.socket, "send", e))?;
+        self.stats.answered += 1;
+        Ok(true)
+    }
+
+    /// Sends due hellos and answers challenges for `budget`; returns how
+    /// many hellos were sent.
     pub fn run_for(&mut self, budget: Duration) -> Result<usize, AgentError> {
         let deadline = StdInstant::now() + budget;
         let mut sent = 0;
@@ -330,14 +409,14 @@ impl ClusterHelloAgent {
             let next = self
                 .senders
                 .iter()
-                .map(|s| s.next_timeout().saturating_duration_since(now))
+                .map(|(_, s)| s.next_timeout().saturating_duration_since(now))
                 .min()
                 .unwrap_or(Duration::from_millis(100));
             let left = deadline.saturating_duration_since(StdInstant::now());
             if left.is_zero() {
                 return Ok(sent);
             }
-            std::thread::sleep(next.min(left).max(Duration::from_millis(1)));
+            self.answer_one(next.min(left).min(Duration::from_millis(100)))?;
         }
     }
 }

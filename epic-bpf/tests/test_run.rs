@@ -437,13 +437,19 @@ fn control_messages_are_passed_up_unchanged() {
     }
     let c = &cases()[0];
     let (gw, _cl) = gateway_and_cluster(c);
-    // A hello from the NAT mapping to the gateway's port 6080.
-    let frame = to_gateway_6080(SocketAddr::new(c.nat, NAT_PORT), &hello_bytes(TUNNEL));
-    assert_eq!(
-        run(&gw, Program::GatewayIngress, &frame),
-        (TC_ACT_OK, frame.clone())
-    );
-    assert_eq!(gw.counter(Counter::ControlPassed).unwrap().packets, 1);
+    // A hello, and a challenge response, from the NAT mapping to the
+    // gateway's port 6080 (the verifier checks their MACs).
+    let hello = hello_bytes(TUNNEL);
+    let mut response = hello.clone();
+    response[1] = epic_gue::wire::CTYPE_RESPONSE;
+    for message in [&hello, &response] {
+        let frame = to_gateway_6080(SocketAddr::new(c.nat, NAT_PORT), message);
+        assert_eq!(
+            run(&gw, Program::GatewayIngress, &frame),
+            (TC_ACT_OK, frame.clone())
+        );
+    }
+    assert_eq!(gw.counter(Counter::ControlPassed).unwrap().packets, 2);
     assert_eq!(gw.counter(Counter::Decapsulated).unwrap().packets, 0);
 }
 
@@ -461,16 +467,21 @@ fn hellos_are_filtered_before_they_reach_the_verifier() {
     // Not a hello of exactly the hello length: dropped.
     let (gw, _cl) = gateway_and_cluster(c);
     let hello = hello_bytes(TUNNEL);
-    let mut other_type = hello.clone();
-    other_type[1] = 0x81;
+    // A challenge (0x81) goes from the gateway, never to it.
+    let other_type = |ctype| {
+        let mut bytes = hello.clone();
+        bytes[1] = ctype;
+        bytes
+    };
     for bad in [
         &hello[..hello.len() - 1],
-        &other_type[..],
+        &other_type(epic_gue::wire::CTYPE_CHALLENGE)[..],
+        &other_type(0x83)[..],
         &[hello.as_slice(), &[0]].concat(),
     ] {
         assert_eq!(verdict(&gw, &to_gateway_6080(remote, bad)), TC_ACT_SHOT);
     }
-    assert_eq!(gw.counter(Counter::DropHelloMalformed).unwrap().packets, 3);
+    assert_eq!(gw.counter(Counter::DropHelloMalformed).unwrap().packets, 4);
     // A hello for a tunnel the node does not have: dropped.
     let unknown = to_gateway_6080(remote, &hello_bytes(TunnelId(0x0909_0909)));
     assert_eq!(verdict(&gw, &unknown), TC_ACT_SHOT);

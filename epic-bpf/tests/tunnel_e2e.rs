@@ -362,6 +362,111 @@ fn a_replayed_hello_is_rejected_counted_and_changes_nothing() {
     assert!(h.udp_echo(&client, 6), "UDP echo after the replays");
 }
 
+/// An on-path attacker copies a fresh hello and sends it from its own
+/// address before the original arrives: the gateway only challenges that
+/// address. The attacker cannot answer — echoing the challenge is dropped
+/// in eBPF, relabelling it as a response fails the MAC — the node's own
+/// copy is then a replay, and the tunnel stays on the node's mapping:
+/// traffic flows and the node's next hello refreshes it.
+#[test]
+fn a_fresh_hello_replayed_from_elsewhere_is_challenged_and_moves_nothing() {
+    if !require_root("a_fresh_hello_replayed_from_elsewhere_is_challenged_and_moves_nothing") {
+        return;
+    }
+    let mut h = Harness::new(&V4, Options::default());
+    let learned = h.learn();
+    let before = h.gw_dp.tunnel(TUNNEL).unwrap().unwrap();
+    let gateway = SocketAddr::new(ip(V4.gateway), GUE_PORT);
+    let clock = MonotonicClock::new();
+    let mut sender = HelloSender::new(&h.hello, clock.now(), wall_clock_nanos());
+    let captured = sender.hello_now(clock.now());
+    let attacker = h
+        .topo
+        .nat
+        .run_in(|| UdpSocket::bind(SocketAddr::new(ip(V4.nat_outside), 5555)).unwrap())
+        .unwrap();
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    attacker.send_to(captured.as_bytes(), gateway).unwrap();
+    // The NAT namespace masquerades its own packets too: the attacker's
+    // address as the gateway sees it is the NAT's, on another port.
+    let events = h.gateway_events(Duration::from_millis(300));
+    assert!(
+        matches!(
+            events.as_slice(),
+            [HelloEvent::Challenge { tunnel: TUNNEL, addr, .. }]
+                if addr.ip() == ip(V4.nat_outside) && *addr != learned
+        ),
+        "{events:?}"
+    );
+    let mut challenge = [0u8; 100];
+    let (len, from) = attacker.recv_from(&mut challenge).unwrap();
+    assert_eq!(
+        (len, from),
+        (56, gateway),
+        "the challenge reached the attacker"
+    );
+    assert_eq!(challenge[1], epic_gue::wire::CTYPE_CHALLENGE);
+
+    // Echoed: not a message the gateway takes.
+    let malformed = h
+        .gw_dp
+        .counter(Counter::DropHelloMalformed)
+        .unwrap()
+        .packets;
+    attacker.send_to(&challenge[..len], gateway).unwrap();
+    wait_for(|| {
+        h.gw_dp
+            .counter(Counter::DropHelloMalformed)
+            .unwrap()
+            .packets
+            == malformed + 1
+    });
+    // Relabelled as a response: the MAC covers the type.
+    challenge[1] = epic_gue::wire::CTYPE_RESPONSE;
+    attacker.send_to(&challenge[..len], gateway).unwrap();
+    // The node's own copy, late.
+    h.node_socket.send_to(captured.as_bytes(), gateway).unwrap();
+    let events = h.gateway_events(Duration::from_millis(400));
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                HelloEvent::Rejected {
+                    reason: RejectReason::BadMac { tunnel: TUNNEL }
+                },
+                HelloEvent::Rejected {
+                    reason: RejectReason::Replayed { tunnel: TUNNEL, .. }
+                }
+            ]
+        ),
+        "{events:?}"
+    );
+    assert_eq!(h.gw_dp.tunnel(TUNNEL).unwrap().unwrap(), before);
+    let client = h.client_udp();
+    assert!(h.udp_echo(&client, 6), "UDP echo after the attempt");
+    assert_eq!(
+        h.hello_round(),
+        [HelloEvent::Refreshed {
+            tunnel: TUNNEL,
+            addr: learned
+        }]
+    );
+    let stats = h.gw_agent.stats();
+    assert_eq!(
+        (
+            stats.challenged,
+            stats.learned,
+            stats.rebound,
+            stats.bad_mac,
+            stats.replayed
+        ),
+        (2, 1, 0, 1, 1),
+        "{stats:?}"
+    );
+}
+
 /// The NAT forgets its mappings and masquerades onto another port range:
 /// the tunnel's packets go nowhere until the next hello, which the gateway
 /// reports as `Rebound` with the new port; traffic then resumes.
@@ -386,13 +491,14 @@ fn traffic_resumes_after_a_nat_rebinding_with_the_next_hello() {
     let events = h.hello_round();
     let new = match events.as_slice() {
         [
+            HelloEvent::Challenge { addr: to, .. },
             HelloEvent::Rebound {
                 tunnel: TUNNEL,
                 old: was,
                 new,
             },
-        ] if *was == old => *new,
-        other => panic!("expected one Rebound from {old}, got {other:?}"),
+        ] if *was == old && to == new => *new,
+        other => panic!("expected a challenge and Rebound from {old}, got {other:?}"),
     };
     assert_eq!(new.ip(), ip(V4.nat_outside));
     assert!(
@@ -403,7 +509,8 @@ fn traffic_resumes_after_a_nat_rebinding_with_the_next_hello() {
         h.gw_dp.tunnel(TUNNEL).unwrap().unwrap().remote_port,
         new.port().to_be_bytes()
     );
-    assert_eq!(h.gw_agent.stats().rebound, 1);
+    let stats = h.gw_agent.stats();
+    assert_eq!((stats.challenged, stats.rebound), (2, 1), "{stats:?}");
     assert!(h.udp_echo(&client, 6), "UDP echo after the rebinding");
     assert!(h.tcp_echo(100_000).unwrap(), "TCP echo after the rebinding");
 }
@@ -452,12 +559,15 @@ fn the_tunnel_expires_when_hellos_stop() {
         "nothing sent after expiry"
     );
 
-    // The next hello is a fresh start.
+    // The next hello is a fresh start (challenged and answered again).
     let events = h.hello_round();
     assert!(
         matches!(
             events.as_slice(),
-            [HelloEvent::Learned { tunnel: TUNNEL, .. }]
+            [
+                HelloEvent::Challenge { .. },
+                HelloEvent::Learned { tunnel: TUNNEL, .. }
+            ]
         ),
         "{events:?}"
     );

@@ -23,7 +23,7 @@ use epic_xds::pb::envoy::service::discovery::v3::aggregated_discovery_service_cl
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 mod standalone_common;
-use standalone_common::until;
+use standalone_common::{answer_challenge, until};
 
 const GATEWAY: &str = "198.51.100.1";
 const NODE_A: &str = "198.51.100.11";
@@ -307,6 +307,7 @@ async fn matrix(epic: &mut Standalone, dir: &Path, a: &UdpSocket, b: &UdpSocket)
     let key_a = read_key(dir.join("keys/acme/c1/a1.key"));
     let key_b = read_key(dir.join("keys/globex/c1/b1.key"));
     // Both nodes' tunnels verified, each by its own node key.
+    let mut senders = Vec::new();
     for (socket, tunnel, key, tenant, node) in [
         (a, tunnel_a, key_a.clone(), 5, "a1"),
         (b, tunnel_b, key_b, 6, "b1"),
@@ -316,6 +317,8 @@ async fn matrix(epic: &mut Standalone, dir: &Path, a: &UdpSocket, b: &UdpSocket)
         socket
             .send_to(sender.hello_now(clock.now()).as_bytes(), gateway)
             .unwrap();
+        answer_challenge(socket, &mut sender);
+        senders.push(sender);
     }
     until("both tunnels verified", || epic.hello_stats().learned == 2).await;
 
@@ -411,6 +414,38 @@ async fn matrix(epic: &mut Standalone, dir: &Path, a: &UdpSocket, b: &UdpSocket)
         tries: 1,
         refused: epic.hello_stats().bad_mac - bad_mac,
         by: "hello verifier: bad MAC (per-node keys)".into(),
+    });
+    // B's own fresh hello, captured on path and sent first from A's node:
+    // the gateway challenges A's address, which cannot answer for B.
+    // First let B's tunnel's budget for other sources refill (4 a second:
+    // B's own learning and A's forgery spent three), so that what A sends
+    // reaches the verifier rather than the eBPF rate limit.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = epic.hello_stats();
+    let captured = senders[1].hello_now(clock.now());
+    a.send_to(captured.as_bytes(), gateway).unwrap();
+    let mut challenge = [0u8; 100];
+    a.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let (len, _) = a.recv_from(&mut challenge).unwrap();
+    // A sends it back as a response (its MAC cannot be redone without
+    // B's key); B's node then sends its own copy of the hello.
+    challenge[1] = epic_gue::wire::CTYPE_RESPONSE;
+    a.send_to(&challenge[..len], gateway).unwrap();
+    b.send_to(captured.as_bytes(), gateway).unwrap();
+    until(
+        "the relabelled challenge and the late copy are refused",
+        || {
+            let now = epic.hello_stats();
+            now.bad_mac > stats.bad_mac && now.replayed > stats.replayed
+        },
+    )
+    .await;
+    let now = epic.hello_stats();
+    rows.push(Row {
+        attempt: "A's node → B's tunnel by replaying B's fresh hello from A",
+        tries: 1,
+        refused: u64::from(now.challenged == stats.challenged + 1 && now.learned == stats.learned),
+        by: "hello verifier: challenge to A's address, unanswerable".into(),
     });
     assert_eq!(epic.hello_stats().rebound, 0, "no tunnel moved");
 

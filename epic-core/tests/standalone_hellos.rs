@@ -12,7 +12,7 @@ use epic_gue::{GUE_PORT, NodeId, TenantId, TunnelId};
 use epic_test_support::{Netns, require_root};
 
 mod standalone_common;
-use standalone_common::{HEAD, gateway, until};
+use standalone_common::{HEAD, answer_challenge, gateway, until};
 
 fn tunnel_id(dir: &Path) -> u32 {
     let status: StatusFile =
@@ -92,6 +92,7 @@ fn a_hello_accepted_before_a_restart_is_a_replay_after_it() {
             let mut sender = HelloSender::new(&hello, clock.now(), wall_clock_nanos());
             let captured = sender.hello_now(clock.now());
             node_socket.send_to(captured.as_bytes(), gateway).unwrap();
+            answer_challenge(&node_socket, &mut sender);
             until("the first hello is learned", || {
                 epic.hello_stats().learned == 1
             })
@@ -112,6 +113,7 @@ fn a_hello_accepted_before_a_restart_is_a_replay_after_it() {
             assert_eq!(epic.hello_stats().learned, 0, "the replay taught nothing");
             let next = sender.hello_now(clock.now());
             node_socket.send_to(next.as_bytes(), gateway).unwrap();
+            answer_challenge(&node_socket, &mut sender);
             until("the next hello is learned", || {
                 epic.hello_stats().learned == 1
             })

@@ -137,6 +137,10 @@ fn hello(c: &mut Criterion) {
                 )
             },
             |(t, d)| {
+                // No response is fed back, so every hello is challenged:
+                // this is the cost of a verified hello from a new address
+                // (verification plus signing the challenge), the most a
+                // hello costs the verifier.
                 let e = verifier.handle(t, src, black_box(d.as_bytes()));
                 debug_assert!(!matches!(e, HelloEvent::Rejected { .. }));
                 e

@@ -19,7 +19,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::wire::{
-    HELLO_LEN, HELLO_MAC_LEN, HelloRepr, NodeId, TenantId, TunnelId, WireError, WireProfile, legacy,
+    HELLO_LEN, HELLO_MAC_LEN, HelloKind, HelloRepr, NodeId, TenantId, TunnelId, WireError,
+    WireProfile, legacy,
 };
 
 type HmacSha256 = Hmac<Sha256>;
@@ -29,6 +30,9 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
 
 /// Default number of missed intervals after which a learned mapping expires.
 pub const DEFAULT_MISSED_INTERVALS: u32 = 3;
+
+/// How long the verifier waits for the answer to a challenge.
+pub const DEFAULT_CHALLENGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How far a hello's counter (the sender's wall clock, in nanoseconds since
 /// the epoch) may be from the verifier's wall clock, once the verifier
@@ -267,6 +271,11 @@ pub struct HelloSender {
     origin: Instant,
     counter_base: u64,
     last_counter: Option<u64>,
+    /// The counter sent before `last_counter`: a challenge may still be
+    /// on its way for it.
+    previous_counter: Option<u64>,
+    /// The highest nonce answered: each challenge is answered once.
+    answered: Option<u64>,
     next_due: Instant,
 }
 
@@ -297,6 +306,8 @@ impl HelloSender {
             origin: now,
             counter_base: wall_clock_nanos,
             last_counter: None,
+            previous_counter: None,
+            answered: None,
             next_due: now,
         }
     }
@@ -344,8 +355,10 @@ impl HelloSender {
         if let Some(last) = self.last_counter {
             counter = counter.max(last.saturating_add(1));
         }
+        self.previous_counter = self.last_counter;
         self.last_counter = Some(counter);
         let mut repr = HelloRepr {
+            kind: HelloKind::Hello,
             tunnel_id: self.tunnel,
             counter,
             tenant: self.tenant,
@@ -359,6 +372,86 @@ impl HelloSender {
             len: HELLO_LEN,
         }
     }
+
+    /// The response to a challenge the gateway sent (`datagram`, received
+    /// from the gateway): only a challenge for this tunnel, signed with its
+    /// key, naming this tenant and node, whose nonce is one of the last two
+    /// hellos sent and not answered yet. Anyone else's "challenge" is
+    /// refused, so the agent answers no one but the gateway, once each.
+    pub fn answer(&mut self, datagram: &[u8]) -> Result<HelloDatagram, ChallengeRefused> {
+        if self.profile == WireProfile::EpicLegacy {
+            return Err(ChallengeRefused::Legacy);
+        }
+        let challenge = HelloRepr::parse(datagram).map_err(ChallengeRefused::Malformed)?;
+        if challenge.kind != HelloKind::Challenge {
+            return Err(ChallengeRefused::NotAChallenge);
+        }
+        if challenge.tunnel_id != self.tunnel {
+            return Err(ChallengeRefused::WrongTunnel {
+                expected: self.tunnel,
+                got: challenge.tunnel_id,
+            });
+        }
+        if !verify_prepared(&self.keyed, &challenge) {
+            return Err(ChallengeRefused::BadMac);
+        }
+        if challenge.tenant != self.tenant || challenge.node != self.node {
+            return Err(ChallengeRefused::WrongIdentity);
+        }
+        let nonce = challenge.counter;
+        let recent = self.last_counter == Some(nonce) || self.previous_counter == Some(nonce);
+        if !recent || self.answered.is_some_and(|a| nonce <= a) {
+            return Err(ChallengeRefused::UnknownNonce { nonce });
+        }
+        self.answered = Some(nonce);
+        let mut response = HelloRepr {
+            kind: HelloKind::Response,
+            mac: [0; HELLO_MAC_LEN],
+            ..challenge
+        };
+        response.mac = compute_mac(&self.keyed, &response);
+        let mut buf = [0u8; HELLO_LEN];
+        response.emit(&mut buf);
+        Ok(HelloDatagram {
+            buf,
+            len: HELLO_LEN,
+        })
+    }
+}
+
+/// Why a [`HelloSender`] did not answer a challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChallengeRefused {
+    /// Not a well-formed hello message.
+    #[error("malformed challenge: {0}")]
+    Malformed(WireError),
+    /// A hello or a response, not a challenge.
+    #[error("not a challenge")]
+    NotAChallenge,
+    /// For another tunnel than this sender's.
+    #[error("challenge for tunnel {got}, this sender is tunnel {expected}")]
+    WrongTunnel {
+        /// This sender's tunnel.
+        expected: TunnelId,
+        /// The tunnel in the challenge.
+        got: TunnelId,
+    },
+    /// The MAC does not verify under the tunnel's key: not the gateway's.
+    #[error("challenge with a bad MAC")]
+    BadMac,
+    /// Signed, but naming another tenant or node.
+    #[error("challenge for another tenant or node")]
+    WrongIdentity,
+    /// The nonce is not one of this sender's last two hellos, or was
+    /// answered already (a replayed challenge).
+    #[error("challenge nonce {nonce} is not a recent unanswered hello")]
+    UnknownNonce {
+        /// The nonce received.
+        nonce: u64,
+    },
+    /// A legacy-profile sender has no key to answer with.
+    #[error("legacy-profile senders cannot answer challenges")]
+    Legacy,
 }
 
 /// What the verifier knows about one tunnel.
@@ -402,6 +495,8 @@ pub struct VerifierConfig {
     /// far in the future would otherwise make every later hello stale: it
     /// could lock a tunnel for good (`u64::MAX`).
     pub max_clock_skew: Duration,
+    /// How long a challenge waits for its response.
+    pub challenge_timeout: Duration,
 }
 
 impl Default for VerifierConfig {
@@ -410,6 +505,7 @@ impl Default for VerifierConfig {
             interval: DEFAULT_INTERVAL,
             missed_intervals: DEFAULT_MISSED_INTERVALS,
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
+            challenge_timeout: DEFAULT_CHALLENGE_TIMEOUT,
         }
     }
 }
@@ -496,19 +592,48 @@ pub enum RejectReason {
         /// The tunnel.
         tunnel: TunnelId,
     },
+    /// A signed response that answers no pending challenge: none was sent
+    /// to this source, the nonce differs, or it came too late.
+    #[error("tunnel {tunnel}: response from {from} answers no pending challenge")]
+    UnexpectedResponse {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Where the response came from.
+        from: SocketAddr,
+    },
+    /// A challenge sent to the verifier (challenges go the other way).
+    #[error("tunnel {tunnel}: a challenge is not for the gateway")]
+    UnexpectedChallenge {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
 }
 
 /// What the verifier concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HelloEvent {
-    /// First verified hello (or first after expiry): program this remote.
+    /// A verified hello from an address that is not the tunnel's remote
+    /// (the first one, or a new NAT mapping): send `datagram` to `addr`.
+    /// The tunnel is learned or moves only when `addr` answers with the
+    /// tunnel's key, so a hello replayed from elsewhere moves nothing.
+    Challenge {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// Where the hello came from, and the challenge goes.
+        addr: SocketAddr,
+        /// The signed challenge.
+        datagram: HelloDatagram,
+    },
+    /// The first verified response from a challenged address (first time,
+    /// or after expiry): program this remote.
     Learned {
         /// The tunnel.
         tunnel: TunnelId,
         /// Outer source address and port of the hello.
         addr: SocketAddr,
     },
-    /// The NAT mapping changed: reprogram the remote.
+    /// The NAT mapping changed, and the new address answered its
+    /// challenge: reprogram the remote.
     Rebound {
         /// The tunnel.
         tunnel: TunnelId,
@@ -556,6 +681,15 @@ struct TunnelState {
     last_counter: Option<u64>,
     remote: Option<SocketAddr>,
     last_seen: Instant,
+    challenge: Option<PendingChallenge>,
+}
+
+/// A challenge sent, waiting for its response.
+#[derive(Debug, Clone, Copy)]
+struct PendingChallenge {
+    addr: SocketAddr,
+    nonce: u64,
+    deadline: Instant,
 }
 
 /// One entry of a verifier's table storage.
@@ -688,6 +822,7 @@ impl<S: AsRef<[TunnelSlot]> + AsMut<[TunnelSlot]>> HelloVerifier<S> {
                         last_counter: None,
                         remote: None,
                         last_seen: Instant::ZERO,
+                        challenge: None,
                     }));
                 }
                 self.len += 1;
@@ -759,100 +894,76 @@ impl<S: AsRef<[TunnelSlot]> + AsMut<[TunnelSlot]>> HelloVerifier<S> {
         source: SocketAddr,
         datagram: &[u8],
     ) -> Result<HelloEvent, RejectReason> {
-        let counter = if datagram.get(..4) == Some(&legacy::HELLO_WORD[..]) {
-            let message = legacy::parse(datagram).map_err(RejectReason::Malformed)?;
-            let tunnel = message.tunnel_id;
-            let state = self
-                .state_mut(tunnel)
-                .ok_or(RejectReason::UnknownTunnel { tunnel })?;
-            if state.profile != WireProfile::EpicLegacy {
-                return Err(RejectReason::LegacyNotAllowed { tunnel });
-            }
-            None
-        } else {
-            let hello = HelloRepr::parse(datagram).map_err(RejectReason::Malformed)?;
-            let tunnel = hello.tunnel_id;
-            let state = self
-                .state_mut(tunnel)
-                .ok_or(RejectReason::UnknownTunnel { tunnel })?;
-            if !verify_prepared(&state.keyed, &hello) {
-                return Err(RejectReason::BadMac { tunnel });
-            }
-            if hello.tenant != state.tenant {
-                return Err(RejectReason::WrongTenant {
-                    tunnel,
-                    expected: state.tenant,
-                    got: hello.tenant,
-                });
-            }
-            if hello.node != state.node {
-                return Err(RejectReason::WrongNode {
-                    tunnel,
-                    expected: state.node,
-                    got: hello.node,
-                });
-            }
-            if let Some(origin) = self.wall_origin {
-                let wall = origin.saturating_add(now.as_nanos());
-                let skew = u64::try_from(self.config.max_clock_skew.as_nanos()).unwrap_or(u64::MAX);
-                if hello.counter.abs_diff(wall) > skew {
-                    return Err(RejectReason::OutsideClockWindow {
-                        tunnel,
-                        counter: hello.counter,
-                        wall,
-                    });
-                }
-            }
-            let state = self
-                .state_mut(tunnel)
-                .ok_or(RejectReason::UnknownTunnel { tunnel })?;
-            match state.last_counter {
-                Some(last) if hello.counter == last => {
-                    return Err(RejectReason::Replayed {
-                        tunnel,
-                        counter: hello.counter,
-                    });
-                }
-                Some(last) if hello.counter < last => {
-                    return Err(RejectReason::Stale {
-                        tunnel,
-                        counter: hello.counter,
-                        last,
-                    });
-                }
-                _ => {}
-            }
-            Some((tunnel, hello.counter))
-        };
-        let tunnel = match counter {
-            Some((tunnel, _)) => tunnel,
-            None => {
-                legacy::parse(datagram)
-                    .map_err(RejectReason::Malformed)?
-                    .tunnel_id
-            }
-        };
+        if datagram.get(..4) == Some(&legacy::HELLO_WORD[..]) {
+            return self.accept_legacy(now, source, datagram);
+        }
+        let message = HelloRepr::parse(datagram).map_err(RejectReason::Malformed)?;
+        let tunnel = message.tunnel_id;
         let state = self
             .state_mut(tunnel)
             .ok_or(RejectReason::UnknownTunnel { tunnel })?;
-        if let Some((_, c)) = counter {
-            state.last_counter = Some(c);
+        authenticate(state, &message)?;
+        match message.kind {
+            HelloKind::Hello => {
+                self.check_counter(now, &message)?;
+                let timeout = self.config.challenge_timeout;
+                let state = self
+                    .state_mut(tunnel)
+                    .ok_or(RejectReason::UnknownTunnel { tunnel })?;
+                Ok(accept_hello(state, now, source, &message, timeout))
+            }
+            HelloKind::Response => accept_response(state, now, source, &message),
+            HelloKind::Challenge => Err(RejectReason::UnexpectedChallenge { tunnel }),
         }
-        state.last_seen = now;
-        let event = match state.remote {
-            None => HelloEvent::Learned {
+    }
+
+    /// An unauthenticated legacy hello, for a tunnel in legacy mode: taken
+    /// at its word (that profile has nothing to check).
+    fn accept_legacy(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<HelloEvent, RejectReason> {
+        let tunnel = legacy::parse(datagram)
+            .map_err(RejectReason::Malformed)?
+            .tunnel_id;
+        let state = self
+            .state_mut(tunnel)
+            .ok_or(RejectReason::UnknownTunnel { tunnel })?;
+        if state.profile != WireProfile::EpicLegacy {
+            return Err(RejectReason::LegacyNotAllowed { tunnel });
+        }
+        Ok(move_remote(state, now, source))
+    }
+
+    /// A hello's counter: inside the clock window (once the wall clock is
+    /// known) and above the last accepted one.
+    fn check_counter(&mut self, now: Instant, hello: &HelloRepr) -> Result<(), RejectReason> {
+        let (tunnel, counter) = (hello.tunnel_id, hello.counter);
+        if let Some(origin) = self.wall_origin {
+            let wall = origin.saturating_add(now.as_nanos());
+            let skew = u64::try_from(self.config.max_clock_skew.as_nanos()).unwrap_or(u64::MAX);
+            if counter.abs_diff(wall) > skew {
+                return Err(RejectReason::OutsideClockWindow {
+                    tunnel,
+                    counter,
+                    wall,
+                });
+            }
+        }
+        let state = self
+            .state_mut(tunnel)
+            .ok_or(RejectReason::UnknownTunnel { tunnel })?;
+        match state.last_counter {
+            Some(last) if counter == last => Err(RejectReason::Replayed { tunnel, counter }),
+            Some(last) if counter < last => Err(RejectReason::Stale {
                 tunnel,
-                addr: source,
-            },
-            Some(old) if old != source => HelloEvent::Rebound {
-                tunnel,
-                old,
-                new: source,
-            },
-            Some(addr) => HelloEvent::Refreshed { tunnel, addr },
-        };
-        state.remote = Some(source);
-        Ok(event)
+                counter,
+                last,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Expires one mapping whose hellos stopped; call until `None`.
@@ -885,6 +996,110 @@ impl<S: AsRef<[TunnelSlot]> + AsMut<[TunnelSlot]>> HelloVerifier<S> {
             .map(|t| t.last_seen + lifetime)
             .min()
     }
+}
+
+/// A signed message's MAC, tenant and node, checked against its tunnel.
+fn authenticate(state: &TunnelState, message: &HelloRepr) -> Result<(), RejectReason> {
+    let tunnel = state.tunnel;
+    if !verify_prepared(&state.keyed, message) {
+        return Err(RejectReason::BadMac { tunnel });
+    }
+    if message.tenant != state.tenant {
+        return Err(RejectReason::WrongTenant {
+            tunnel,
+            expected: state.tenant,
+            got: message.tenant,
+        });
+    }
+    if message.node != state.node {
+        return Err(RejectReason::WrongNode {
+            tunnel,
+            expected: state.node,
+            got: message.node,
+        });
+    }
+    Ok(())
+}
+
+/// A verified, fresh hello: a refresh from the remote, else a challenge to
+/// its source (replacing any earlier one).
+fn accept_hello(
+    state: &mut TunnelState,
+    now: Instant,
+    source: SocketAddr,
+    hello: &HelloRepr,
+    timeout: Duration,
+) -> HelloEvent {
+    state.last_counter = Some(hello.counter);
+    if state.remote == Some(source) {
+        state.last_seen = now;
+        return HelloEvent::Refreshed {
+            tunnel: state.tunnel,
+            addr: source,
+        };
+    }
+    state.challenge = Some(PendingChallenge {
+        addr: source,
+        nonce: hello.counter,
+        deadline: now + timeout,
+    });
+    let mut challenge = HelloRepr {
+        kind: HelloKind::Challenge,
+        mac: [0; HELLO_MAC_LEN],
+        ..*hello
+    };
+    challenge.mac = compute_mac(&state.keyed, &challenge);
+    let mut buf = [0u8; HELLO_LEN];
+    challenge.emit(&mut buf);
+    HelloEvent::Challenge {
+        tunnel: state.tunnel,
+        addr: source,
+        datagram: HelloDatagram {
+            buf,
+            len: HELLO_LEN,
+        },
+    }
+}
+
+/// A verified response: moves the tunnel to its source if it answers the
+/// pending challenge (same source, same nonce, in time).
+fn accept_response(
+    state: &mut TunnelState,
+    now: Instant,
+    source: SocketAddr,
+    response: &HelloRepr,
+) -> Result<HelloEvent, RejectReason> {
+    let answers = state
+        .challenge
+        .is_some_and(|c| c.addr == source && c.nonce == response.counter && now <= c.deadline);
+    if !answers {
+        return Err(RejectReason::UnexpectedResponse {
+            tunnel: state.tunnel,
+            from: source,
+        });
+    }
+    state.challenge = None;
+    Ok(move_remote(state, now, source))
+}
+
+/// Makes `source` the tunnel's remote, seen at `now`.
+fn move_remote(state: &mut TunnelState, now: Instant, source: SocketAddr) -> HelloEvent {
+    let tunnel = state.tunnel;
+    state.last_seen = now;
+    let event = match state.remote {
+        None => HelloEvent::Learned {
+            tunnel,
+            addr: source,
+        },
+        Some(old) if old != source => HelloEvent::Rebound {
+            tunnel,
+            old,
+            new: source,
+        },
+        Some(addr) => HelloEvent::Refreshed { tunnel, addr },
+    };
+    state.remote = Some(source);
+    event
 }
 
 /// Userspace clocks for driving the sans-IO types.
@@ -936,6 +1151,24 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// `hello` from `from` is challenged there; the sender's answer, from
+    /// `from` too, gives the returned event.
+    fn answered<S: AsRef<[TunnelSlot]> + AsMut<[TunnelSlot]>>(
+        s: &mut HelloSender,
+        v: &mut HelloVerifier<S>,
+        now: Instant,
+        from: SocketAddr,
+        hello: &HelloDatagram,
+    ) -> HelloEvent {
+        let (to, challenge) = match v.handle(now, from, hello.as_bytes()) {
+            HelloEvent::Challenge { addr, datagram, .. } => (addr, datagram),
+            other => panic!("expected a challenge, got {other:?}"),
+        };
+        assert_eq!(to, from, "the challenge goes where the hello came from");
+        let response = s.answer(challenge.as_bytes()).unwrap();
+        v.handle(now, from, response.as_bytes())
+    }
+
     #[test]
     fn node_keys_are_rfc5869_hkdf_sha256_of_the_cluster_key() {
         // Computed independently: PRK = HMAC(0^32, cluster key), T(1) =
@@ -973,7 +1206,8 @@ mod tests {
         );
         let mut sender = HelloSender::new(&config, Instant::ZERO, 1_000);
         let hello = sender.hello_now(Instant::ZERO);
-        let event = verifier.handle(Instant::ZERO, addr("192.0.2.7:6080"), hello.as_bytes());
+        let a = addr("192.0.2.7:6080");
+        let event = answered(&mut sender, &mut verifier, Instant::ZERO, a, &hello);
         assert!(matches!(event, HelloEvent::Learned { .. }), "{event:?}");
     }
 
@@ -1026,7 +1260,7 @@ mod tests {
         // The genuine sender, inside the window, is learned: nothing locked.
         let hello = good.poll_transmit(later).unwrap();
         assert_eq!(
-            v.handle(later, a, hello.as_bytes()),
+            answered(&mut good, &mut v, later, a, &hello),
             HelloEvent::Learned {
                 tunnel: TunnelId(9),
                 addr: a
@@ -1042,7 +1276,7 @@ mod tests {
         let a = addr("203.0.113.5:40000");
         let captured = s.poll_transmit(Instant::ZERO).unwrap();
         assert!(matches!(
-            before.handle(Instant::ZERO, a, captured.as_bytes()),
+            answered(&mut s, &mut before, Instant::ZERO, a, &captured),
             HelloEvent::Learned { .. }
         ));
         let persisted: Vec<(TunnelId, u64)> = before.counters().collect();
@@ -1051,11 +1285,12 @@ mod tests {
             [(TunnelId(9), before.last_counter(TunnelId(9)).unwrap())]
         );
 
-        // Without the counters a fresh verifier takes the replay...
+        // Without the counters a fresh verifier takes the replay as fresh
+        // (it challenges its source)...
         let (_, mut amnesiac) = setup();
         assert!(matches!(
             amnesiac.handle(Instant::ZERO, addr("198.51.100.66:1"), captured.as_bytes()),
-            HelloEvent::Learned { .. }
+            HelloEvent::Challenge { .. }
         ));
         // ...with them it does not, and the sender's next hello still passes.
         let (_, mut after) = setup();
@@ -1071,7 +1306,7 @@ mod tests {
         ));
         let next = s.poll_transmit(Instant::from_millis(3000)).unwrap();
         assert!(matches!(
-            after.handle(Instant::from_millis(3000), a, next.as_bytes()),
+            answered(&mut s, &mut after, Instant::from_millis(3000), a, &next),
             HelloEvent::Learned { .. }
         ));
         // Restoring never lowers a counter.
@@ -1089,7 +1324,7 @@ mod tests {
         let h1 = s.poll_transmit(Instant::ZERO).unwrap();
         assert_eq!(s.poll_transmit(Instant::from_millis(10)), None);
         assert_eq!(
-            v.handle(Instant::ZERO, a, h1.as_bytes()),
+            answered(&mut s, &mut v, Instant::ZERO, a, &h1),
             HelloEvent::Learned { tunnel: t, addr: a }
         );
         assert_eq!(v.remote(t), Some(a));
@@ -1100,7 +1335,7 @@ mod tests {
         );
         let h3 = s.poll_transmit(Instant::from_millis(6000)).unwrap();
         assert_eq!(
-            v.handle(Instant::from_millis(6000), b, h3.as_bytes()),
+            answered(&mut s, &mut v, Instant::from_millis(6000), b, &h3),
             HelloEvent::Rebound {
                 tunnel: t,
                 old: a,
@@ -1124,7 +1359,7 @@ mod tests {
         ));
         let h4 = s.poll_transmit(Instant::from_millis(16000)).unwrap();
         assert_eq!(
-            v.handle(Instant::from_millis(16000), a, h4.as_bytes()),
+            answered(&mut s, &mut v, Instant::from_millis(16000), a, &h4),
             HelloEvent::Learned { tunnel: t, addr: a }
         );
     }
@@ -1179,7 +1414,7 @@ mod tests {
         wrong.emit(&mut buf);
         assert!(matches!(rej(&mut v, &buf), RejectReason::WrongNode { .. }));
         assert!(matches!(
-            v.handle(now, a, h.as_bytes()),
+            answered(&mut s, &mut v, now, a, &h),
             HelloEvent::Learned { .. }
         ));
         let counter = HelloRepr::parse(h.as_bytes()).unwrap().counter;
@@ -1210,6 +1445,217 @@ mod tests {
         );
         assert!(verify(&KEY, &old));
         assert!(!verify(&HelloKey::new([8; 32]), &old));
+    }
+
+    /// A fresh hello captured on path and sent from another address first
+    /// gets a challenge there, which only the tunnel's key can answer: the
+    /// tunnel stays where it is and the genuine sender keeps it.
+    #[test]
+    fn a_hello_replayed_from_elsewhere_moves_nothing() {
+        let (mut s, mut v) = setup();
+        let (a, x) = (addr("203.0.113.5:40000"), addr("198.51.100.66:5555"));
+        let t = TunnelId(9);
+        let h1 = s.hello_now(Instant::ZERO);
+        assert!(matches!(
+            answered(&mut s, &mut v, Instant::ZERO, a, &h1),
+            HelloEvent::Learned { .. }
+        ));
+        let now = Instant::from_millis(3000);
+        let captured = s.hello_now(now);
+        let challenge = match v.handle(now, x, captured.as_bytes()) {
+            HelloEvent::Challenge { addr, datagram, .. } if addr == x => datagram,
+            other => panic!("expected a challenge to {x}, got {other:?}"),
+        };
+        let reject = |v: &mut HelloVerifier<_>, from, bytes: &[u8]| match v.handle(now, from, bytes)
+        {
+            HelloEvent::Rejected { reason } => reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        // What the attacker at x can send: the challenge itself, the
+        // challenge relabelled as a response, a response under another key.
+        assert_eq!(
+            reject(&mut v, x, challenge.as_bytes()),
+            RejectReason::UnexpectedChallenge { tunnel: t }
+        );
+        let mut relabelled = *challenge.as_bytes().first_chunk::<HELLO_LEN>().unwrap();
+        relabelled[1] = crate::wire::CTYPE_RESPONSE;
+        assert_eq!(
+            reject(&mut v, x, &relabelled),
+            RejectReason::BadMac { tunnel: t }
+        );
+        let mut forged = HelloRepr::parse(challenge.as_bytes()).unwrap();
+        forged.kind = HelloKind::Response;
+        sign(&HelloKey::new([8; 32]), &mut forged);
+        let mut buf = [0u8; HELLO_LEN];
+        forged.emit(&mut buf);
+        assert_eq!(reject(&mut v, x, &buf), RejectReason::BadMac { tunnel: t });
+        // The genuine node, sent the challenge, answers from its own address:
+        // that answers nothing (the challenge went to x).
+        let response = s.answer(challenge.as_bytes()).unwrap();
+        assert_eq!(
+            reject(&mut v, a, response.as_bytes()),
+            RejectReason::UnexpectedResponse { tunnel: t, from: a }
+        );
+        assert_eq!(v.remote(t), Some(a));
+        // The original copy is now a replay; the next hello refreshes.
+        assert!(matches!(
+            reject(&mut v, a, captured.as_bytes()),
+            RejectReason::Replayed { .. }
+        ));
+        let next = s.hello_now(Instant::from_millis(6000));
+        assert_eq!(
+            v.handle(Instant::from_millis(6000), a, next.as_bytes()),
+            HelloEvent::Refreshed { tunnel: t, addr: a }
+        );
+    }
+
+    /// A response counts only from the challenged address, with the
+    /// challenge's nonce, within the timeout, and once.
+    #[test]
+    fn a_response_must_answer_the_pending_challenge() {
+        let (mut s, mut v) = setup();
+        let a = addr("203.0.113.5:40000");
+        let t = TunnelId(9);
+        let challenge_for = |s: &mut HelloSender, v: &mut HelloVerifier<_>, now| match v.handle(
+            now,
+            a,
+            s.hello_now(now).as_bytes(),
+        ) {
+            HelloEvent::Challenge { datagram, .. } => datagram,
+            other => panic!("{other:?}"),
+        };
+        let unexpected = HelloEvent::Rejected {
+            reason: RejectReason::UnexpectedResponse { tunnel: t, from: a },
+        };
+        // Too late.
+        let c1 = challenge_for(&mut s, &mut v, Instant::ZERO);
+        let r1 = s.answer(c1.as_bytes()).unwrap();
+        let late = Instant::ZERO + DEFAULT_CHALLENGE_TIMEOUT + Duration::from_nanos(1);
+        assert_eq!(v.handle(late, a, r1.as_bytes()), unexpected);
+        assert_eq!(v.remote(t), None);
+        // An answer to an older challenge than the pending one.
+        let now = Instant::from_millis(3000);
+        let c2 = challenge_for(&mut s, &mut v, now);
+        let c3 = challenge_for(&mut s, &mut v, now);
+        let r2 = s.answer(c2.as_bytes()).unwrap();
+        assert_eq!(v.handle(now, a, r2.as_bytes()), unexpected);
+        // The pending one, once.
+        let r3 = s.answer(c3.as_bytes()).unwrap();
+        assert_eq!(
+            v.handle(now, a, r3.as_bytes()),
+            HelloEvent::Learned { tunnel: t, addr: a }
+        );
+        assert_eq!(v.handle(now, a, r3.as_bytes()), unexpected);
+        assert_eq!(v.remote(t), Some(a));
+    }
+
+    /// The sender answers only a challenge signed with its key, for its
+    /// tunnel, tenant and node, whose nonce is one of its last two hellos,
+    /// once.
+    #[test]
+    fn the_sender_answers_only_genuine_recent_challenges_once() {
+        let (mut s, mut v) = setup();
+        let a = addr("203.0.113.5:40000");
+        let h = s.hello_now(Instant::ZERO);
+        let HelloEvent::Challenge { datagram, .. } = v.handle(Instant::ZERO, a, h.as_bytes())
+        else {
+            panic!("no challenge");
+        };
+        let genuine = HelloRepr::parse(datagram.as_bytes()).unwrap();
+        let emit = |repr: &HelloRepr, key: &HelloKey| {
+            let mut repr = *repr;
+            sign(key, &mut repr);
+            let mut buf = [0u8; HELLO_LEN];
+            repr.emit(&mut buf);
+            buf
+        };
+        let refused = |s: &mut HelloSender, repr: HelloRepr, key: &HelloKey| {
+            s.answer(&emit(&repr, key)).unwrap_err()
+        };
+        let other_key = HelloKey::new([8; 32]);
+        assert_eq!(
+            refused(&mut s, genuine, &other_key),
+            ChallengeRefused::BadMac
+        );
+        assert_eq!(
+            refused(
+                &mut s,
+                HelloRepr {
+                    kind: HelloKind::Hello,
+                    ..genuine
+                },
+                &KEY
+            ),
+            ChallengeRefused::NotAChallenge
+        );
+        assert_eq!(
+            refused(
+                &mut s,
+                HelloRepr {
+                    tunnel_id: TunnelId(10),
+                    ..genuine
+                },
+                &KEY
+            ),
+            ChallengeRefused::WrongTunnel {
+                expected: TunnelId(9),
+                got: TunnelId(10)
+            }
+        );
+        assert_eq!(
+            refused(
+                &mut s,
+                HelloRepr {
+                    tenant: TenantId(2),
+                    ..genuine
+                },
+                &KEY
+            ),
+            ChallengeRefused::WrongIdentity
+        );
+        let nonce = genuine.counter + 1;
+        assert_eq!(
+            refused(
+                &mut s,
+                HelloRepr {
+                    counter: nonce,
+                    ..genuine
+                },
+                &KEY
+            ),
+            ChallengeRefused::UnknownNonce { nonce }
+        );
+        assert!(matches!(
+            s.answer(&datagram.as_bytes()[..20]),
+            Err(ChallengeRefused::Malformed(_))
+        ));
+        // The genuine one, still answerable after one more hello, once.
+        let _ = s.hello_now(Instant::from_millis(3000));
+        let response = s.answer(datagram.as_bytes()).unwrap();
+        let parsed = HelloRepr::parse(response.as_bytes()).unwrap();
+        assert_eq!(
+            (parsed.kind, parsed.counter),
+            (HelloKind::Response, genuine.counter)
+        );
+        assert!(verify(&KEY, &parsed));
+        assert_eq!(
+            s.answer(datagram.as_bytes()),
+            Err(ChallengeRefused::UnknownNonce {
+                nonce: genuine.counter
+            })
+        );
+        let mut legacy = HelloSender::new(
+            &SenderConfig {
+                profile: WireProfile::EpicLegacy,
+                ..SenderConfig::new(TunnelId(9), KEY, TenantId(1), genuine.node)
+            },
+            Instant::ZERO,
+            0,
+        );
+        assert_eq!(
+            legacy.answer(datagram.as_bytes()),
+            Err(ChallengeRefused::Legacy)
+        );
     }
 
     #[test]

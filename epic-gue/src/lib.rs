@@ -46,7 +46,7 @@
 //! 64/128/256-bit security field), fields in that order; any other flag is
 //! [`WireError::UnsupportedFlags`], since its length would be unknown.
 //!
-//! # Hello (control message, `ctype` 0x80)
+//! # Hello, challenge and response (control messages, `ctype` 0x80, 0x81, 0x82)
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -79,7 +79,10 @@
 //! The header word, tunnel id and 128-bit security field are GUE; the 32-byte
 //! body (counter, tenant, reserved, node) is the control payload. The MAC
 //! covers all 56 bytes (with the MAC field zeroed), so `ctype`, flags, tunnel,
-//! counter, tenant and node are all authenticated.
+//! counter, tenant and node are all authenticated. The challenge (`ctype`
+//! 0x81) and the response (0x82) have the same layout ([`wire::HelloKind`]);
+//! their counter is the nonce, and since the MAC covers `ctype`, none of the
+//! three can be turned into another.
 //!
 //! # The hello protocol
 //!
@@ -89,13 +92,21 @@
 //! with the monotonic clock, so it keeps increasing across agent restarts.
 //!
 //! The gateway agent feeds each received datagram and its outer source
-//! address to a [`HelloVerifier`], which accepts it only if it parses, the
-//! tunnel is known, the MAC verifies (constant-time comparison), the tenant
-//! and node are the tunnel's, and the counter is above the last accepted one.
-//! It then answers [`HelloEvent::Learned`] (first time, or after expiry),
-//! [`HelloEvent::Refreshed`] (same source) or [`HelloEvent::Rebound`] (the NAT
-//! mapping changed); anything else is [`HelloEvent::Rejected`] with a
-//! [`RejectReason`] and changes nothing. [`HelloVerifier::poll`] reports
+//! address to a [`HelloVerifier`], which accepts a hello only if it parses,
+//! the tunnel is known, the MAC verifies (constant-time comparison), the
+//! tenant and node are the tunnel's, and the counter is inside the clock
+//! window and above the last accepted one. A hello from the tunnel's remote
+//! is [`HelloEvent::Refreshed`]. A hello from any other address (the first
+//! one, a new NAT mapping, or a fresh hello an on-path attacker replays from
+//! elsewhere) moves nothing yet: it is [`HelloEvent::Challenge`], a signed
+//! challenge for the agent to send to that address, whose nonce is the
+//! hello's counter. Only a response from that same address, signed with the
+//! tunnel's key and echoing the nonce within the challenge timeout, gives
+//! [`HelloEvent::Learned`] (first time, or after expiry) or
+//! [`HelloEvent::Rebound`] (the NAT mapping changed). The sender answers
+//! ([`HelloSender::answer`]) only challenges signed with its key whose nonce
+//! is one of its last two hellos, each once. Anything else is
+//! [`HelloEvent::Rejected`] with a [`RejectReason`] and changes nothing. [`HelloVerifier::poll`] reports
 //! [`HelloEvent::Expired`] once hellos have been missing for a configurable
 //! number of intervals. The agent writes only these verified results into
 //! the eBPF tunnel map; the programs pass control messages up unchanged.
@@ -139,7 +150,8 @@
 //! let d = decapsulate(&buf[..len], GUE_PORT, WireProfile::Standard)?;
 //! assert_eq!((d.gue.tunnel_id, d.payload), (Some(TunnelId(7)), &inner[..]));
 //!
-//! // Hellos: the cluster agent sends, the gateway agent learns the NAT mapping.
+//! // Hellos: the cluster agent sends, the gateway challenges the address the
+//! // hello came from, and learns it (the NAT mapping) once it answers.
 //! let key = HelloKey::new([42; 32]);
 //! let node = NodeId::from_name("worker-1");
 //! let mut sender = HelloSender::new(
@@ -151,8 +163,15 @@
 //! verifier.add_tunnel(&TunnelConfig::new(TunnelId(7), key, TenantId(1), node))?;
 //! let hello = sender.poll_transmit(Instant::ZERO).expect("first hello is due at once");
 //! let nat = "203.0.113.9:40000".parse()?;
+//! let HelloEvent::Challenge { addr, datagram, .. } =
+//!     verifier.handle(Instant::ZERO, nat, hello.as_bytes())
+//! else {
+//!     panic!("a hello from a new address is challenged");
+//! };
+//! assert_eq!(addr, nat); // the gateway agent sends `datagram` there
+//! let response = sender.answer(datagram.as_bytes())?;
 //! assert_eq!(
-//!     verifier.handle(Instant::ZERO, nat, hello.as_bytes()),
+//!     verifier.handle(Instant::ZERO, nat, response.as_bytes()),
 //!     HelloEvent::Learned { tunnel: TunnelId(7), addr: nat },
 //! );
 //! // The same datagram again is a replay.

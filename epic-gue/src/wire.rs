@@ -25,6 +25,12 @@ pub const PROTO_IPV6: u8 = 41;
 /// Control type of the EPIC hello (first value of the draft's user range).
 pub const CTYPE_HELLO: u8 = 0x80;
 
+/// Control type of the gateway's challenge to a hello from a new address.
+pub const CTYPE_CHALLENGE: u8 = 0x81;
+
+/// Control type of the cluster agent's response to a challenge.
+pub const CTYPE_RESPONSE: u8 = 0x82;
+
 /// Flag bit: a 32-bit virtual network id (our tunnel id) is present.
 pub const FLAG_VNID: u16 = 0x8000;
 
@@ -678,12 +684,55 @@ mod hello_field {
     pub(super) const NODE: Range<usize> = 40..56;
 }
 
-/// A hello control message, structurally validated (MAC not checked here).
+/// The three messages of the hello exchange. They share one layout and
+/// differ in their control type, which the MAC covers: none can be turned
+/// into another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HelloKind {
+    /// Cluster agent → gateway, every interval: "this tunnel is mine, reach
+    /// me where this came from" (`ctype` [`CTYPE_HELLO`]).
+    Hello,
+    /// Gateway → the outer source of a verified hello that is not the
+    /// tunnel's remote (`ctype` [`CTYPE_CHALLENGE`]); its counter is the
+    /// hello's, the nonce to echo.
+    Challenge,
+    /// Cluster agent → gateway, answering a challenge with its nonce as the
+    /// counter (`ctype` [`CTYPE_RESPONSE`]).
+    Response,
+}
+
+impl HelloKind {
+    /// The control type on the wire.
+    pub const fn ctype(self) -> u8 {
+        match self {
+            HelloKind::Hello => CTYPE_HELLO,
+            HelloKind::Challenge => CTYPE_CHALLENGE,
+            HelloKind::Response => CTYPE_RESPONSE,
+        }
+    }
+
+    /// The kind of a control type, if it is one of the three.
+    pub const fn from_ctype(ctype: u8) -> Option<Self> {
+        match ctype {
+            CTYPE_HELLO => Some(HelloKind::Hello),
+            CTYPE_CHALLENGE => Some(HelloKind::Challenge),
+            CTYPE_RESPONSE => Some(HelloKind::Response),
+            _ => None,
+        }
+    }
+}
+
+/// A hello, challenge or response control message, structurally validated
+/// (MAC not checked here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HelloRepr {
-    /// The tunnel this hello is for.
+    /// Which of the three messages.
+    pub kind: HelloKind,
+    /// The tunnel this message is for.
     pub tunnel_id: TunnelId,
-    /// Monotonically increasing counter (nanoseconds since the epoch at start).
+    /// A hello's increasing counter (the sender's wall clock in nanoseconds
+    /// since the epoch); in a challenge and its response, the nonce: the
+    /// counter of the hello being challenged.
     pub counter: u64,
     /// The sender's tenant.
     pub tenant: TenantId,
@@ -694,16 +743,22 @@ pub struct HelloRepr {
 }
 
 impl HelloRepr {
-    /// Parses a standard-profile hello (exact length, flags and `Hlen`).
+    /// Parses a standard-profile hello, challenge or response (exact
+    /// length, flags and `Hlen`).
     #[inline]
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
         let packet = GuePacket::new_checked(bytes)?;
         let repr = GueRepr::parse(&packet)?;
-        if repr.kind != MessageKind::Control(CTYPE_HELLO) {
+        let MessageKind::Control(ctype) = repr.kind else {
             return Err(WireError::UnexpectedMessage {
                 wanted: "hello control message",
             });
-        }
+        };
+        let Some(kind) = HelloKind::from_ctype(ctype) else {
+            return Err(WireError::UnexpectedMessage {
+                wanted: "hello control message",
+            });
+        };
         let (Some(tunnel_id), Some(Security::Bits128(mac))) = (repr.tunnel_id, repr.security)
         else {
             return Err(WireError::MalformedHello {
@@ -728,6 +783,7 @@ impl HelloRepr {
             });
         }
         Ok(HelloRepr {
+            kind,
             tunnel_id,
             counter: u64::from_be_bytes(copy_array(&bytes[hello_field::COUNTER])),
             tenant: TenantId(u32::from_be_bytes(copy_array(&bytes[hello_field::TENANT]))),
@@ -736,12 +792,12 @@ impl HelloRepr {
         })
     }
 
-    /// Writes the hello into a fixed buffer, with the MAC as set in `self`.
+    /// Writes the message into a fixed buffer, with the MAC as set in `self`.
     #[inline]
     pub fn emit(&self, out: &mut [u8; HELLO_LEN]) {
         let mut first = [0u8; 4];
         first[0] = 0x20 | HELLO_HLEN;
-        first[1] = CTYPE_HELLO;
+        first[1] = self.kind.ctype();
         first[2..4].copy_from_slice(&HELLO_FLAGS.to_be_bytes());
         out[hello_field::HEADER].copy_from_slice(&first);
         out[hello_field::TUNNEL].copy_from_slice(&self.tunnel_id.0.to_be_bytes());
@@ -752,7 +808,8 @@ impl HelloRepr {
         out[hello_field::NODE].copy_from_slice(&self.node.0);
     }
 
-    /// The bytes the MAC covers: the whole hello with the MAC field zeroed.
+    /// The bytes the MAC covers: the whole message (its control type
+    /// included) with the MAC field zeroed.
     #[inline]
     pub fn mac_input(&self) -> [u8; HELLO_LEN] {
         let mut out = [0u8; HELLO_LEN];
@@ -974,6 +1031,7 @@ mod tests {
     #[test]
     fn hello_layout() {
         let h = HelloRepr {
+            kind: HelloKind::Hello,
             tunnel_id: TunnelId(7),
             counter: 0x0102_0304_0506_0708,
             tenant: TenantId(3),
@@ -1031,5 +1089,21 @@ mod tests {
             })
         );
         assert_eq!(h.mac_input()[8..24], [0; 16]);
+        for (kind, ctype) in [(HelloKind::Challenge, 0x81), (HelloKind::Response, 0x82)] {
+            let other = HelloRepr { kind, ..h };
+            let mut bytes = [0u8; HELLO_LEN];
+            other.emit(&mut bytes);
+            assert_eq!(bytes[1], ctype);
+            assert_eq!(HelloRepr::parse(&bytes), Ok(other));
+            assert_eq!(other.mac_input()[1], ctype, "the MAC covers the kind");
+        }
+        let mut unknown = out;
+        unknown[1] = 0x83;
+        assert_eq!(
+            HelloRepr::parse(&unknown),
+            Err(WireError::UnexpectedMessage {
+                wanted: "hello control message"
+            })
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Property tests of the codec: emit/parse round trips, arbitrary input never panics.
 
 use epic_gue::encap::{OuterRepr, decapsulate, encapsulate, flow_entropy_port};
-use epic_gue::wire::{GuePacket, GueRepr, HelloRepr, InnerProto, MessageKind, Security, legacy};
+use epic_gue::wire::{
+    GuePacket, GueRepr, HelloKind, HelloRepr, InnerProto, MessageKind, Security, legacy,
+};
 use epic_gue::{GUE_PORT, NodeId, TenantId, TunnelId, WireProfile};
 use proptest::prelude::*;
 
@@ -59,8 +61,9 @@ proptest! {
     }
 
     #[test]
-    fn hello_emit_then_parse_is_identity(id: u32, counter: u64, tenant: u32, node: [u8; 16], mac: [u8; 16]) {
-        let h = HelloRepr { tunnel_id: TunnelId(id), counter, tenant: TenantId(tenant), node: NodeId(node), mac };
+    fn hello_emit_then_parse_is_identity(kind in 0usize..3, id: u32, counter: u64, tenant: u32, node: [u8; 16], mac: [u8; 16]) {
+        let kind = [HelloKind::Hello, HelloKind::Challenge, HelloKind::Response][kind];
+        let h = HelloRepr { kind, tunnel_id: TunnelId(id), counter, tenant: TenantId(tenant), node: NodeId(node), mac };
         let mut buf = [0u8; epic_gue::wire::HELLO_LEN];
         h.emit(&mut buf);
         prop_assert_eq!(HelloRepr::parse(&buf), Ok(h));

@@ -47,8 +47,11 @@ pub fn gue_packet(data: &[u8]) {
 }
 
 /// Feeds arbitrary datagrams to a verifier that knows two tunnels (one in
-/// legacy mode), interleaved with genuine hellos: nothing panics, and a
-/// datagram that is not a genuine hello never changes a learned mapping.
+/// legacy mode), interleaved with genuine hello exchanges and on-path
+/// replays: nothing panics, and nothing the attacker sends (a forged
+/// datagram, a genuine hello replayed from its address, answered or not)
+/// ever makes the attacker the authenticated tunnel's remote. The sender is
+/// fed the attacker's datagrams as challenges too.
 pub fn gue_hello(data: &[u8]) {
     let key = HelloKey::new([0x5a; 32]);
     let node = NodeId::from_name("fuzz-node");
@@ -81,30 +84,43 @@ pub fn gue_hello(data: &[u8]) {
             Some((0, _)) => {
                 let hello = sender.hello_now(t);
                 let event = verifier.handle(t, genuine, hello.as_bytes());
-                assert!(
-                    !matches!(event, HelloEvent::Rejected { .. }),
-                    "genuine hello rejected: {event:?}"
-                );
-            }
-            Some((1, _)) => while verifier.poll(t).is_some() {},
-            Some((_, datagram)) => {
-                let before = verifier.remote(TunnelId(1));
-                let event = verifier.handle(t, attacker, datagram);
-                if before.is_some() {
+                if let HelloEvent::Challenge { datagram, .. } = event {
+                    let response = sender.answer(datagram.as_bytes()).expect("genuine");
+                    let event = verifier.handle(t, genuine, response.as_bytes());
                     assert!(
-                        !matches!(
-                            event,
-                            HelloEvent::Rebound {
-                                tunnel: TunnelId(1),
-                                ..
-                            }
-                        ),
-                        "forged datagram rebound an authenticated tunnel"
+                        matches!(event, HelloEvent::Learned { .. } | HelloEvent::Rebound { .. }),
+                        "genuine response refused: {event:?}"
+                    );
+                } else {
+                    assert!(
+                        matches!(event, HelloEvent::Refreshed { .. }),
+                        "genuine hello refused: {event:?}"
                     );
                 }
+            }
+            Some((1, _)) => while verifier.poll(t).is_some() {},
+            Some((2, _)) => {
+                // On path: a fresh hello replayed from the attacker first;
+                // the challenge relayed to the node, answered from its address.
+                let hello = sender.hello_now(t);
+                if let HelloEvent::Challenge { datagram, .. } =
+                    verifier.handle(t, attacker, hello.as_bytes())
+                    && let Ok(response) = sender.answer(datagram.as_bytes())
+                {
+                    let _ = verifier.handle(t, genuine, response.as_bytes());
+                }
+            }
+            Some((_, datagram)) => {
+                let _ = verifier.handle(t, attacker, datagram);
+                let _ = sender.answer(datagram);
                 let _ = verifier.next_timeout();
             }
             None => {}
         }
+        assert_ne!(
+            verifier.remote(TunnelId(1)),
+            Some(attacker),
+            "the attacker took over an authenticated tunnel"
+        );
     }
 }

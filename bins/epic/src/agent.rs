@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use epic_bpf::agent::ClusterHelloAgent;
+use epic_bpf::agent::{ClusterHelloAgent, ClusterHelloStats};
 use epic_bpf::{DataPath, Program};
 use epic_core::model::TunnelEndpoint;
 use epic_gue::hello::clock::{MonotonicClock, wall_clock_nanos};
@@ -56,6 +56,12 @@ pub struct Args {
 pub struct AgentStats {
     /// Hellos sent.
     pub hellos_sent: u64,
+    /// Gateway challenges answered.
+    #[serde(default)]
+    pub challenges_answered: u64,
+    /// Received datagrams that were not a genuine, recent challenge.
+    #[serde(default)]
+    pub challenges_refused: u64,
     /// Packets decapsulated from the tunnels.
     pub decapsulated: u64,
     /// Reply packets encapsulated into the tunnels.
@@ -64,9 +70,11 @@ pub struct AgentStats {
     pub dropped: std::collections::BTreeMap<String, u64>,
 }
 
-fn write_stats(path: &Path, datapath: &DataPath, hellos_sent: u64) {
+fn write_stats(path: &Path, datapath: &DataPath, hellos: &ClusterHelloStats) {
     let mut stats = AgentStats {
-        hellos_sent,
+        hellos_sent: hellos.sent,
+        challenges_answered: hellos.answered,
+        challenges_refused: hellos.refused,
         ..Default::default()
     };
     if let Ok(counters) = datapath.counters() {
@@ -201,17 +209,11 @@ pub fn run(args: Args) -> Result<(), String> {
     let clock = MonotonicClock::new();
     let node = NodeId::from_name(&config.node);
     let interval = Duration::from_secs(config.hello_interval_seconds);
-    // One hello agent per gateway address, all sending from the node's socket.
-    let mut gateways: Vec<IpAddr> = config.tunnels.iter().map(|t| t.gateway).collect();
-    gateways.sort();
-    gateways.dedup();
-    let mut agents = Vec::new();
-    for gateway in gateways {
-        let mut senders = Vec::new();
+    // One hello agent: every tunnel's hellos go from the node's socket to
+    // its gateway, whose challenges come back to the same socket.
+    let mut agent = ClusterHelloAgent::new(socket, clock);
+    {
         for (t, key) in config.tunnels.iter().zip(&keys) {
-            if t.gateway != gateway {
-                continue;
-            }
             let value = TunnelValue::pending(tenant, config.address, GUE_PORT)
                 .verified(t.gateway, GUE_PORT)
                 .ok_or_else(|| format!("tunnel {}: address families differ", t.id))?;
@@ -225,17 +227,11 @@ pub fn run(args: Args) -> Result<(), String> {
             }
             let mut sender = SenderConfig::new(TunnelId(t.id), key.clone(), tenant, node);
             sender.interval = interval;
-            senders.push(HelloSender::new(&sender, clock.now(), wall_clock_nanos()));
+            agent.add_sender(
+                SocketAddr::new(t.gateway, GUE_PORT),
+                HelloSender::new(&sender, clock.now(), wall_clock_nanos()),
+            );
         }
-        let socket = socket
-            .try_clone()
-            .map_err(|e| format!("hello socket {local}: {e}"))?;
-        agents.push(ClusterHelloAgent::new(
-            socket,
-            SocketAddr::new(gateway, GUE_PORT),
-            senders,
-            clock,
-        ));
     }
     tracing::info!(
         "cluster agent on {} ({}): {} tunnel(s), hellos every {} s",
@@ -266,25 +262,22 @@ pub fn run(args: Args) -> Result<(), String> {
         });
         flag.store(true, Ordering::Relaxed);
     });
-    let mut sent = 0u64;
     let mut rounds = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        for agent in &mut agents {
-            match agent.send_due() {
-                Ok(n) => sent += n as u64,
-                Err(e) => tracing::warn!("hellos: {e}"),
-            }
+        // Sends what is due and answers challenges for 100 ms.
+        if let Err(e) = agent.run_for(Duration::from_millis(100)) {
+            tracing::warn!("hellos: {e}");
+            std::thread::sleep(Duration::from_millis(100));
         }
         if let Some(path) = &args.stats
             && rounds.is_multiple_of(10)
         {
-            write_stats(path, &datapath, sent);
+            write_stats(path, &datapath, &agent.stats());
         }
         rounds += 1;
-        std::thread::sleep(Duration::from_millis(100));
     }
     if let Some(path) = &args.stats {
-        write_stats(path, &datapath, sent);
+        write_stats(path, &datapath, &agent.stats());
     }
     let _ = waiter.join();
     tracing::info!("stopping; detaching the programs");

@@ -594,8 +594,8 @@ pub fn run(args: Args) -> Result<(), String> {
         }
     };
     println!(
-        "    cluster node: {} packets decapsulated from the tunnel, {} replies encapsulated, {} hellos sent",
-        stats.decapsulated, stats.encapsulated, stats.hellos_sent
+        "    cluster node: {} packets decapsulated from the tunnel, {} replies encapsulated, {} hellos sent, {} challenges answered",
+        stats.decapsulated, stats.encapsulated, stats.hellos_sent, stats.challenges_answered
     );
     if args.keep {
         step("running; try it yourself, Ctrl-C to stop:");

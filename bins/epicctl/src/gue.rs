@@ -192,9 +192,11 @@ fn decode(
         MessageKind::Control(ctype) => {
             v["message"] = json!("control");
             v["ctype"] = json!(ctype);
-            if profile == WireProfile::Standard && ctype == epic_gue::wire::CTYPE_HELLO {
+            let hello_kind = epic_gue::wire::HelloKind::from_ctype(ctype);
+            if profile == WireProfile::Standard && hello_kind.is_some() {
                 let h = HelloRepr::parse(gue_bytes)?;
                 v["hello"] = json!({
+                    "kind": format!("{:?}", h.kind).to_lowercase(),
                     "counter": h.counter,
                     "tenant": h.tenant.0,
                     "node": h.node.to_string(),
@@ -295,6 +297,7 @@ fn encode(cmd: EncodeCommand) -> Result<Vec<u8>, Box<dyn Error>> {
             };
             let counter = counter.unwrap_or_else(epic_gue::hello::clock::wall_clock_nanos);
             let mut repr = HelloRepr {
+                kind: epic_gue::wire::HelloKind::Hello,
                 tunnel_id: TunnelId(tunnel),
                 counter,
                 tenant: TenantId(tenant),

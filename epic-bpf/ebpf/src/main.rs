@@ -3,7 +3,7 @@
 //! | program | attach point | does |
 //! | --- | --- | --- |
 //! | `epic_gw_egress` | gateway node, uplink, egress | endpoint lookup (`ENDPOINTS`, scope = skb mark) → tunnel (`TUNNELS`) → encapsulate toward the verified remote and record the reply flow in `REPLIES` (LRU); pending/unknown tunnel: drop and count; a tenant-marked packet with no endpoint (or not TCP/UDP): drop and count (`drop_no_endpoint`), never in clear |
-//! | `epic_gw_ingress` | gateway node, uplink, ingress | GUE data from a known, verified tunnel whose outer source is the verified remote and outer destination its local end, whose inner packet is a reply recorded for that tunnel in `REPLIES` → decapsulate; other GUE data dropped and counted; control messages passed up only if they are a standard hello of exact length for a known tunnel within its budget (`HELLO_BUDGETS`, per tunnel and source kind), else dropped and counted |
+//! | `epic_gw_ingress` | gateway node, uplink, ingress | GUE data from a known, verified tunnel whose outer source is the verified remote and outer destination its local end, whose inner packet is a reply recorded for that tunnel in `REPLIES` → decapsulate; other GUE data dropped and counted; control messages passed up only if they are a standard hello or challenge response of exact length for a known tunnel within its budget (`HELLO_BUDGETS`, per tunnel and source kind), else dropped and counted |
 //! | `epic_cl_ingress` | cluster node, uplink, ingress | as `epic_gw_ingress`, but instead of the reply check the inner destination must be an endpoint of the tunnel (`ENDPOINTS` with the tunnel id as scope); records the reply flow in `REPLIES` (LRU) with the tunnel id |
 //! | `epic_cl_egress` | cluster node, uplink, egress | a packet matching `REPLIES` → encapsulate toward the tunnel's remote |
 //! | `epic_bench_roundtrip` | nowhere (benchmarks) | `epic_gw_egress` then `epic_cl_ingress` on one packet |
@@ -66,7 +66,8 @@ use epic_gue::maps::{
     is_tenant_mark,
 };
 use epic_gue::wire::{
-    CTYPE_HELLO, FLAG_VNID, GUE_PORT, HELLO_FLAGS, HELLO_HLEN, HELLO_LEN, PROTO_IPV4, PROTO_IPV6,
+    CTYPE_HELLO, CTYPE_RESPONSE, FLAG_VNID, GUE_PORT, HELLO_FLAGS, HELLO_HLEN, HELLO_LEN,
+    PROTO_IPV4, PROTO_IPV6,
 };
 
 const ETH_HLEN: usize = 14;
@@ -114,14 +115,17 @@ static REPLIES: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(26
 static HELLO_BUDGETS: LruHashMap<HelloBudgetKey, HelloBudget> =
     LruHashMap::with_max_entries(32768, 0);
 
-/// The first GUE word of a standard hello: version 0, C bit, `Hlen`, the
-/// hello control type, its flags.
-const HELLO_FIRST_WORD: [u8; 4] = [
-    0x20 | HELLO_HLEN,
-    CTYPE_HELLO,
-    (HELLO_FLAGS >> 8) as u8,
-    HELLO_FLAGS as u8,
-];
+/// Whether `word` is the first GUE word of a standard hello or of a
+/// challenge response: version 0, C bit, `Hlen`, one of the two control
+/// types, the hello flags. (A challenge goes from the gateway to the
+/// cluster, never the other way.)
+#[inline(always)]
+fn is_gateway_control(word: &[u8]) -> bool {
+    word[0] == 0x20 | HELLO_HLEN
+        && (word[1] == CTYPE_HELLO || word[1] == CTYPE_RESPONSE)
+        && word[2] == (HELLO_FLAGS >> 8) as u8
+        && word[3] == HELLO_FLAGS as u8
+}
 
 /// Counts the packet and passes it on unchanged.
 #[classifier]
@@ -710,7 +714,7 @@ fn decapsulate_udp<const IP_LEN: usize>(
 }
 
 /// Gateway side: passes a GUE control message up only if it is a standard
-/// hello of exactly `HELLO_LEN` bytes (by the UDP length and by the packet:
+/// hello or challenge response of exactly `HELLO_LEN` bytes (by the UDP length and by the packet:
 /// `udp_bytes` from the UDP header to the end) for a known tunnel, within that
 /// tunnel's budget for its kind of source (the verified remote, or any
 /// other); the verifier in userspace checks its MAC.
@@ -725,7 +729,7 @@ fn admit_hello(
     let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
     if udp_len != UDP_HLEN + HELLO_LEN
         || udp_bytes != UDP_HLEN + HELLO_LEN
-        || gue[..4] != HELLO_FIRST_WORD
+        || !is_gateway_control(&gue[..4])
     {
         return Err(Counter::DropHelloMalformed);
     }

@@ -250,7 +250,10 @@ impl Gen {
         } else {
             SocketAddr::new(self.pick(&world::pool(local.is_ipv6())), self.pick(&PORTS))
         };
-        let mut hello = vec![0x25, 0x80, 0xc0, 0x00];
+        // A hello, a response, or now and then a challenge (which only the
+        // cluster side may receive).
+        let ctype = self.pick(&[0x80u8, 0x80, 0x82, 0x81]);
+        let mut hello = vec![0x25, ctype, 0xc0, 0x00];
         hello.extend_from_slice(&tunnel.to_be_bytes());
         hello.extend((0..48).map(|_| self.rng.u8(..)));
         Input {

@@ -17,7 +17,7 @@ use epic_gue::maps::{
     HELLO_INTERVAL_OTHER_NS, HELLO_INTERVAL_REMOTE_NS, HelloBudgetKey, TUNNEL_VERIFIED,
     TunnelValue, addr_from_bytes, is_tenant_mark,
 };
-use epic_gue::wire::{CTYPE_HELLO, FLAG_VNID, HELLO_FLAGS, HELLO_HLEN, HELLO_LEN};
+use epic_gue::wire::{CTYPE_HELLO, CTYPE_RESPONSE, FLAG_VNID, HELLO_FLAGS, HELLO_HLEN, HELLO_LEN};
 use epic_gue::{GUE_PORT, GueRepr, InnerProto, TunnelId};
 
 const ETH: usize = 14;
@@ -467,20 +467,25 @@ fn check_tunnel(f: &[u8], o: &Outer, t: Option<&TunnelValue>) -> Result<(), Coun
     Ok(())
 }
 
-/// The first GUE word of a standard hello.
-const HELLO_WORD: [u8; 4] = [
-    0x20 | HELLO_HLEN,
-    CTYPE_HELLO,
-    (HELLO_FLAGS >> 8) as u8,
-    HELLO_FLAGS as u8,
-];
+/// Whether `word` starts a standard hello or a challenge response (the two
+/// control messages the gateway takes; a challenge goes the other way).
+fn is_gateway_control(word: &[u8]) -> bool {
+    let flags = HELLO_FLAGS.to_be_bytes();
+    word.len() == 4
+        && word[0] == 0x20 | HELLO_HLEN
+        && (word[1] == CTYPE_HELLO || word[1] == CTYPE_RESPONSE)
+        && word[2..4] == flags
+}
 
 /// Gateway ingress, a GUE control message.
 fn hello(f: &[u8], o: &Outer, maps: &Maps) -> Expect {
     let udp = &f[o.udp..o.udp + UDP];
     let gue = &f[o.udp + UDP..o.udp + UDP + GUE];
     let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-    if udp_len != UDP + HELLO_LEN || f.len() - o.udp != UDP + HELLO_LEN || gue[..4] != HELLO_WORD {
+    if udp_len != UDP + HELLO_LEN
+        || f.len() - o.udp != UDP + HELLO_LEN
+        || !is_gateway_control(&gue[..4])
+    {
         return Expect::Drop(Counter::DropHelloMalformed);
     }
     let tunnel_id = u32::from_be_bytes([gue[4], gue[5], gue[6], gue[7]]);

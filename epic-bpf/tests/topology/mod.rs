@@ -481,12 +481,8 @@ impl Harness {
         hello.interval = Duration::from_millis(500);
         let sender = HelloSender::new(&hello, clock.now(), wall_clock_nanos());
         let node_socket = cl_socket.try_clone().unwrap();
-        let cl_agent = ClusterHelloAgent::new(
-            cl_socket,
-            SocketAddr::new(ip(p.gateway), GUE_PORT),
-            vec![sender],
-            clock,
-        );
+        let mut cl_agent = ClusterHelloAgent::new(cl_socket, clock);
+        cl_agent.add_sender(SocketAddr::new(ip(p.gateway), GUE_PORT), sender);
 
         let (echo_tcp, echo_udp) = echo_servers(&topo, p);
         let (relay_tcp, relay_udp) = proxy_relays(&topo, p);
@@ -509,7 +505,9 @@ impl Harness {
     }
 
     /// The cluster agent sends its due hello (one, at the first call and
-    /// every interval after); the gateway handles it. Returns the events.
+    /// every interval after); the gateway handles it. If the gateway
+    /// challenged, the agent answers (through the NAT) and the gateway
+    /// handles the response. Returns the gateway's events.
     pub fn hello_round(&mut self) -> Vec<HelloEvent> {
         // Bounded: the sender is due at most one interval from now.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -517,14 +515,31 @@ impl Harness {
             assert!(Instant::now() < deadline, "no hello due within 2 s");
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.gateway_events(Duration::from_millis(300))
+        let mut events = self.gateway_events(Duration::from_millis(300));
+        if events
+            .iter()
+            .any(|e| matches!(e, HelloEvent::Challenge { .. }))
+        {
+            assert!(
+                self.cl_agent
+                    .answer_one(Duration::from_millis(500))
+                    .unwrap(),
+                "the node answers the gateway's challenge"
+            );
+            events.extend(self.gateway_events(Duration::from_millis(300)));
+        }
+        events
     }
 
-    /// Sends the first hello and returns the NAT mapping the gateway learned.
+    /// Sends the first hello, answers the challenge, and returns the NAT
+    /// mapping the gateway learned (where it sent the challenge).
     pub fn learn(&mut self) -> SocketAddr {
         match self.hello_round().as_slice() {
-            [HelloEvent::Learned { tunnel, addr }] if *tunnel == TUNNEL => *addr,
-            other => panic!("expected one Learned event, got {other:?}"),
+            [
+                HelloEvent::Challenge { addr: to, .. },
+                HelloEvent::Learned { tunnel, addr },
+            ] if *tunnel == TUNNEL && to == addr => *addr,
+            other => panic!("expected a challenge and Learned, got {other:?}"),
         }
     }
 

@@ -1,7 +1,10 @@
 //! The resources the standalone tests serve, and their bounded wait.
 #![allow(dead_code)]
 
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
+
+use epic_gue::hello::HelloSender;
 
 /// Waits (at most 15 s) until `done` holds, yielding to the runtime (the
 /// ADS server and the hello thread run meanwhile).
@@ -11,6 +14,23 @@ pub async fn until(what: &str, done: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within 15 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Answers, from `socket` (the one the hello left from), the challenge the
+/// gateway sends to a hello from a new address: waits at most 2 s for it
+/// (the gateway's hello thread sends it), and checks the sender takes it.
+pub fn answer_challenge(socket: &UdpSocket, sender: &mut HelloSender) {
+    let mut buf = [0u8; 1500];
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let (len, gateway) = socket
+        .recv_from(&mut buf)
+        .expect("the gateway's challenge within 2 s");
+    let response = sender
+        .answer(&buf[..len])
+        .expect("a genuine challenge from the gateway");
+    socket.send_to(response.as_bytes(), gateway).unwrap();
 }
 
 /// A tenant `acme` (id 5), a pool and its backend set `db` on node `n1`.
