@@ -245,37 +245,46 @@ impl GatewayHelloAgent {
                 return Ok(events);
             }
             let wait = left.min(Duration::from_millis(100));
-            self.socket
-                .set_read_timeout(Some(wait))
-                .map_err(|e| socket_error(&self.socket, "set timeout", e))?;
-            match self.socket.recv_from(&mut buf) {
-                Ok((len, source)) => {
-                    let event = self.verifier.handle(
-                        self.clock.now(),
-                        source,
-                        buf.get(..len).unwrap_or(&[]),
-                    );
-                    if let HelloEvent::Challenge { addr, datagram, .. } = &event
-                        && send_once(&self.socket, datagram, *addr).is_err()
-                    {
-                        self.stats.challenges_unsent += 1;
-                    }
-                    apply_event(datapath, &event).map_err(Box::new)?;
-                    self.stats.record(&event);
-                    events.push(event);
-                }
-                // A timeout, or a signal delivered to this thread (EINTR):
-                // nothing arrived, go round again.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return Err(socket_error(&self.socket, "receive", e)),
+            let Some((len, source)) = receive_within(&self.socket, wait, &mut buf)? else {
+                continue;
+            };
+            let datagram = buf.get(..len).unwrap_or(&[]);
+            let event = self.verifier.handle(self.clock.now(), source, datagram);
+            if let HelloEvent::Challenge { addr, datagram, .. } = &event
+                && send_once(&self.socket, datagram, *addr).is_err()
+            {
+                self.stats.challenges_unsent += 1;
             }
+            apply_event(datapath, &event).map_err(Box::new)?;
+            self.stats.record(&event);
+            events.push(event);
         }
+    }
+}
+
+/// One datagram received on `socket` within `wait` (at least 1 ms), if any:
+/// a timeout, or a signal delivered to this thread (EINTR), is none.
+fn receive_within(
+    socket: &UdpSocket,
+    wait: Duration,
+    buf: &mut [u8],
+) -> Result<Option<(usize, SocketAddr)>, AgentError> {
+    socket
+        .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+        .map_err(|e| socket_error(socket, "set timeout", e))?;
+    match socket.recv_from(buf) {
+        Ok(received) => Ok(Some(received)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(socket_error(socket, "receive", e)),
     }
 }
 
@@ -364,22 +373,8 @@ impl ClusterHelloAgent {
     /// was answered.
     pub fn answer_one(&mut self, wait: Duration) -> Result<bool, AgentError> {
         let mut buf = [0u8; 1500];
-        self.socket
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-            .map_err(|e| socket_error(&self.socket, "set timeout", e))?;
-        let (len, source) = match self.socket.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(false);
-            }
-            Err(e) => return Err(socket_error(&self.socket, "receive", e)),
+        let Some((len, source)) = receive_within(&self.socket, wait, &mut buf)? else {
+            return Ok(false);
         };
         let datagram = buf.get(..len).unwrap_or(&[]);
         let tunnel = HelloRepr::parse(datagram).map(|m| m.tunnel_id).ok();
