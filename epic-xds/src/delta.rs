@@ -1,6 +1,6 @@
 //! Sans-IO state machine of one incremental (delta) ADS stream.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -9,23 +9,16 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 
 use crate::cache::{Published, StreamEvent};
 use crate::resource::{ResourceType, SharedResource};
-use crate::snapshot::ResourceSet;
 use crate::sotw::Output;
+use crate::subscription::Subscription;
 
 /// Responses awaiting an ACK or NACK, per type (older ones are dropped).
 const OUTSTANDING: usize = 8;
 
 #[derive(Debug, Default)]
 struct TypeState {
-    subscribed: bool,
-    wildcard: bool,
-    names: BTreeSet<String>,
-    /// Resource versions the client has (or has been sent), by name; only
-    /// names the client wants.
-    known: HashMap<String, String>,
-    /// The set `known` was last brought up to date with: the next set only
-    /// needs the (shared) diff from it.
-    base: Option<Arc<ResourceSet>>,
+    /// What the client wants and has.
+    sub: Subscription,
     /// Sent responses awaiting ACK/NACK: (nonce, type version, revision).
     outstanding: VecDeque<(String, String, u64)>,
     acked_version: Option<String>,
@@ -35,77 +28,24 @@ struct TypeState {
     initial: bool,
 }
 
+/// A resource as a delta response carries it.
+fn to_resource(r: &SharedResource) -> Resource {
+    Resource {
+        name: r.name().to_string(),
+        version: r.version().to_string(),
+        resource: Some(r.to_any()),
+        ..Default::default()
+    }
+}
+
+/// Updates and removed names, as a delta response carries them.
+fn to_delta(
+    (updates, removed): (Vec<SharedResource>, Vec<String>),
+) -> (Vec<Resource>, Vec<String>) {
+    (updates.iter().map(to_resource).collect(), removed)
+}
+
 impl TypeState {
-    fn wants(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
-    }
-
-    /// Queues `r` unless the client already has this version.
-    fn update(&mut self, r: &SharedResource, out: &mut Vec<Resource>) {
-        if self.known.get(r.name()).map(String::as_str) != Some(r.version()) {
-            self.known
-                .insert(r.name().to_string(), r.version().to_string());
-            out.push(Resource {
-                name: r.name().to_string(),
-                version: r.version().to_string(),
-                resource: Some(r.to_any()),
-                ..Default::default()
-            });
-        }
-    }
-
-    /// Compares everything the client wants and has with `set`.
-    fn reconcile(&mut self, set: &Arc<ResourceSet>) -> (Vec<Resource>, Vec<String>) {
-        let mut updates = Vec::new();
-        if self.wildcard {
-            for r in set.resources() {
-                self.update(r, &mut updates);
-            }
-        } else {
-            let wanted: Vec<SharedResource> = self
-                .names
-                .iter()
-                .filter_map(|n| set.get(n).cloned())
-                .collect();
-            for r in &wanted {
-                self.update(r, &mut updates);
-            }
-        }
-        let mut removed: Vec<String> = self
-            .known
-            .keys()
-            .filter(|n| set.get(n).is_none() || !self.wants(n))
-            .cloned()
-            .collect();
-        removed.sort();
-        for n in &removed {
-            self.known.remove(n);
-        }
-        self.base = Some(set.clone());
-        (updates, removed)
-    }
-
-    /// Brings the client from its base set to `set`, touching only what changed.
-    fn advance(&mut self, set: &Arc<ResourceSet>) -> (Vec<Resource>, Vec<String>) {
-        let Some(base) = self.base.clone() else {
-            return self.reconcile(set);
-        };
-        let diff = ResourceSet::diff(&base, set);
-        let mut updates = Vec::new();
-        for r in &diff.changed {
-            if self.wants(r.name()) {
-                self.update(r, &mut updates);
-            }
-        }
-        let removed = diff
-            .removed
-            .iter()
-            .filter_map(|r| self.known.remove_entry(r.name()).map(|(n, _)| n))
-            .collect();
-        self.base = Some(set.clone());
-        (updates, removed)
-    }
-
     /// The type moved to `version` with nothing for this client: once it has
     /// applied what it was sent, it runs `version`.
     fn nothing_to_send(&mut self, version: &str, revision: u64) {
@@ -175,49 +115,25 @@ impl DeltaStream {
             }
         }
         // A plain ACK changes no subscription and needs no comparison.
-        let mut everything = false;
-        if !t.subscribed {
-            t.subscribed = true;
+        let change = t.sub.update_delta(
+            kind,
+            req.resource_names_subscribe,
+            req.resource_names_unsubscribe,
+            req.initial_resource_versions,
+        );
+        if change.first {
             t.initial = true;
-            t.wildcard = req.resource_names_subscribe.is_empty() && kind.wildcard_by_default();
-            t.known = req.initial_resource_versions;
-            everything = true;
-        }
-        let mut added = Vec::new();
-        for name in req.resource_names_subscribe {
-            if name == "*" {
-                everything |= !t.wildcard;
-                t.wildcard = true;
-            } else if t.names.insert(name.clone()) && !t.wildcard {
-                added.push(name);
-            }
-        }
-        for name in req.resource_names_unsubscribe {
-            if name == "*" {
-                t.wildcard = false;
-                let names = &t.names;
-                t.known.retain(|n, _| names.contains(n));
-            } else {
-                t.names.remove(&name);
-                if !t.wildcard {
-                    t.known.remove(&name);
-                }
-            }
         }
         if let Some(p) = &self.published {
             let set = p.snapshot.shared_set(kind).clone();
             let revision = p.revision;
             let t = &mut self.types[kind.index()];
-            let in_step = t.base.as_ref().is_some_and(|b| Arc::ptr_eq(b, &set));
-            let (updates, removed) = if everything || !in_step {
-                t.reconcile(&set)
+            let in_step = t.sub.base.as_ref().is_some_and(|b| Arc::ptr_eq(b, &set));
+            let (updates, removed) = if change.everything || !in_step {
+                to_delta(t.sub.reconcile(&set))
             } else {
-                let mut updates = Vec::new();
-                for name in &added {
-                    if let Some(r) = set.get(name) {
-                        t.update(r, &mut updates);
-                    }
-                }
+                let added = change.added.iter().filter_map(|name| set.get(name));
+                let updates = added.filter(|r| t.sub.record(r)).map(to_resource).collect();
                 (updates, Vec::new())
             };
             let initial = t.initial;
@@ -235,11 +151,11 @@ impl DeltaStream {
         let mut removals: [Vec<String>; 5] = Default::default();
         for kind in ResourceType::ALL {
             let t = &mut self.types[kind.index()];
-            if !t.subscribed {
+            if !t.sub.subscribed {
                 continue;
             }
             let set = p.snapshot.shared_set(kind);
-            let (updates, removed) = t.advance(set);
+            let (updates, removed) = to_delta(t.sub.advance(set));
             if updates.is_empty() && removed.is_empty() && !t.initial {
                 t.nothing_to_send(set.version(), p.revision);
                 continue;
@@ -316,7 +232,7 @@ impl DeltaStream {
         let mut any = false;
         for kind in ResourceType::ALL {
             let t = &self.types[kind.index()];
-            if !t.subscribed {
+            if !t.sub.subscribed {
                 continue;
             }
             any = true;

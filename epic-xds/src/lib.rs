@@ -92,6 +92,7 @@ mod resource;
 mod server;
 mod snapshot;
 mod sotw;
+mod subscription;
 
 pub use admin::serve_admin;
 pub use cache::{

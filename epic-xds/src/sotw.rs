@@ -4,7 +4,7 @@
 //! SDS responses carry only what changed (or was newly requested), as the
 //! xDS protocol allows for those types ("grouping resources into responses").
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -13,15 +13,15 @@ use envoy_types::pb::google::protobuf::Any;
 use crate::cache::{Published, StreamEvent};
 use crate::resource::{ResourceType, SharedResource};
 use crate::snapshot::ResourceSet;
+use crate::subscription::Subscription;
 
 /// Suffix of the version of a transitional CDS response that still holds removed clusters.
 const TRANSITION: &str = "+keep";
 
 #[derive(Debug, Default)]
 struct TypeState {
-    subscribed: bool,
-    wildcard: bool,
-    names: BTreeSet<String>,
+    /// What the client wants and was sent.
+    sub: Subscription,
     /// The resource names of the last request, as sent.
     requested: Vec<String>,
     /// A subscription change that needs an answer.
@@ -34,65 +34,26 @@ struct TypeState {
     sent_set: Option<Arc<ResourceSet>>,
     acked_version: Option<String>,
     nacked_version: Option<String>,
-    /// Types sent by resource: resource versions sent, by name (only wanted names).
-    sent: HashMap<String, String>,
-    /// Types sent by resource: the set `sent` was last brought up to date with.
-    base: Option<Arc<ResourceSet>>,
 }
 
 impl TypeState {
-    fn wants(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
-    }
-
-    /// Queues `r` unless this version was sent already.
-    fn update(&mut self, r: &SharedResource, out: &mut Vec<Any>) {
-        if self.sent.get(r.name()).map(String::as_str) != Some(r.version()) {
-            self.sent
-                .insert(r.name().to_string(), r.version().to_string());
-            out.push(r.to_any());
-        }
-    }
-
     /// Types sent by resource: what `set` has that the client wants and was
     /// not sent; only the shared diff from the base set when in step.
     fn changes(&mut self, set: &Arc<ResourceSet>, everything: bool) -> Vec<Any> {
-        let mut out = Vec::new();
         let added = std::mem::take(&mut self.added);
-        match self.base.clone() {
-            Some(base) if !everything => {
-                let diff = ResourceSet::diff(&base, set);
-                for r in &diff.removed {
-                    self.sent.remove(r.name());
-                }
-                for r in &diff.changed {
-                    if self.wants(r.name()) {
-                        self.update(r, &mut out);
-                    }
-                }
-                for name in &added {
-                    if let Some(r) = set.get(name) {
-                        self.update(r, &mut out);
-                    }
-                }
-            }
-            _ => {
-                let wanted: Vec<SharedResource> = if self.wildcard {
-                    set.resources().to_vec()
-                } else {
-                    self.names
-                        .iter()
-                        .filter_map(|n| set.get(n).cloned())
-                        .collect()
-                };
-                self.sent.retain(|n, _| set.get(n).is_some());
-                for r in &wanted {
-                    self.update(r, &mut out);
-                }
+        if everything || self.sub.base.is_none() {
+            let (updates, _) = self.sub.reconcile(set);
+            return updates.iter().map(|r| r.to_any()).collect();
+        }
+        let (mut updates, _) = self.sub.advance(set);
+        for name in &added {
+            if let Some(r) = set.get(name)
+                && self.sub.record(r)
+            {
+                updates.push(r.clone());
             }
         }
-        self.base = Some(set.clone());
-        out
+        updates.iter().map(|r| r.to_any()).collect()
     }
 
     /// The type moved to `version` with nothing for this client: once it has
@@ -161,34 +122,14 @@ impl SotwStream {
         }
         // Clients repeat their whole subscription in every ACK: the same list
         // as last time is the same subscription, without building a set.
-        let repeated = t.subscribed && req.resource_names == t.requested;
-        let names: BTreeSet<String> = if repeated {
-            BTreeSet::new()
-        } else {
-            req.resource_names.iter().cloned().collect()
-        };
-        let wildcard = names.contains("*") || (names.is_empty() && kind.wildcard_by_default());
-        if !repeated {
+        if !(t.sub.subscribed && req.resource_names == t.requested) {
+            let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
+            let wildcard = names.contains("*") || (names.is_empty() && kind.wildcard_by_default());
             t.requested = req.resource_names;
-        }
-        if !repeated && (!t.subscribed || names != t.names || wildcard != t.wildcard) {
-            let everything = !t.subscribed || (wildcard && !t.wildcard);
-            if everything {
-                // Compare everything against the current set.
-                t.base = None;
-            } else if !kind.complete_in_sotw() {
-                // The client must get newly requested resources even if it
-                // was sent them before, and no longer has the others.
-                t.added = names.difference(&t.names).cloned().collect();
-                t.sent.retain(|n, _| wildcard || names.contains(n));
-                for n in &t.added {
-                    t.sent.remove(n);
-                }
+            if let Some(added) = t.sub.update_sotw(kind, names, wildcard) {
+                t.added = added;
+                t.dirty = true;
             }
-            t.subscribed = true;
-            t.dirty = true;
-            t.names = names;
-            t.wildcard = wildcard;
         }
         if self.types[kind.index()].dirty
             && let Some(p) = self.published.clone()
@@ -198,7 +139,7 @@ impl SotwStream {
                 self.respond(kind, &set, None, p.revision, &mut out);
             } else {
                 let t = &mut self.types[kind.index()];
-                let everything = t.base.is_none();
+                let everything = t.sub.base.is_none();
                 let resources = t.changes(&set, everything);
                 self.respond_with(kind, &set, resources, p.revision, &mut out);
             }
@@ -212,7 +153,7 @@ impl SotwStream {
         let mut out = Output::default();
         self.published = Some(p.clone());
         let needs = |t: &TypeState, set: &ResourceSet| {
-            t.subscribed
+            t.sub.subscribed
                 && (t.dirty
                     || (t.sent_version.as_deref() != Some(set.version())
                         && t.nacked_version.as_deref() != Some(set.version())))
@@ -276,15 +217,7 @@ impl SotwStream {
         out: &mut Output<DiscoveryResponse>,
     ) {
         let t = &self.types[kind.index()];
-        let mut resources: Vec<_> = if t.wildcard {
-            set.resources().iter().map(|r| r.to_any()).collect()
-        } else {
-            t.names
-                .iter()
-                .filter_map(|n| set.get(n))
-                .map(|r| r.to_any())
-                .collect()
-        };
+        let mut resources: Vec<_> = t.sub.wanted(set).iter().map(|r| r.to_any()).collect();
         let mut version = set.version().to_string();
         if let Some(keep) = keep {
             resources.extend(keep.iter().map(|r| r.to_any()));
@@ -345,7 +278,7 @@ impl SotwStream {
         let mut any = false;
         for kind in ResourceType::ALL {
             let t = &self.types[kind.index()];
-            if !t.subscribed {
+            if !t.sub.subscribed {
                 continue;
             }
             any = true;
