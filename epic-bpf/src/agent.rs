@@ -17,6 +17,7 @@
 //! binary's main loop, or a test) decides how long and how often.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant as StdInstant};
 
 use epic_gue::HelloEvent;
@@ -235,31 +236,113 @@ impl GatewayHelloAgent {
         let mut events = Vec::new();
         let mut buf = [0u8; 1500];
         loop {
-            while let Some(event) = self.verifier.poll(self.clock.now()) {
-                apply_event(datapath, &event).map_err(Box::new)?;
-                self.stats.record(&event);
-                events.push(event);
-            }
+            events.extend(self.expire(datapath)?);
             let left = deadline.saturating_duration_since(StdInstant::now());
             if left.is_zero() {
                 return Ok(events);
             }
             let wait = left.min(Duration::from_millis(100));
-            let Some((len, source)) = receive_within(&self.socket, wait, &mut buf)? else {
-                continue;
-            };
-            let datagram = buf.get(..len).unwrap_or(&[]);
-            let event = self.verifier.handle(self.clock.now(), source, datagram);
-            if let HelloEvent::Challenge { addr, datagram, .. } = &event
-                && send_once(&self.socket, datagram, *addr).is_err()
-            {
-                self.stats.challenges_unsent += 1;
+            if let Some((len, source)) = receive_within(&self.socket, wait, &mut buf)? {
+                let datagram = buf.get(..len).unwrap_or(&[]);
+                events.push(self.handle(datapath, source, datagram)?);
             }
+        }
+    }
+
+    /// Handles every datagram already waiting on the socket, without
+    /// blocking; returns the events in order.
+    pub fn drain(&mut self, datapath: &mut DataPath) -> Result<Vec<HelloEvent>, AgentError> {
+        self.socket
+            .set_nonblocking(true)
+            .map_err(|e| socket_error(&self.socket, "set non-blocking", e))?;
+        let mut events = Vec::new();
+        let mut buf = [0u8; 1500];
+        loop {
+            match self.socket.recv_from(&mut buf) {
+                Ok((len, source)) => {
+                    let datagram = buf.get(..len).unwrap_or(&[]);
+                    events.push(self.handle(datapath, source, datagram)?);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(events),
+                Err(e) => return Err(socket_error(&self.socket, "receive", e)),
+            }
+        }
+    }
+
+    /// Forgets the mappings whose hellos stopped, setting their tunnels
+    /// back to pending; returns the `Expired` events.
+    pub fn expire(&mut self, datapath: &mut DataPath) -> Result<Vec<HelloEvent>, AgentError> {
+        let mut events = Vec::new();
+        while let Some(event) = self.verifier.poll(self.clock.now()) {
             apply_event(datapath, &event).map_err(Box::new)?;
             self.stats.record(&event);
             events.push(event);
         }
+        Ok(events)
     }
+
+    /// How long until [`expire`](Self::expire) has something to do, if it
+    /// will.
+    pub fn next_expiry(&self) -> Option<Duration> {
+        let next = self.verifier.next_timeout()?;
+        Some(Duration::from_nanos(
+            next.as_nanos().saturating_sub(self.clock.now().as_nanos()),
+        ))
+    }
+
+    /// Waits until a datagram waits on the hello socket, `wake` is readable,
+    /// or `timeout` passes, whichever comes first (a signal ends the wait
+    /// early too). Says which were ready.
+    pub fn wait(&self, wake: BorrowedFd<'_>, timeout: Duration) -> Result<Ready, AgentError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [
+            PollFd::new(self.socket.as_fd(), PollFlags::POLLIN),
+            PollFd::new(wake, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => return Ok(Ready::default()),
+            Err(e) => return Err(socket_error(&self.socket, "poll", e.into())),
+        }
+        let readable = |fd: &PollFd<'_>| {
+            fd.revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))
+        };
+        Ok(Ready {
+            datagrams: readable(&fds[0]),
+            wake: readable(&fds[1]),
+        })
+    }
+
+    /// Verifies one datagram from `source`, sends the challenge it asks
+    /// for, applies the result to `datapath` and counts it.
+    fn handle(
+        &mut self,
+        datapath: &mut DataPath,
+        source: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<HelloEvent, AgentError> {
+        let event = self.verifier.handle(self.clock.now(), source, datagram);
+        if let HelloEvent::Challenge { addr, datagram, .. } = &event
+            && send_once(&self.socket, datagram, *addr).is_err()
+        {
+            self.stats.challenges_unsent += 1;
+        }
+        apply_event(datapath, &event).map_err(Box::new)?;
+        self.stats.record(&event);
+        Ok(event)
+    }
+}
+
+/// What [`GatewayHelloAgent::wait`] found ready.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Datagrams wait on the hello socket.
+    pub datagrams: bool,
+    /// The wake-up descriptor is readable.
+    pub wake: bool,
 }
 
 /// One datagram received on `socket` within `wait` (at least 1 ms), if any:
@@ -269,6 +352,9 @@ fn receive_within(
     wait: Duration,
     buf: &mut [u8],
 ) -> Result<Option<(usize, SocketAddr)>, AgentError> {
+    socket
+        .set_nonblocking(false)
+        .map_err(|e| socket_error(socket, "set blocking", e))?;
     socket
         .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
         .map_err(|e| socket_error(socket, "set timeout", e))?;

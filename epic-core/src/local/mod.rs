@@ -6,5 +6,6 @@
 pub mod addresses;
 pub mod envoy;
 mod files;
+mod hellos;
 pub mod standalone;
 mod xds_identity;

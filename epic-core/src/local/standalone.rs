@@ -44,22 +44,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::hellos::{HelloCounters, HelloTask, Op};
 use epic_bpf::agent::GatewayHelloAgent;
 use epic_bpf::{DataPath, Program};
 use epic_gue::hello::{HelloKey, HelloVerifier, TunnelConfig, VerifierConfig};
 use epic_gue::maps::{EndpointKey, TunnelValue};
-use epic_gue::{GUE_PORT, HelloEvent, NodeId, TenantId, TunnelId};
+use epic_gue::{GUE_PORT, NodeId, TenantId, TunnelId};
 use epic_xds::{AdsServer, KnownGateways, SnapshotCache};
 use serde::{Deserialize, Serialize};
 
 use super::addresses::LocalAddresses;
 use super::envoy::{EnvoyConfig, LocalEnvoy, find_envoy};
 use super::files::{check_private, read_private, write_atomically, write_private};
+use crate::plan::GatewayPlan;
 use crate::plan::{
     DesiredInputs, EndpointPlan, GatewayNode, Plan, Problem, Recorded, TunnelPlan, plan,
 };
@@ -319,21 +318,14 @@ impl fmt::Display for ReconcileReport {
     }
 }
 
-/// The data path and the hello verifier, shared with the hello thread.
-struct DataPlane {
-    datapath: DataPath,
-    agent: GatewayHelloAgent,
-}
-
 /// Standalone mode, running.
 pub struct Standalone {
     config: StandaloneConfig,
     envoy_binary: PathBuf,
     cache: SnapshotCache,
     known: KnownGateways,
-    plane: Arc<Mutex<DataPlane>>,
-    hello_stop: Arc<AtomicBool>,
-    hello_thread: Option<JoinHandle<()>>,
+    /// The data path and the hello verifier, owned by their task.
+    hellos: HelloTask,
     xds_stop: Option<tokio::sync::oneshot::Sender<()>>,
     xds_task: Option<tokio::task::JoinHandle<Result<(), epic_xds::ServerError>>>,
     xds_address: SocketAddr,
@@ -352,16 +344,6 @@ pub struct Standalone {
     /// verifier as its tunnels are added.
     saved_counters: BTreeMap<u32, u64>,
 }
-
-/// `hello-counters.json`: each tunnel's last accepted hello counter.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HelloCounters {
-    tunnels: BTreeMap<u32, u64>,
-}
-
-/// How often the hello loop persists changed counters.
-const COUNTER_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Reads `hello-counters.json` (none yet: empty; corrupt: an error, as a
 /// restart without them would reopen replays).
@@ -549,22 +531,15 @@ impl Standalone {
         let counters_path = config.state_dir.join("hello-counters.json");
         let saved_counters = load_counters(&counters_path)?;
         let verifier = HelloVerifier::with_capacity(16384, config.hellos);
-        let plane = Arc::new(Mutex::new(DataPlane {
+        let hellos = HelloTask::spawn(
             datapath,
-            agent: GatewayHelloAgent::new(socket, verifier),
-        }));
-        let hello_stop = Arc::new(AtomicBool::new(false));
-        let hello_thread = {
-            let plane = plane.clone();
-            let stop = hello_stop.clone();
-            std::thread::Builder::new()
-                .name("epic-hellos".into())
-                .spawn(move || hello_loop(&plane, &stop, &counters_path))
-                .map_err(|source| StandaloneError::HelloSocket {
-                    address: hello_address,
-                    source,
-                })?
-        };
+            GatewayHelloAgent::new(socket, verifier),
+            counters_path,
+        )
+        .map_err(|source| StandaloneError::HelloSocket {
+            address: hello_address,
+            source,
+        })?;
 
         let cache = SnapshotCache::new();
         let known = KnownGateways::new();
@@ -602,9 +577,7 @@ impl Standalone {
             envoy_binary,
             cache,
             known,
-            plane,
-            hello_stop,
-            hello_thread: Some(hello_thread),
+            hellos,
             xds_stop: Some(xds_stop),
             xds_task: Some(xds_task),
             xds_address,
@@ -634,12 +607,6 @@ impl Standalone {
     /// The recorded state.
     pub fn state(&self) -> &NodeState {
         &self.state
-    }
-
-    fn plane(&self) -> MutexGuard<'_, DataPlane> {
-        self.plane
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Reads the resources file, plans, and applies the plan to every sink.
@@ -685,142 +652,44 @@ impl Standalone {
                 .collect(),
             ..Default::default()
         };
-
         // 1. Data path: tunnels (with their keys) before endpoints.
-        let node = self.config.node_name.clone();
-        let wanted: BTreeMap<u32, TunnelPlan> =
-            plan.tunnels_on(&node).map(|t| (t.id, t.clone())).collect();
-        let mut keys = BTreeMap::new();
-        for t in wanted.values() {
-            let k = (t.key.tenant.clone(), t.key.cluster.clone());
-            if let std::collections::btree_map::Entry::Vacant(slot) = keys.entry(k) {
-                let (tenant, cluster) = slot.key();
-                let key = tunnel_key(&self.config.state_dir, tenant, cluster)?;
-                slot.insert(key);
-            }
-        }
-        let wanted_endpoints: BTreeSet<EndpointPlan> = plan
-            .endpoints
-            .get(&node)
-            .map(|e| e.iter().copied().collect())
-            .unwrap_or_default();
-        {
-            // What is applied is recorded operation by operation, so a
-            // failure part-way leaves `self.tunnels`/`self.endpoints` equal
-            // to the maps and the next reconcile finishes the job.
-            let tunnel_address = self.config.tunnel_address;
-            let plane = self.plane.clone();
-            let mut guard = plane.lock().unwrap_or_else(|p| p.into_inner());
-            let plane = &mut *guard;
-            let stale: Vec<EndpointPlan> = self
-                .endpoints
-                .difference(&wanted_endpoints)
-                .copied()
-                .collect();
-            for e in stale {
-                plane
-                    .datapath
-                    .remove_endpoint(EndpointKey::new(e.scope, e.address, e.port, e.protocol))?;
-                self.endpoints.remove(&e);
-                report.endpoints.1 += 1;
-            }
-            // A tunnel that is gone or changed (other ends, other tenant) is
-            // removed; a changed one is added again below.
-            let stale: Vec<u32> = self
-                .tunnels
-                .iter()
-                .filter(|(id, old)| {
-                    wanted
-                        .get(*id)
-                        .is_none_or(|t| t.key != old.key || t.tenant_id != old.tenant_id)
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            for id in stale {
-                plane.datapath.remove_tunnel(TunnelId(id))?;
-                plane.agent.verifier_mut().remove_tunnel(TunnelId(id));
-                self.tunnels.remove(&id);
-                report.tunnels.1 += 1;
-            }
-            for (id, t) in &wanted {
-                let cluster_key = &keys[&(t.key.tenant.clone(), t.key.cluster.clone())];
-                // The node's agent needs its own key: a bad node name is
-                // that node's problem (its tunnel verifies nothing).
-                if let Err(e) = node_key_file(
-                    &self.config.state_dir,
-                    &t.key.tenant,
-                    &t.key.cluster,
-                    &t.key.node,
-                    cluster_key,
-                ) {
-                    report.problems.push(format!("tunnel {id}: {e}"));
-                    continue;
-                }
-                let config = TunnelConfig::new(
-                    TunnelId(*id),
-                    cluster_key.node_key(&t.key.node),
-                    TenantId(t.tenant_id),
-                    NodeId::from_name(&t.key.node),
-                );
-                plane
-                    .agent
-                    .verifier_mut()
-                    .add_tunnel(&config)
-                    .map_err(|e| StandaloneError::Verifier(format!("tunnel {id}: {e}")))?;
-                if let Some(counter) = self.saved_counters.remove(id) {
-                    plane
-                        .agent
-                        .verifier_mut()
-                        .restore_counter(TunnelId(*id), counter);
-                }
-                if !self.tunnels.contains_key(id) {
-                    plane.datapath.add_tunnel(
-                        TunnelId(*id),
-                        TunnelValue::pending(TenantId(t.tenant_id), tunnel_address, GUE_PORT),
-                    )?;
-                    self.tunnels.insert(*id, t.clone());
-                    report.tunnels.0 += 1;
-                }
-            }
-            let missing: Vec<EndpointPlan> = wanted_endpoints
-                .difference(&self.endpoints)
-                .copied()
-                .collect();
-            for e in missing {
-                plane.datapath.add_endpoint(
-                    EndpointKey::new(e.scope, e.address, e.port, e.protocol),
-                    TunnelId(e.tunnel),
-                )?;
-                self.endpoints.insert(e);
-                report.endpoints.0 += 1;
-            }
-        }
-
+        self.apply_data_path(plan, &mut report)?;
         // 2. xDS: snapshots of accepted gateways; a rejected configuration
         // keeps the last good one; gone gateways are refused.
         self.published = crate::publish::publish(plan, &self.cache, &self.known, &self.published);
-        let proxies = self.published.proxies.clone();
-        // Each proxy marks its upstream sockets with its tenant's scope.
-        let scopes: BTreeMap<&str, u32> = plan
+        // 3. Public addresses, before the proxies that bind them.
+        self.apply_addresses(plan, &mut report).await?;
+        // 4. Proxies.
+        let ready = self.apply_proxies(plan, &mut report).await?;
+        // 5. Routes for BGP: announced once the proxies are ready.
+        self.apply_routes(plan, &ready).await?;
+        // 6. Status and recorded state.
+        self.write_status(plan, &report)?;
+        Ok(report)
+    }
+
+    /// Whether gateway `g` is served (published to the ADS server).
+    fn served(&self, g: &GatewayPlan) -> bool {
+        self.published
             .gateways
-            .iter()
-            .flat_map(|g| g.status.proxies.iter().map(|p| (p.as_str(), g.tenant_id)))
-            .collect();
+            .contains(&(g.tenant.clone(), g.name.clone()))
+    }
+
+    /// The served gateways' addresses on the public interface. Owned: what
+    /// this node added. What it may add is recorded before it is added, so
+    /// a crash part-way cannot leak an address; an address that was on the
+    /// interface before is never owned, never removed.
+    async fn apply_addresses(
+        &mut self,
+        plan: &Plan,
+        report: &mut ReconcileReport,
+    ) -> Result<(), StandaloneError> {
         let public: BTreeSet<IpAddr> = plan
             .gateways
             .iter()
-            .filter(|g| {
-                self.published
-                    .gateways
-                    .contains(&(g.tenant.clone(), g.name.clone()))
-            })
+            .filter(|g| self.served(g))
             .flat_map(|g| g.status.addresses.iter().copied())
             .collect();
-
-        // 3. Public addresses, before the proxies that bind them. Owned:
-        // what this node added. What it may add is recorded before it is
-        // added, so a crash part-way cannot leak an address; an address
-        // that was on the interface before is never owned, never removed.
         let owned = self.state.addresses.clone();
         let present = self.addresses.list().await?;
         self.state.addresses = owned
@@ -836,9 +705,17 @@ impl Standalone {
             .copied()
             .chain(changes.added.iter().copied())
             .collect();
-        self.save_state()?;
+        self.save_state()
+    }
 
-        // 4. Proxies.
+    /// Stops the proxies no gateway has, starts the new ones, restarts the
+    /// exited ones; returns those that are ready.
+    async fn apply_proxies(
+        &mut self,
+        plan: &Plan,
+        report: &mut ReconcileReport,
+    ) -> Result<BTreeSet<String>, StandaloneError> {
+        let proxies = self.published.proxies.clone();
         let gone: Vec<String> = self
             .envoys
             .keys()
@@ -851,31 +728,21 @@ impl Standalone {
             }
             report.proxies_stopped.push(proxy);
         }
-        for proxy in &proxies {
-            if self.envoys.contains_key(proxy) {
-                continue;
-            }
-            let dir = self
-                .config
-                .state_dir
-                .join("envoy")
-                .join(proxy.replace('/', "-"));
-            std::fs::create_dir_all(&dir).map_err(file_error("envoy directory", &dir))?;
-            let cluster = proxy.rsplit_once('/').map_or(proxy.as_str(), |(g, _)| g);
-            let mut config =
-                EnvoyConfig::new(self.envoy_binary.clone(), proxy, self.xds_address, &dir);
-            config.node_cluster = cluster.to_owned();
-            config.upstream_mark = scopes.get(proxy.as_str()).copied();
-            match super::xds_identity::proxy_files(&self.authority, proxy, &dir) {
-                Ok(files) => config.tls = Some(files),
-                Err(e) => {
-                    report.problems.push(format!("proxy {proxy}: {e}"));
-                    continue;
-                }
-            }
+        // Each proxy marks its upstream sockets with its tenant's scope.
+        let scopes: BTreeMap<&str, u32> = plan
+            .gateways
+            .iter()
+            .flat_map(|g| g.status.proxies.iter().map(|p| (p.as_str(), g.tenant_id)))
+            .collect();
+        let new: Vec<&String> = proxies
+            .iter()
+            .filter(|p| !self.envoys.contains_key(*p))
+            .collect();
+        for proxy in new {
+            let mark = scopes.get(proxy.as_str()).copied();
             // One proxy that does not start is that gateway's problem, not
             // every gateway's: it is reported and tried again next time.
-            match LocalEnvoy::start(config).await {
+            match self.start_proxy(proxy, mark).await {
                 Ok(envoy) => {
                     self.envoys.insert(proxy.clone(), envoy);
                     report.proxies_started.push(proxy.clone());
@@ -898,29 +765,59 @@ impl Standalone {
             }
         }
         report.proxies_ready = ready.len();
+        Ok(ready)
+    }
 
-        // 5. Routes for BGP: announced once the proxies are ready.
-        if let Some(routes) = &self.routes {
-            let desired: epic_route::DesiredRoutes = plan
-                .gateways
-                .iter()
-                .filter(|g| {
-                    self.published
-                        .gateways
-                        .contains(&(g.tenant.clone(), g.name.clone()))
-                        && g.status.proxies.iter().all(|p| ready.contains(p))
-                })
-                .flat_map(|g| g.announcements.iter())
-                .map(|a| epic_route::Announcement {
-                    address: a.address,
-                    aggregation: a.prefix_len,
-                    proxy_ready: true,
-                })
-                .collect();
-            routes.sync(&desired).await?;
-        }
+    /// Starts the Envoy of `proxy` (node id), its upstream sockets marked
+    /// with `mark`, with its own xDS identity; the error says why not.
+    async fn start_proxy(&self, proxy: &str, mark: Option<u32>) -> Result<LocalEnvoy, String> {
+        let dir = self
+            .config
+            .state_dir
+            .join("envoy")
+            .join(proxy.replace('/', "-"));
+        std::fs::create_dir_all(&dir)
+            .map_err(file_error("envoy directory", &dir))
+            .map_err(|e| e.to_string())?;
+        let cluster = proxy.rsplit_once('/').map_or(proxy, |(g, _)| g);
+        let mut config = EnvoyConfig::new(self.envoy_binary.clone(), proxy, self.xds_address, &dir);
+        config.node_cluster = cluster.to_owned();
+        config.upstream_mark = mark;
+        let files = super::xds_identity::proxy_files(&self.authority, proxy, &dir);
+        config.tls = Some(files.map_err(|e| e.to_string())?);
+        LocalEnvoy::start(config).await.map_err(|e| e.to_string())
+    }
 
-        // 6. Status and recorded state.
+    /// Announces the served gateways whose proxies are all `ready`.
+    async fn apply_routes(
+        &self,
+        plan: &Plan,
+        ready: &BTreeSet<String>,
+    ) -> Result<(), StandaloneError> {
+        let Some(routes) = &self.routes else {
+            return Ok(());
+        };
+        let desired: epic_route::DesiredRoutes = plan
+            .gateways
+            .iter()
+            .filter(|g| self.served(g) && g.status.proxies.iter().all(|p| ready.contains(p)))
+            .flat_map(|g| g.announcements.iter())
+            .map(|a| epic_route::Announcement {
+                address: a.address,
+                aggregation: a.prefix_len,
+                proxy_ready: true,
+            })
+            .collect();
+        routes.sync(&desired).await?;
+        Ok(())
+    }
+
+    /// Writes `status.json` and records the plan's state.
+    fn write_status(
+        &mut self,
+        plan: &Plan,
+        report: &ReconcileReport,
+    ) -> Result<(), StandaloneError> {
         let status = StatusFile {
             gateways: plan
                 .gateways
@@ -937,8 +834,7 @@ impl Standalone {
         let json = serde_json::to_vec_pretty(&status).unwrap_or_default();
         write_atomically("status file", &status_path, &json)?;
         self.state.recorded = plan.recorded.clone();
-        self.save_state()?;
-        Ok(report)
+        self.save_state()
     }
 
     /// Restarts every proxy whose Envoy has exited; returns each one with
@@ -982,16 +878,156 @@ impl Standalone {
         write_atomically("state file", &path, &json)
     }
 
+    /// This node's part of `plan` in the data path and the verifier,
+    /// applied by the hello task. What it applied is recorded op by op, so
+    /// a failure part-way leaves `self.tunnels`/`self.endpoints` equal to
+    /// the maps and the next reconcile finishes the job.
+    fn apply_data_path(
+        &mut self,
+        plan: &Plan,
+        report: &mut ReconcileReport,
+    ) -> Result<(), StandaloneError> {
+        let node = self.config.node_name.clone();
+        let wanted: BTreeMap<u32, TunnelPlan> =
+            plan.tunnels_on(&node).map(|t| (t.id, t.clone())).collect();
+        let wanted_endpoints: BTreeSet<EndpointPlan> = plan
+            .endpoints
+            .get(&node)
+            .map(|e| e.iter().copied().collect())
+            .unwrap_or_default();
+        let mut changes = self.endpoint_removals(&wanted_endpoints);
+        changes.extend(self.tunnel_changes(&wanted, report)?);
+        changes.extend(wanted_endpoints.difference(&self.endpoints).map(|e| {
+            (
+                Op::AddEndpoint(endpoint_key(e), TunnelId(e.tunnel)),
+                Done::AddedEndpoint(*e),
+            )
+        }));
+        let (ops, done): (Vec<Op>, Vec<Done>) = changes.into_iter().unzip();
+        let applied = self.hellos.apply(ops);
+        for change in done.into_iter().take(applied.done) {
+            self.record(change, report);
+        }
+        applied.error.map_or(Ok(()), Err)
+    }
+
+    /// The endpoints in the data path that `wanted` no longer has.
+    fn endpoint_removals(&self, wanted: &BTreeSet<EndpointPlan>) -> Vec<(Op, Done)> {
+        self.endpoints
+            .difference(wanted)
+            .map(|e| {
+                (
+                    Op::RemoveEndpoint(endpoint_key(e)),
+                    Done::RemovedEndpoint(*e),
+                )
+            })
+            .collect()
+    }
+
+    /// Tunnels gone or changed (other ends, other tenant) are removed; a
+    /// changed one is added again. Every wanted tunnel gives the verifier
+    /// its node's key (a bad node name is that node's problem: its tunnel
+    /// verifies nothing), and its counter from before a restart.
+    fn tunnel_changes(
+        &self,
+        wanted: &BTreeMap<u32, TunnelPlan>,
+        report: &mut ReconcileReport,
+    ) -> Result<Vec<(Op, Done)>, StandaloneError> {
+        let mut changes: Vec<(Op, Done)> = self
+            .tunnels
+            .iter()
+            .filter(|(id, old)| {
+                wanted
+                    .get(*id)
+                    .is_none_or(|t| t.key != old.key || t.tenant_id != old.tenant_id)
+            })
+            .map(|(id, _)| (Op::RemoveTunnel(TunnelId(*id)), Done::RemovedTunnel(*id)))
+            .collect();
+        let removed: BTreeSet<u32> = changes
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Done::RemovedTunnel(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let mut keys = BTreeMap::new();
+        for (id, t) in wanted {
+            let cluster = (t.key.tenant.clone(), t.key.cluster.clone());
+            let cluster_key = match keys.entry(cluster) {
+                std::collections::btree_map::Entry::Occupied(k) => k.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let (tenant, cluster) = slot.key();
+                    let key = tunnel_key(&self.config.state_dir, tenant, cluster)?;
+                    slot.insert(key)
+                }
+            };
+            if let Err(e) = node_key_file(
+                &self.config.state_dir,
+                &t.key.tenant,
+                &t.key.cluster,
+                &t.key.node,
+                cluster_key,
+            ) {
+                report.problems.push(format!("tunnel {id}: {e}"));
+                continue;
+            }
+            let new = !self.tunnels.contains_key(id) || removed.contains(id);
+            let op = Op::SetTunnel {
+                config: TunnelConfig::new(
+                    TunnelId(*id),
+                    cluster_key.node_key(&t.key.node),
+                    TenantId(t.tenant_id),
+                    NodeId::from_name(&t.key.node),
+                ),
+                counter: self.saved_counters.get(id).copied(),
+                pending: new.then(|| {
+                    TunnelValue::pending(
+                        TenantId(t.tenant_id),
+                        self.config.tunnel_address,
+                        GUE_PORT,
+                    )
+                }),
+            };
+            changes.push((op, Done::SetTunnel(*id, new.then(|| t.clone()))));
+        }
+        Ok(changes)
+    }
+
+    /// Records one change the hello task applied.
+    fn record(&mut self, change: Done, report: &mut ReconcileReport) {
+        match change {
+            Done::RemovedEndpoint(e) => {
+                self.endpoints.remove(&e);
+                report.endpoints.1 += 1;
+            }
+            Done::RemovedTunnel(id) => {
+                self.tunnels.remove(&id);
+                report.tunnels.1 += 1;
+            }
+            Done::SetTunnel(id, added) => {
+                self.saved_counters.remove(&id);
+                if let Some(t) = added {
+                    self.tunnels.insert(id, t);
+                    report.tunnels.0 += 1;
+                }
+            }
+            Done::AddedEndpoint(e) => {
+                self.endpoints.insert(e);
+                report.endpoints.0 += 1;
+            }
+        }
+    }
+
     /// Hello statistics so far.
     pub fn hello_stats(&self) -> epic_bpf::agent::HelloStats {
-        self.plane().agent.stats()
+        self.hellos.stats()
     }
 
     /// The data path's counters.
     pub fn counters(
         &self,
     ) -> Result<Vec<(epic_gue::maps::Counter, epic_bpf::CounterValue)>, StandaloneError> {
-        Ok(self.plane().datapath.counters()?)
+        self.hellos.counters()
     }
 
     /// Stops the proxies, the ADS server and the hello thread, and detaches
@@ -1011,10 +1047,7 @@ impl Standalone {
     }
 
     fn stop_hellos(&mut self) {
-        self.hello_stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.hello_thread.take() {
-            let _ = thread.join();
-        }
+        self.hellos.stop();
     }
 }
 
@@ -1024,67 +1057,16 @@ impl Drop for Standalone {
     }
 }
 
-/// Verifies hellos and programs the tunnel map until `stop`.
-fn hello_loop(plane: &Mutex<DataPlane>, stop: &AtomicBool, counters_path: &Path) {
-    // Rejections are attacker-controlled: at most 10 logged per minute.
-    let mut rejections =
-        epic_bpf::agent::RejectionLog::new(10, Duration::from_secs(60), std::time::Instant::now());
-    let mut saved = HelloCounters::default();
-    let mut last_save = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let (events, counters) = {
-            let mut guard = plane.lock().unwrap_or_else(|p| p.into_inner());
-            let DataPlane { datapath, agent } = &mut *guard;
-            // A short budget: reconciles wait at most this long for the lock.
-            let events = agent.run_for(datapath, Duration::from_millis(20));
-            let due = last_save.elapsed() >= COUNTER_SAVE_INTERVAL;
-            let counters = due.then(|| HelloCounters {
-                tunnels: agent
-                    .verifier_mut()
-                    .counters()
-                    .map(|(t, c)| (t.0, c))
-                    .collect(),
-            });
-            (events, counters)
-        };
-        if let Some(counters) = counters {
-            last_save = std::time::Instant::now();
-            if counters != saved {
-                let bytes = serde_json::to_vec(&counters).unwrap_or_default();
-                match write_atomically("hello counters", counters_path, &bytes) {
-                    Ok(()) => saved = counters,
-                    Err(e) => tracing::warn!("{e}"),
-                }
-            }
-        }
-        match events {
-            Ok(events) => {
-                let now = std::time::Instant::now();
-                for event in events {
-                    if !matches!(event, HelloEvent::Rejected { .. }) || rejections.admit(now) {
-                        log_hello(&event);
-                    }
-                }
-                if let Some(left_out) = rejections.roll(now) {
-                    tracing::warn!(
-                        "hello: {left_out} more rejected hellos in the last minute (not logged; counted)"
-                    );
-                }
-            }
-            Err(e) => {
-                tracing::warn!("hellos: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        // Let reconciles take the lock between rounds.
-        std::thread::yield_now();
-    }
+/// A data-path change the hello task applied, for the books.
+enum Done {
+    RemovedEndpoint(EndpointPlan),
+    RemovedTunnel(u32),
+    /// The verifier has the tunnel; with its plan if it was added to the map.
+    SetTunnel(u32, Option<TunnelPlan>),
+    AddedEndpoint(EndpointPlan),
 }
 
-fn log_hello(event: &HelloEvent) {
-    match event {
-        HelloEvent::Refreshed { .. } => tracing::debug!("hello: {event:?}"),
-        HelloEvent::Rejected { .. } => tracing::warn!("hello: {event:?}"),
-        _ => tracing::info!("hello: {event:?}"),
-    }
+/// The data-path key of an endpoint.
+fn endpoint_key(e: &EndpointPlan) -> EndpointKey {
+    EndpointKey::new(e.scope, e.address, e.port, e.protocol)
 }
