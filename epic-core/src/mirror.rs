@@ -62,6 +62,7 @@ use std::net::IpAddr;
 
 use crate::conditions::{ConditionType, Reason};
 use crate::model;
+use epic_templates::refs::{GATEWAY_API_GROUP, ParentRef, RouteRefs};
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::udproutes::UdpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
@@ -89,7 +90,6 @@ pub const MANAGED_BY: &str = "epic-cluster-controller";
 /// (`Kind/namespace/name`).
 pub const SOURCE_ANNOTATION: &str = "epic-gateway.org/source";
 
-const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 const MAX_NAME: usize = 63;
 const HASH_LEN: usize = 8;
 
@@ -636,34 +636,12 @@ fn api_gateway(
 // ---------------------------------------------------------------------------
 // Routes.
 
-/// A parentRef, whatever the route kind.
-struct ParentView<'r> {
-    group: Option<&'r str>,
-    kind: Option<&'r str>,
-    namespace: Option<&'r str>,
-    name: &'r str,
-    section_name: Option<&'r str>,
-    port: Option<i32>,
-}
-
-/// A Service a route's backendRef names: `(namespace, name)`.
-fn backend_service(
-    group: Option<&str>,
-    kind: Option<&str>,
-    namespace: Option<&str>,
-    name: &str,
-    route_ns: &str,
-) -> Option<Key> {
-    let core = matches!(group, None | Some("") | Some("core"));
-    (core && kind.unwrap_or("Service") == "Service").then(|| {
-        (
-            namespace
-                .filter(|n| !n.is_empty())
-                .unwrap_or(route_ns)
-                .to_owned(),
-            name.to_owned(),
-        )
-    })
+/// The Services a route's backendRefs and mirrors name, as `(namespace, name)`.
+fn services_of(spec: &impl RouteRefs, route_ns: &str) -> BTreeSet<Key> {
+    spec.all_backend_refs()
+        .iter()
+        .filter_map(|b| b.service(route_ns))
+        .collect()
 }
 
 /// Routes' view of the mirrored gateways and the user's namespaces.
@@ -680,17 +658,15 @@ impl RouteContext<'_> {
         kind: &str,
         route_ns: &str,
         object: &str,
-        refs: &[ParentView<'_>],
+        refs: &[ParentRef<'_>],
         skipped: &mut Vec<Skipped>,
     ) -> Vec<Option<(String, Option<String>)>> {
         refs.iter()
             .map(|p| {
-                if p.group.unwrap_or(GATEWAY_API_GROUP) != GATEWAY_API_GROUP
-                    || p.kind.unwrap_or("Gateway") != "Gateway"
-                {
+                if !p.is_gateway() {
                     return None;
                 }
-                let gw_ns = p.namespace.filter(|n| !n.is_empty()).unwrap_or(route_ns);
+                let gw_ns = p.namespace_or(route_ns);
                 let m = self.gateways.get(&(gw_ns.to_owned(), p.name.to_owned()))?;
                 if !self.allowed(m, kind, route_ns, p) {
                     skipped.push(Skipped {
@@ -711,7 +687,7 @@ impl RouteContext<'_> {
         m: &MirroredGateway<'_>,
         kind: &str,
         route_ns: &str,
-        p: &ParentView<'_>,
+        p: &ParentRef<'_>,
     ) -> bool {
         let gw_ns = namespace_of(&m.source.metadata);
         m.source.spec.listeners.iter().any(|l| {
@@ -754,22 +730,6 @@ struct RouteDraft {
     services: BTreeSet<Key>,
 }
 
-macro_rules! parent_views {
-    ($refs:expr) => {
-        $refs
-            .iter()
-            .map(|p| ParentView {
-                group: p.group.as_deref(),
-                kind: p.kind.as_deref(),
-                namespace: p.namespace.as_deref(),
-                name: &p.name,
-                section_name: p.section_name.as_deref(),
-                port: p.port,
-            })
-            .collect::<Vec<_>>()
-    };
-}
-
 /// Keeps the parentRefs `parents` accepts, rewritten; `None` if none.
 macro_rules! rewrite_parents {
     ($refs:expr, $parents:expr) => {{
@@ -797,47 +757,20 @@ fn http_route(
     let (ns, name) = key_of(&route.metadata);
     let object = format!("HTTPRoute {ns}/{name}");
     let refs = route.spec.parent_refs.as_deref().unwrap_or(&[]);
-    let parents = ctx.parents("HTTPRoute", &ns, &object, &parent_views!(refs), skipped);
+    let parents = ctx.parents(
+        "HTTPRoute",
+        &ns,
+        &object,
+        &route.spec.parent_refs(),
+        skipped,
+    );
     let kept = rewrite_parents!(refs, parents);
     if kept.is_empty() {
         return None;
     }
     let mut spec = route.spec.clone();
     spec.parent_refs = Some(kept);
-    let mut services = BTreeSet::new();
-    for rule in spec.rules.iter().flatten() {
-        for f in rule.filters.iter().flatten() {
-            if let Some(b) = f.request_mirror.as_ref().map(|m| &m.backend_ref) {
-                services.extend(backend_service(
-                    b.group.as_deref(),
-                    b.kind.as_deref(),
-                    b.namespace.as_deref(),
-                    &b.name,
-                    &ns,
-                ));
-            }
-        }
-        for b in rule.backend_refs.iter().flatten() {
-            services.extend(backend_service(
-                b.group.as_deref(),
-                b.kind.as_deref(),
-                b.namespace.as_deref(),
-                &b.name,
-                &ns,
-            ));
-            for f in b.filters.iter().flatten() {
-                if let Some(m) = f.request_mirror.as_ref().map(|m| &m.backend_ref) {
-                    services.extend(backend_service(
-                        m.group.as_deref(),
-                        m.kind.as_deref(),
-                        m.namespace.as_deref(),
-                        &m.name,
-                        &ns,
-                    ));
-                }
-            }
-        }
-    }
+    let services = services_of(&spec, &ns);
     Some(RouteDraft {
         claim: NameClaim {
             identity: format!("HTTPRoute/{ns}/{name}"),
@@ -866,27 +799,14 @@ macro_rules! l4_route {
             let (ns, name) = key_of(&route.metadata);
             let object = format!("{} {ns}/{name}", $kind);
             let refs = route.spec.parent_refs.as_deref().unwrap_or(&[]);
-            let parents = ctx.parents($kind, &ns, &object, &parent_views!(refs), skipped);
+            let parents = ctx.parents($kind, &ns, &object, &route.spec.parent_refs(), skipped);
             let kept = rewrite_parents!(refs, parents);
             if kept.is_empty() {
                 return None;
             }
             let mut spec = route.spec.clone();
             spec.parent_refs = Some(kept);
-            let services = spec
-                .rules
-                .iter()
-                .flat_map(|r| &r.backend_refs)
-                .filter_map(|b| {
-                    backend_service(
-                        b.group.as_deref(),
-                        b.kind.as_deref(),
-                        b.namespace.as_deref(),
-                        &b.name,
-                        &ns,
-                    )
-                })
-                .collect();
+            let services = services_of(&spec, &ns);
             let mut route_spec = model::RouteSpec {
                 namespace: ns.clone(),
                 http: None,

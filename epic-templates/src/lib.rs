@@ -203,6 +203,7 @@ pub mod descriptors;
 mod error;
 mod fast;
 pub mod policy;
+pub mod refs;
 mod render;
 mod resources;
 pub mod translate;

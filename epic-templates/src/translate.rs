@@ -26,6 +26,8 @@ use gateway_api::httproutes::{
     HttpRouteRulesMatchesQueryParamsType,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use crate::refs::{BackendRef, ParentRef, RouteRefs};
 use serde::{Deserialize, Serialize};
 
 use crate::context::*;
@@ -444,61 +446,6 @@ struct Translator<'a> {
     l4: BTreeMap<String, Vec<WeightedCluster>>,
 }
 
-/// A parentRef, whatever the route kind.
-struct ParentRef<'r> {
-    group: Option<&'r str>,
-    kind: Option<&'r str>,
-    namespace: Option<&'r str>,
-    name: &'r str,
-    section_name: Option<&'r str>,
-    port: Option<i32>,
-}
-
-/// A backendRef, whatever the route kind.
-struct BackendRef<'r> {
-    group: Option<&'r str>,
-    kind: Option<&'r str>,
-    namespace: Option<&'r str>,
-    name: &'r str,
-    port: Option<i32>,
-    weight: Option<i32>,
-    has_filters: bool,
-}
-
-macro_rules! parent_refs {
-    ($refs:expr) => {
-        $refs
-            .iter()
-            .flatten()
-            .map(|p| ParentRef {
-                group: p.group.as_deref(),
-                kind: p.kind.as_deref(),
-                namespace: p.namespace.as_deref(),
-                name: &p.name,
-                section_name: p.section_name.as_deref(),
-                port: p.port,
-            })
-            .collect::<Vec<_>>()
-    };
-}
-
-macro_rules! l4_backend_refs {
-    ($refs:expr) => {
-        $refs
-            .iter()
-            .map(|b| BackendRef {
-                group: b.group.as_deref(),
-                kind: b.kind.as_deref(),
-                namespace: b.namespace.as_deref(),
-                name: &b.name,
-                port: b.port,
-                weight: b.weight,
-                has_filters: false,
-            })
-            .collect::<Vec<_>>()
-    };
-}
-
 impl Translator<'_> {
     fn issue(&mut self, index: usize, rule: Option<usize>, reason: IssueReason, message: String) {
         self.reports[index].issues.push(RouteIssue {
@@ -515,11 +462,8 @@ impl Translator<'_> {
         let mut selected = Vec::new();
         let mut named_us = false;
         for parent in refs {
-            let namespace = parent.namespace.unwrap_or(route.namespace());
-            if parent.group.unwrap_or("gateway.networking.k8s.io") != "gateway.networking.k8s.io"
-                || parent.kind.unwrap_or("Gateway") != "Gateway"
-                || parent.name != gateway.name
-                || namespace != gateway.namespace
+            let namespace = parent.namespace_or(route.namespace());
+            if !parent.is_gateway() || parent.name != gateway.name || namespace != gateway.namespace
             {
                 continue;
             }
@@ -584,30 +528,20 @@ impl Translator<'_> {
     fn route(&mut self, index: usize, route: &Route) {
         match route {
             Route::Http(http) => {
-                let refs = parent_refs!(&http.spec.parent_refs);
+                let refs = http.spec.parent_refs();
                 let listeners = self.attach(index, route, &refs);
                 self.http_route(index, route, http, listeners);
             }
             Route::Tcp(tcp) => {
-                let refs = parent_refs!(&tcp.spec.parent_refs);
+                let refs = tcp.spec.parent_refs();
                 let listeners = self.attach(index, route, &refs);
-                let rules: Vec<Vec<BackendRef<'_>>> = tcp
-                    .spec
-                    .rules
-                    .iter()
-                    .map(|r| l4_backend_refs!(&r.backend_refs))
-                    .collect();
+                let rules = tcp.spec.rule_backend_refs();
                 self.l4_route(index, route, &rules, listeners, false);
             }
             Route::Udp(udp) => {
-                let refs = parent_refs!(&udp.spec.parent_refs);
+                let refs = udp.spec.parent_refs();
                 let listeners = self.attach(index, route, &refs);
-                let rules: Vec<Vec<BackendRef<'_>>> = udp
-                    .spec
-                    .rules
-                    .iter()
-                    .map(|r| l4_backend_refs!(&r.backend_refs))
-                    .collect();
+                let rules = udp.spec.rule_backend_refs();
                 self.l4_route(index, route, &rules, listeners, true);
             }
         }
@@ -683,10 +617,8 @@ impl Translator<'_> {
         let mut invalid = 0u32;
         for backend in refs {
             let weight = u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0);
-            let target_ns = backend.namespace.unwrap_or(namespace);
-            let problem = if !backend.group.unwrap_or("").is_empty()
-                || backend.kind.unwrap_or("Service") != "Service"
-            {
+            let target_ns = backend.namespace_or(namespace);
+            let problem = if !backend.is_service() {
                 Some((
                     IssueReason::InvalidKind,
                     format!(
@@ -965,20 +897,7 @@ impl Translator<'_> {
             }
         }
 
-        let refs: Vec<BackendRef<'_>> = rule
-            .backend_refs
-            .iter()
-            .flatten()
-            .map(|b| BackendRef {
-                group: b.group.as_deref(),
-                kind: b.kind.as_deref(),
-                namespace: b.namespace.as_deref(),
-                name: &b.name,
-                port: b.port,
-                weight: b.weight,
-                has_filters: b.filters.as_ref().is_some_and(|f| !f.is_empty()),
-            })
-            .collect();
+        let refs = crate::refs::http_rule_backend_refs(rule);
         let (valid, invalid) = self.resolve(index, ri, namespace, &refs);
         parts.backends = weighted(valid, invalid);
 

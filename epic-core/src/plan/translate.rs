@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 
+use epic_templates::refs::RouteRefs;
 use epic_templates::translate::{
     BackendInput, BackendRefInput, GatewayInputs, ListenerInput, Route as TemplateRoute,
     RouteReport, Translation, translate,
@@ -90,11 +91,8 @@ impl<'a> Pass<'a, '_> {
             .iter()
             .flat_map(|l| l.backends.iter().map(|b| b.name.clone()))
             .collect();
-        for r in routes {
-            backend_names(
-                &serde_json::to_value(&r.spec).unwrap_or_default(),
-                &mut named,
-            );
+        for route in routes.iter().filter_map(|r| template_route(r)) {
+            named.extend(backend_names(&route));
         }
         static UNLISTED: TenantNetworks = TenantNetworks::UNLISTED;
         let networks = catalog.networks.get(ns).unwrap_or(&UNLISTED);
@@ -189,34 +187,17 @@ fn route_status(route: &Route, report: &RouteReport) -> Option<RouteStatus> {
     })
 }
 
-/// Every `name` under a `backendRef`/`backendRefs` key of a route spec
-/// (rules, and request mirrors in filters), whatever the route kind.
-fn backend_names(value: &serde_json::Value, out: &mut BTreeSet<String>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, v) in map {
-                match (key.as_str(), v) {
-                    ("backendRef", serde_json::Value::Object(r)) => {
-                        if let Some(name) = r.get("name").and_then(|n| n.as_str()) {
-                            out.insert(name.to_owned());
-                        }
-                        backend_names(v, out);
-                    }
-                    ("backendRefs", serde_json::Value::Array(refs)) => {
-                        for r in refs {
-                            if let Some(name) = r.get("name").and_then(|n| n.as_str()) {
-                                out.insert(name.to_owned());
-                            }
-                            backend_names(r, out);
-                        }
-                    }
-                    _ => backend_names(v, out),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| backend_names(v, out)),
-        _ => {}
-    }
+/// The names of the Services a route sends or mirrors to.
+fn backend_names(route: &TemplateRoute) -> Vec<String> {
+    let refs = match route {
+        TemplateRoute::Http(r) => r.spec.all_backend_refs(),
+        TemplateRoute::Tcp(r) => r.spec.all_backend_refs(),
+        TemplateRoute::Udp(r) => r.spec.all_backend_refs(),
+    };
+    refs.iter()
+        .filter(|b| b.is_service())
+        .map(|b| b.name.to_owned())
+        .collect()
 }
 
 /// The clusters a context's listeners and routes send to or mirror to.
