@@ -27,6 +27,11 @@ use gateway_api::httproutes::{HttpRouteRules, HttpRouteSpec};
 /// The Gateway API group, the default of a `parentRef`'s group.
 pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 
+/// A reference's own namespace, or the route's when unset or empty.
+fn own_or<'a>(own: Option<&'a str>, route_namespace: &'a str) -> &'a str {
+    own.filter(|n| !n.is_empty()).unwrap_or(route_namespace)
+}
+
 /// A `parentRef`, whatever the route kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParentRef<'r> {
@@ -56,9 +61,7 @@ impl<'r> ParentRef<'r> {
     where
         'r: 'a,
     {
-        self.namespace
-            .filter(|n| !n.is_empty())
-            .unwrap_or(route_namespace)
+        own_or(self.namespace, route_namespace)
     }
 }
 
@@ -94,9 +97,7 @@ impl<'r> BackendRef<'r> {
     where
         'r: 'a,
     {
-        self.namespace
-            .filter(|n| !n.is_empty())
-            .unwrap_or(route_namespace)
+        own_or(self.namespace, route_namespace)
     }
 
     /// The Service it names, as `(namespace, name)`; `None` for another kind.
