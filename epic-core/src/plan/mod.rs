@@ -43,15 +43,16 @@
 //!
 //! # Phases, one file each
 //!
-//! [`plan_incremental`] restores the allocator ([`allocate`]: pools,
+//! [`plan_incremental`] restores the allocator (`plan/allocate.rs`: pools,
 //! records, released addresses held back), indexes the inputs
-//! ([`catalog`]), then plans each gateway in plan order
-//! ([`gateway`]): admit it ([`admit`]: tenant, template, listeners,
-//! limits), allocate its addresses ([`allocate`]), translate its routes
-//! and backends ([`translate`]), keep the endpoints its configuration
-//! uses and render it. Each planned gateway then claims its endpoints on
-//! every gateway node ([`claim`]); last, the tunnels the claims need get
-//! their ids and the gateways their tunnel status ([`tunnels`]).
+//! (`plan/catalog.rs`), then plans each gateway in plan order
+//! (`plan/gateway.rs`): admit it (`plan/admit.rs`: tenant, template,
+//! listeners, limits), allocate its addresses (`plan/allocate.rs`),
+//! translate its routes and backends (`plan/translate.rs`), keep the
+//! endpoints its configuration uses and render it. Each planned gateway
+//! then claims its endpoints on every gateway node (`plan/claim.rs`);
+//! last, the tunnels the claims need get their ids and the gateways their
+//! tunnel status (`plan/tunnels.rs`).
 
 mod admit;
 mod allocate;
