@@ -488,6 +488,66 @@ pub fn node_key_file(
     Ok(path)
 }
 
+/// The node's state file (none yet: empty), with a tunnel-id secret: new
+/// tunnel ids are derived under one kept with the records (a state file
+/// from before it gets one now).
+fn load_state(state_dir: &Path) -> Result<NodeState, StandaloneError> {
+    let state_path = state_dir.join("state.json");
+    let mut state: NodeState = match std::fs::read(&state_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StandaloneError::Corrupt {
+            path: state_path.clone(),
+            message: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => NodeState::default(),
+        Err(e) => return Err(file_error("state file", &state_path)(e)),
+    };
+    if state.recorded.tunnel_id_secret.is_none() {
+        let secret = TunnelIdSecret::random().map_err(StandaloneError::Random)?;
+        state.recorded.tunnel_id_secret = Some(secret);
+    }
+    Ok(state)
+}
+
+/// Loads and attaches the gateway programs on the uplink, binds the hello
+/// socket and starts the hello task; the counters persisted by the last
+/// run come back to be restored as tunnels are added.
+fn start_hellos(
+    config: &StandaloneConfig,
+) -> Result<(HelloTask, BTreeMap<u32, u64>), StandaloneError> {
+    let mut datapath = DataPath::load()?;
+    datapath.attach(Program::GatewayEgress, &config.uplink)?;
+    datapath.attach(Program::GatewayIngress, &config.uplink)?;
+    let address = SocketAddr::new(config.tunnel_address, GUE_PORT);
+    let socket_error = |source| StandaloneError::HelloSocket { address, source };
+    let socket = UdpSocket::bind(address).map_err(socket_error)?;
+    let counters_path = config.state_dir.join("hello-counters.json");
+    let saved_counters = load_counters(&counters_path)?;
+    let verifier = HelloVerifier::with_capacity(16384, config.hellos);
+    let agent = GatewayHelloAgent::new(socket, verifier);
+    let hellos = HelloTask::spawn(datapath, agent, counters_path).map_err(socket_error)?;
+    Ok((hellos, saved_counters))
+}
+
+/// The ADS server's task, serving on `address` until its stop is sent.
+type XdsTask = tokio::task::JoinHandle<Result<(), epic_xds::ServerError>>;
+
+/// Serves `server` on `address`: the bound address, the stop, the task.
+async fn serve_xds(
+    server: AdsServer,
+    address: SocketAddr,
+) -> Result<(SocketAddr, tokio::sync::oneshot::Sender<()>, XdsTask), StandaloneError> {
+    let xds_error = |source| StandaloneError::Xds { address, source };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(xds_error)?;
+    let bound = listener.local_addr().map_err(xds_error)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    Ok((bound, stop, task))
+}
+
 impl Standalone {
     /// Loads and attaches the gateway programs on the uplink, opens the
     /// hello socket, starts the ADS server and reads the recorded state.
@@ -496,21 +556,7 @@ impl Standalone {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(file_error("state directory", &config.state_dir))?;
         let lock = lock_state_dir(&config.state_dir)?;
-        let state_path = config.state_dir.join("state.json");
-        let mut state: NodeState = match std::fs::read(&state_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StandaloneError::Corrupt {
-                path: state_path.clone(),
-                message: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => NodeState::default(),
-            Err(e) => return Err(file_error("state file", &state_path)(e)),
-        };
-        // New tunnel ids are derived under a secret kept with the records
-        // (a state file from before it gets one now).
-        if state.recorded.tunnel_id_secret.is_none() {
-            let secret = TunnelIdSecret::random().map_err(StandaloneError::Random)?;
-            state.recorded.tunnel_id_secret = Some(secret);
-        }
+        let state = load_state(&config.state_dir)?;
         let envoy_binary = match &config.envoy {
             Some(path) => path.clone(),
             None => find_envoy().map_err(|source| StandaloneError::Envoy {
@@ -518,50 +564,13 @@ impl Standalone {
                 source,
             })?,
         };
-
-        let mut datapath = DataPath::load()?;
-        datapath.attach(Program::GatewayEgress, &config.uplink)?;
-        datapath.attach(Program::GatewayIngress, &config.uplink)?;
-        let hello_address = SocketAddr::new(config.tunnel_address, GUE_PORT);
-        let socket =
-            UdpSocket::bind(hello_address).map_err(|source| StandaloneError::HelloSocket {
-                address: hello_address,
-                source,
-            })?;
-        let counters_path = config.state_dir.join("hello-counters.json");
-        let saved_counters = load_counters(&counters_path)?;
-        let verifier = HelloVerifier::with_capacity(16384, config.hellos);
-        let hellos = HelloTask::spawn(
-            datapath,
-            GatewayHelloAgent::new(socket, verifier),
-            counters_path,
-        )
-        .map_err(|source| StandaloneError::HelloSocket {
-            address: hello_address,
-            source,
-        })?;
-
+        let (hellos, saved_counters) = start_hellos(&config)?;
         let cache = SnapshotCache::new();
         let known = KnownGateways::new();
-        let listener = tokio::net::TcpListener::bind(config.xds)
-            .await
-            .map_err(|source| StandaloneError::Xds {
-                address: config.xds,
-                source,
-            })?;
-        let xds_address = listener
-            .local_addr()
-            .map_err(|source| StandaloneError::Xds {
-                address: config.xds,
-                source,
-            })?;
-        let (xds_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let authority = super::xds_identity::authority(&config.state_dir)?;
         let server = AdsServer::new(cache.clone(), known.clone())
             .with_tls(super::xds_identity::server_tls(&authority)?);
-        let xds_task = tokio::spawn(server.serve(listener, async move {
-            let _ = stopped.await;
-        }));
+        let (xds_address, xds_stop, xds_task) = serve_xds(server, config.xds).await?;
         let addresses = LocalAddresses::connect(&config.public_interface)?;
         let routes = if config.announce {
             Some(epic_route::RouteProgrammer::connect(
