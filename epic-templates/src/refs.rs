@@ -144,6 +144,18 @@ macro_rules! parent_ref {
     };
 }
 
+/// The [`ParentRef`]s of any route spec (an optional list of parentRefs).
+macro_rules! parent_refs {
+    ($spec:expr) => {
+        $spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .map(|p| parent_ref!(p))
+            .collect()
+    };
+}
+
 /// A [`BackendRef`] of any generated backendRef type, with its weight.
 macro_rules! backend_ref {
     ($b:expr, $weight:expr, $has_filters:expr) => {
@@ -176,11 +188,7 @@ pub fn http_rule_backend_refs(rule: &HttpRouteRules) -> Vec<BackendRef<'_>> {
 
 impl RouteRefs for HttpRouteSpec {
     fn parent_refs(&self) -> Vec<ParentRef<'_>> {
-        self.parent_refs
-            .iter()
-            .flatten()
-            .map(|p| parent_ref!(p))
-            .collect()
+        parent_refs!(self)
     }
 
     fn rule_backend_refs(&self) -> Vec<Vec<BackendRef<'_>>> {
@@ -216,11 +224,7 @@ macro_rules! l4_route_refs {
     ($spec:ty) => {
         impl RouteRefs for $spec {
             fn parent_refs(&self) -> Vec<ParentRef<'_>> {
-                self.parent_refs
-                    .iter()
-                    .flatten()
-                    .map(|p| parent_ref!(p))
-                    .collect()
+                parent_refs!(self)
             }
 
             fn rule_backend_refs(&self) -> Vec<Vec<BackendRef<'_>>> {

@@ -130,18 +130,14 @@ impl HelloTask {
         if !self.send(Command::Apply(ops, reply)) {
             return Applied {
                 done: 0,
-                error: Some(StandaloneError::Verifier(
-                    "the hello task has stopped".into(),
-                )),
+                error: Some(StandaloneError::HelloTask("has stopped")),
             };
         }
         answer
             .recv_timeout(ANSWER_TIMEOUT)
             .unwrap_or_else(|_| Applied {
                 done: 0,
-                error: Some(StandaloneError::Verifier(
-                    "the hello task did not answer".into(),
-                )),
+                error: Some(StandaloneError::HelloTask("did not answer")),
             })
     }
 
@@ -157,7 +153,7 @@ impl HelloTask {
     /// The data path's counters.
     pub fn counters(&self) -> Result<Vec<(Counter, CounterValue)>, StandaloneError> {
         let (reply, answer) = mpsc::channel();
-        let gone = || StandaloneError::Verifier("the hello task did not answer".into());
+        let gone = || StandaloneError::HelloTask("did not answer");
         if !self.send(Command::Counters(reply)) {
             return Err(gone());
         }

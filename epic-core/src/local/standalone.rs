@@ -235,6 +235,10 @@ pub enum StandaloneError {
     /// The verifier's tunnel table is full.
     #[error("hello verifier: {0}")]
     Verifier(String),
+    /// The task that owns the data path and the verifier stopped, or did
+    /// not answer in time.
+    #[error("the hello task {0}")]
+    HelloTask(&'static str),
 }
 
 /// What this node keeps between runs.
