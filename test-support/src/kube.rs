@@ -259,22 +259,35 @@ impl Drop for Process {
     }
 }
 
-/// A free TCP port on loopback (the port is released before it is used, so
-/// another process could take it in between; unlikely on loopback).
+/// The loopback ports handed to control planes: below Linux's default
+/// ephemeral range (32768–60999), so no outgoing connection of this or any
+/// other process is given one of them between the check and the bind.
+const PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A free TCP port on loopback from [`PORTS`], never the same twice in one
+/// process; processes start at different offsets (by pid).
 fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).map_err(|e| {
-        Error::Spawn {
-            program: "a loopback listener".into(),
-            source: e,
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(97) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut last = None;
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + offset as u16;
+        match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
+            Ok(_) => return Ok(port),
+            Err(e) => last = Some(e),
         }
-    })?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| Error::Spawn {
-            program: "a loopback listener".into(),
-            source: e,
-        })
+    }
+    Err(Error::Spawn {
+        program: format!("a loopback listener in {PORTS:?}"),
+        source: last.unwrap_or_else(|| std::io::Error::other("no port tried")),
+    })
 }
 
 fn unique_dir(name: &str) -> Result<PathBuf, Error> {
@@ -323,6 +336,10 @@ impl Drop for ControlPlane {
     }
 }
 
+/// How often [`ControlPlane::start`] tries again when a port it chose was
+/// taken before etcd or the API server could bind it.
+const START_ATTEMPTS: u32 = 3;
+
 /// The service CIDR of every test control plane: a benchmarking range, never
 /// routed, large enough (65,534 cluster IPs) for the 10,000-Service scenario.
 pub const SERVICE_CIDR: &str = "198.19.0.0/16";
@@ -332,6 +349,20 @@ impl ControlPlane {
     /// waits until the API server is ready. `name` tells two control planes
     /// of one test apart (e.g. `platform`, `user`).
     pub async fn start(name: &str, options: Options) -> Result<Self, Error> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(name, options.clone()).await {
+                Err(Error::NotReady { logs, .. })
+                    if attempt < START_ATTEMPTS && logs.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(name: &str, options: Options) -> Result<Self, Error> {
         let bin = bin_dir()?;
         for binary in toolchain::BINARIES {
             if !bin.join(binary).is_file() {
