@@ -1,9 +1,9 @@
-//! Fuzz entry point for epic-core: the resources parser and the engine.
+//! Fuzz entry point for epic-model and epic-engine: the resources parser and the engine.
 
 use std::collections::BTreeMap;
 
-use epic_core::plan::{GatewayNode, Recorded, plan};
-use epic_core::source::parse_resources;
+use epic_engine::plan::{GatewayNode, Recorded, plan};
+use epic_model::source::parse_resources;
 
 /// Parses `data` as a resources file; when it parses, plans it twice (the
 /// second time from the first plan's records) and checks that replanning

@@ -11,7 +11,7 @@
 //! finalizer until their platform gateway is gone, and writes the
 //! platform's status back: the `Service`'s load balancer ingress, the
 //! `Gateway`'s addresses and conditions
-//! ([`epic_core::k8s::cluster_controller`]). `/metrics`, `/healthz` and
+//! ([`epic_kube::cluster_controller`]). `/metrics`, `/healthz` and
 //! `/readyz` are served on `--ops-listen`. Replicas elect a leader with a
 //! `Lease` in the user cluster; only the leader writes. `SIGTERM` stops it.
 
@@ -20,8 +20,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use epic_core::k8s::cluster_controller::{ClusterController, ClusterOptions, LeaseOptions};
-use epic_core::k8s::ops;
+use epic_kube::cluster_controller::{ClusterController, ClusterOptions, LeaseOptions};
+use epic_kube::ops;
 
 #[derive(Parser)]
 #[command(

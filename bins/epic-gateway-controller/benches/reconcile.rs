@@ -18,7 +18,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use epic_core::k8s::cluster_controller::{ClusterController, ClusterOptions};
+use epic_kube::cluster_controller::{ClusterController, ClusterOptions};
 use epic_test_support::kube::{ControlPlane, Options, apply_manifests, render_chart};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -250,7 +250,7 @@ async fn scenario(n: usize, samples: usize) {
     }
     summary("Service created -> ingress written back", created);
 
-    let gateways = Api::<epic_core::model::Gateway>::namespaced(admin.clone(), "acme");
+    let gateways = Api::<epic_model::Gateway>::namespaced(admin.clone(), "acme");
     let mut moved = Vec::new();
     // Each sample moves a different Service's endpoint (at most n).
     for i in 0..samples.min(n) {

@@ -4,7 +4,7 @@
 //! polling), and on every debounced burst of changes plans, publishes the
 //! Envoy snapshots to its ADS server, patches each gateway's status and
 //! keeps one Envoy `StatefulSet` per programmed gateway
-//! ([`epic_core::k8s::controller`]). Recorded state (addresses, tunnel ids)
+//! ([`epic_kube::controller`]). Recorded state (addresses, tunnel ids)
 //! lives in the gateways' status, so a restart loses nothing. Replicas elect
 //! a leader with a `Lease`; only the leader writes (standbys plan and serve
 //! the same xDS snapshots), and a replica that loses the lease exits so it
@@ -18,10 +18,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use epic_core::k8s::ProxySettings;
-use epic_core::k8s::controller::{GatewayController, LeaseOptions, Options};
-use epic_core::k8s::ops;
-use epic_core::tunnel_ids::TunnelIdSecret;
+use epic_engine::tunnel_ids::TunnelIdSecret;
+use epic_kube::ProxySettings;
+use epic_kube::controller::{GatewayController, LeaseOptions, Options};
+use epic_kube::ops;
 use epic_xds::AdsServer;
 
 #[derive(Parser)]
@@ -85,8 +85,8 @@ struct Args {
     /// A network of the platform no tenant endpoint may use (CIDR or
     /// address; repeatable): node, pod and service networks, BGP peers.
     /// The API server's address is always added.
-    #[arg(long = "platform-network", value_parser = epic_core::admission::parse_network)]
-    platform_networks: Vec<epic_core::admission::IpNet>,
+    #[arg(long = "platform-network", value_parser = epic_engine::admission::parse_network)]
+    platform_networks: Vec<epic_engine::admission::IpNet>,
     /// Seconds a released address is held back before another tenant may
     /// get it (recorded in the pool's status); 0: reused at once.
     #[arg(long, default_value_t = 300)]
@@ -181,7 +181,7 @@ async fn run(args: Args) -> Result<(), String> {
     let client = kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
     let mut server_tls = None;
     if args.xds_tls {
-        let authority = epic_core::k8s::xds_identity::authority(&client, &args.lease_namespace)
+        let authority = epic_kube::xds_identity::authority(&client, &args.lease_namespace)
             .await
             .map_err(|e| e.to_string())?;
         server_tls = Some(epic_xds::ServerTls {

@@ -19,7 +19,7 @@ fn the_chart_crds_are_the_ones_generated_from_the_rust_types() {
     let path = charts().join("epic-gateway/crds/epic-gateway.org.yaml");
     let committed = std::fs::read_to_string(&path).unwrap();
     assert!(
-        committed == epic_core::model::crds_yaml(),
+        committed == epic_model::crds_yaml(),
         "{} is stale: regenerate it with `cargo run -p epicctl -- crds > {}`",
         path.display(),
         path.display()

@@ -32,11 +32,11 @@ use std::time::Duration;
 
 use epic_bpf::agent::{ClusterHelloAgent, ClusterHelloStats};
 use epic_bpf::{DataPath, Program};
-use epic_core::model::TunnelEndpoint;
 use epic_gue::hello::clock::{MonotonicClock, wall_clock_nanos};
 use epic_gue::hello::{HelloKey, HelloSender, SenderConfig};
 use epic_gue::maps::{Counter, TunnelValue};
 use epic_gue::{GUE_PORT, NodeId, TenantId, TunnelId};
+use epic_model::TunnelEndpoint;
 use serde::Deserialize;
 
 /// Options of `epic agent`.

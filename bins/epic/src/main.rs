@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use epic_core::local::standalone::{Standalone, StandaloneConfig};
+use epic_standalone::standalone::{Standalone, StandaloneConfig};
 
 #[derive(Parser)]
 #[command(name = "epic", version, about = "EPIC-RS standalone mode")]
@@ -76,8 +76,8 @@ struct RunArgs {
     /// A network of the platform no tenant endpoint may use (CIDR or
     /// address; repeatable): the uplink's network, BGP peers, management.
     /// The tunnel and ADS addresses are always added.
-    #[arg(long = "platform-network", value_parser = epic_core::admission::parse_network)]
-    platform_networks: Vec<epic_core::admission::IpNet>,
+    #[arg(long = "platform-network", value_parser = epic_engine::admission::parse_network)]
+    platform_networks: Vec<epic_engine::admission::IpNet>,
     /// Seconds a released address is held back before another tenant may
     /// get it (clients and DNS caches still use it); 0: reused at once.
     #[arg(long, default_value_t = 300)]

@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use epic_core::local::envoy::find_envoy;
-use epic_core::local::standalone::StatusFile;
-use epic_core::model::TunnelStatus;
+use epic_model::TunnelStatus;
+use epic_standalone::envoy::find_envoy;
+use epic_standalone::standalone::StatusFile;
 use epic_test_support::Netns;
 
 use crate::agent::AgentStats;

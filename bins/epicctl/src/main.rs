@@ -39,7 +39,7 @@ enum Command {
     /// Show the state of an xDS control plane (epic-xds admin endpoint).
     #[command(subcommand)]
     Xds(xds::XdsCommand),
-    /// Plan a resources file as a dry run: statuses, tunnels, endpoints (epic-core).
+    /// Plan a resources file as a dry run: statuses, tunnels, endpoints (epic-engine).
     Plan(plan::PlanArgs),
     /// Print the CustomResourceDefinitions of the gateway platform (YAML).
     Crds,

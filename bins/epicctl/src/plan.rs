@@ -1,10 +1,10 @@
 //! `epicctl plan` and `epicctl crds`: the engine as a dry run, and the
-//! CustomResourceDefinitions (epic-core).
+//! CustomResourceDefinitions (epic-model).
 
 use std::path::PathBuf;
 
-use epic_core::plan::{GatewayNode, Recorded, plan};
-use epic_core::source::parse_resources;
+use epic_engine::plan::{GatewayNode, Recorded, plan};
+use epic_model::source::parse_resources;
 use serde_json::json;
 
 use crate::input::problem;
@@ -99,6 +99,6 @@ pub fn run(args: PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Runs `epicctl crds`: every CustomResourceDefinition as YAML documents.
 pub fn crds() -> Result<(), Box<dyn std::error::Error>> {
-    print!("{}", epic_core::model::crds_yaml());
+    print!("{}", epic_model::crds_yaml());
     Ok(())
 }

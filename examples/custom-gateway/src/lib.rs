@@ -1,19 +1,19 @@
 //! A small custom gateway built from the EPIC-RS crates, without Kubernetes
 //! and without the standalone runtime: the steps an integrator composes.
 //!
-//! 1. **Resources** (`epic_core::source::parse_resources`): the desired
+//! 1. **Resources** (`epic_model::source::parse_resources`): the desired
 //!    state as the CRD types — here from [`RESOURCES`], a YAML file; an
 //!    integrator may build `DesiredInputs` from anything.
-//! 2. **Plan** (`epic_core::plan::plan`): the pure engine — addresses from
+//! 2. **Plan** (`epic_engine::plan::plan`): the pure engine — addresses from
 //!    the pool, the Envoy configuration rendered from the `http` template,
 //!    tunnels, data-path endpoints and status. [`plan_resources`] refuses a
 //!    plan whose gateway is not programmed, with the condition's message.
-//! 3. **Serve** ([`ControlPlane`]): `epic_core::publish::publish` puts each
+//! 3. **Serve** ([`ControlPlane`]): `epic_engine::publish::publish` puts each
 //!    proxy's snapshot in an `epic_xds::SnapshotCache` and admits its
 //!    gateway; an `epic_xds::AdsServer` serves it (plaintext on loopback
 //!    here; `AdsServer::with_tls` for mutual TLS).
 //! 4. **Proxy**: any Envoy pointed at the ADS server with node id
-//!    [`PROXY`]; `epic_core::local::envoy` starts one as a child process.
+//!    [`PROXY`]; `epic_standalone::envoy` starts one as a child process.
 //!
 //! What this example leaves out is what the reference binaries add: public
 //! addresses on an interface, BGP announcements, the eBPF tunnel to the
@@ -34,9 +34,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use epic_core::conditions::ConditionType;
-use epic_core::plan::{Plan, Recorded};
-use epic_core::publish::{Published, publish};
+use epic_engine::plan::{Plan, Recorded};
+use epic_engine::publish::{Published, publish};
+use epic_model::conditions::ConditionType;
 use epic_xds::{AdsServer, KnownGateways, SnapshotCache};
 
 /// The example's resources: tenant `shop`, an HTTP gateway `web` on port
@@ -51,7 +51,7 @@ pub const PROXY: &str = "shop/web/proxy-0";
 pub enum ExampleError {
     /// The resources do not parse.
     #[error("resources: {0}")]
-    Resources(#[from] epic_core::source::SourceError),
+    Resources(#[from] epic_model::source::SourceError),
     /// A gateway was planned without a configuration.
     #[error("gateway {gateway} is not programmed: {why}")]
     NotProgrammed {
@@ -68,8 +68,8 @@ pub enum ExampleError {
 /// Parses `yaml` and plans it from nothing recorded; every gateway must be
 /// programmed.
 pub fn plan_resources(yaml: &str) -> Result<Plan, ExampleError> {
-    let inputs = epic_core::source::parse_resources(yaml)?;
-    let plan = epic_core::plan::plan(&inputs, &Recorded::default());
+    let inputs = epic_model::source::parse_resources(yaml)?;
+    let plan = epic_engine::plan::plan(&inputs, &Recorded::default());
     for g in &plan.gateways {
         if !g.programmed() {
             let why = [ConditionType::Accepted, ConditionType::Programmed]

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use epic_core::local::envoy::{EnvoyConfig, LocalEnvoy, find_envoy};
 use epic_example_custom_gateway::{ControlPlane, PROXY, RESOURCES, plan_resources};
+use epic_standalone::envoy::{EnvoyConfig, LocalEnvoy, find_envoy};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -9,8 +9,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use epic_core::local::envoy::{EnvoyConfig, LocalEnvoy, find_envoy};
 use epic_example_custom_gateway::{ControlPlane, ExampleError, PROXY, RESOURCES, plan_resources};
+use epic_standalone::envoy::{EnvoyConfig, LocalEnvoy, find_envoy};
 use epic_test_support::{Netns, require_root};
 use epic_xds::RevisionState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
