@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::standalone::{StandaloneError, file_error};
+use crate::config::{StandaloneError, file_error};
 
 /// Refuses a secret file (`what`) whose mode lets group or others in.
 pub(crate) fn check_private(what: &'static str, path: &Path) -> Result<(), StandaloneError> {

@@ -22,8 +22,8 @@ use epic_gue::hello::TunnelConfig;
 use epic_gue::maps::{Counter, EndpointKey, TunnelValue};
 use epic_gue::wire::TunnelId;
 
+use crate::config::StandaloneError;
 use crate::files::write_atomically;
-use crate::standalone::StandaloneError;
 
 /// How often changed hello counters are persisted.
 pub(crate) const COUNTER_SAVE_INTERVAL: Duration = Duration::from_secs(5);

@@ -9,8 +9,8 @@ use std::path::Path;
 use epic_xds::ServerTls;
 use epic_xds::identity::{ProxyTlsFiles, XdsAuthority};
 
+use crate::config::{StandaloneError, file_error};
 use crate::files::{read_private, write_atomically, write_private};
-use crate::standalone::{StandaloneError, file_error};
 
 /// The authority of `state_dir`, created on first use.
 pub(crate) fn authority(state_dir: &Path) -> Result<XdsAuthority, StandaloneError> {
