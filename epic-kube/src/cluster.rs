@@ -19,23 +19,26 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use serde_json::json;
 
 use crate::index::ByKey;
 use crate::reflect::sorted;
+use crate::round::ClusterRound;
 use crate::user::{MirrorSource, mirrored_selector};
 use crate::{K8sError, api_error};
 use epic_engine::mirror::{
     MirrorConfig, Mirrored, SOURCE_ANNOTATION, UserCluster, gateway_status, keep_transition_times,
     service_status,
 };
-use epic_model::{BackendSet, Gateway, Route};
+use epic_engine::runtime::{Sink, SinkFuture};
+use epic_model::{BackendSet, Gateway, GatewayStatus, Route};
 
 /// The field manager of everything the cluster controller writes.
 pub const FIELD_MANAGER: &str = "epic-cluster-controller";
@@ -278,93 +281,183 @@ pub async fn write_back_from(
     let services = ByKey::new(&cluster.services);
     let gateways = ByKey::new(&cluster.gateways);
     for g in platform_gateways {
-        let (Some(status), Some(source)) = (
-            g.status.as_ref(),
-            g.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SOURCE_ANNOTATION)),
-        ) else {
+        let Some((status, kind, ns, name)) = mirrored_from(g) else {
             continue;
         };
-        let mut parts = source.splitn(3, '/');
-        let (Some(kind), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
+        let written = match kind {
+            "Service" => match services.get(ns, name) {
+                Some(current) => write_service_status(user, current, status).await,
+                None => Ok(false),
+            },
+            "Gateway" => match gateways.get(ns, name) {
+                Some(current) => write_gateway_status(user, current, status, &now).await,
+                None => Ok(false),
+            },
+            _ => Ok(false),
         };
-        match kind {
-            "Service" => {
-                let Some(current) = services.get(ns, name) else {
-                    continue;
-                };
-                let next = service_status(status);
-                if current
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.load_balancer.as_ref())
-                    == next.load_balancer.as_ref()
-                {
-                    continue;
-                }
-                let api: Api<Service> = Api::namespaced(user.clone(), ns);
-                match api
-                    .patch_status(
-                        name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&json!({"status": {"loadBalancer": next.load_balancer}})),
-                    )
-                    .await
-                {
-                    Ok(_) => patched += 1,
-                    Err(e) if crate::is_not_found(&e) => {}
-                    Err(e) => {
-                        errors.push(api_error(format!("patch status of Service {ns}/{name}"))(e))
-                    }
-                }
-            }
-            "Gateway" => {
-                let Some(current) = gateways.get(ns, name) else {
-                    continue;
-                };
-                let mut next = gateway_status(status, current.metadata.generation, now.clone());
-                let previous = current
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.clone())
-                    .unwrap_or_default();
-                if let Some(conditions) = next.conditions.as_mut() {
-                    keep_transition_times(&previous, conditions);
-                }
-                let same = current.status.as_ref().is_some_and(|c| {
-                    c.addresses == next.addresses && c.conditions == next.conditions
-                });
-                if same {
-                    continue;
-                }
-                let api: Api<gateway_api::gateways::Gateway> = Api::namespaced(user.clone(), ns);
-                match api
-                    .patch_status(
-                        name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&json!({"status": {
-                            "addresses": next.addresses,
-                            "conditions": next.conditions,
-                        }})),
-                    )
-                    .await
-                {
-                    Ok(_) => patched += 1,
-                    Err(e) if crate::is_not_found(&e) => {}
-                    Err(e) => {
-                        errors.push(api_error(format!("patch status of Gateway {ns}/{name}"))(e))
-                    }
-                }
-            }
-            _ => {}
+        match written {
+            Ok(true) => patched += 1,
+            Ok(false) => {}
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
         Ok(patched)
     } else {
         Err(errors)
+    }
+}
+
+/// A platform gateway's status and the user object it mirrors, from its
+/// source annotation (`<kind>/<namespace>/<name>`).
+fn mirrored_from(g: &Gateway) -> Option<(&GatewayStatus, &str, &str, &str)> {
+    let status = g.status.as_ref()?;
+    let source = g.metadata.annotations.as_ref()?.get(SOURCE_ANNOTATION)?;
+    let mut parts = source.splitn(3, '/');
+    Some((status, parts.next()?, parts.next()?, parts.next()?))
+}
+
+/// Patches the status of `current` (a user cluster's object) with
+/// `status`; an object deleted meanwhile is no error.
+async fn patch_user_status<K>(
+    api: Api<K>,
+    what: &str,
+    current: &ObjectMeta,
+    status: serde_json::Value,
+) -> Result<bool, K8sError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let (ns, name) = (
+        current.namespace.as_deref().unwrap_or_default(),
+        current.name.as_deref().unwrap_or_default(),
+    );
+    let patch = Patch::Merge(json!({ "status": status }));
+    match api
+        .patch_status(name, &PatchParams::default(), &patch)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if crate::is_not_found(&e) => Ok(false),
+        Err(e) => Err(api_error(format!("patch status of {what} {ns}/{name}"))(e)),
+    }
+}
+
+/// A `Service`'s load-balancer status from its platform gateway, written
+/// where it differs.
+async fn write_service_status(
+    user: &Client,
+    current: &Service,
+    status: &GatewayStatus,
+) -> Result<bool, K8sError> {
+    let next = service_status(status);
+    let now = current
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref());
+    if now == next.load_balancer.as_ref() {
+        return Ok(false);
+    }
+    let ns = current.metadata.namespace.as_deref().unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(user.clone(), ns);
+    let body = json!({"loadBalancer": next.load_balancer});
+    patch_user_status(api, "Service", &current.metadata, body).await
+}
+
+/// A Gateway API `Gateway`'s addresses and conditions from its platform
+/// gateway (transition times kept where a condition did not change),
+/// written where they differ.
+async fn write_gateway_status(
+    user: &Client,
+    current: &gateway_api::gateways::Gateway,
+    status: &GatewayStatus,
+    now: &Time,
+) -> Result<bool, K8sError> {
+    let mut next = gateway_status(status, current.metadata.generation, now.clone());
+    let previous = current
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if let Some(conditions) = next.conditions.as_mut() {
+        keep_transition_times(&previous, conditions);
+    }
+    let same = current
+        .status
+        .as_ref()
+        .is_some_and(|c| c.addresses == next.addresses && c.conditions == next.conditions);
+    if same {
+        return Ok(false);
+    }
+    let ns = current.metadata.namespace.as_deref().unwrap_or_default();
+    let api: Api<gateway_api::gateways::Gateway> = Api::namespaced(user.clone(), ns);
+    let body = json!({"addresses": next.addresses, "conditions": next.conditions});
+    patch_user_status(api, "Gateway", &current.metadata, body).await
+}
+
+/// The mirror sink of the cluster controller: the engine's mirror applied
+/// to the tenant's namespace where it differs ([`apply_mirrored_diff`]).
+pub struct MirrorSink {
+    platform: Client,
+    config: MirrorConfig,
+}
+
+impl MirrorSink {
+    /// A sink writing through `platform` (the tenant's credentials).
+    pub fn new(platform: Client, config: MirrorConfig) -> Self {
+        MirrorSink { platform, config }
+    }
+}
+
+impl Sink<ClusterRound, Infallible> for MirrorSink {
+    fn name(&self) -> &'static str {
+        "mirror"
+    }
+
+    fn apply<'a>(&'a mut self, round: &'a mut ClusterRound) -> SinkFuture<'a, Infallible> {
+        Box::pin(async move {
+            let (wanted, existing) = (&round.wanted, &round.mirrored);
+            match apply_mirrored_diff(&self.platform, wanted, &self.config, existing).await {
+                Ok(report) => round.done.mirrored = report,
+                Err(errors) => round
+                    .done
+                    .errors
+                    .extend(errors.iter().map(ToString::to_string)),
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The write-back sink of the cluster controller: the platform's status
+/// of each mirrored gateway onto the user's objects ([`write_back_from`]).
+pub struct WriteBackSink {
+    user: Client,
+}
+
+impl WriteBackSink {
+    /// A sink writing through `user`.
+    pub fn new(user: Client) -> Self {
+        WriteBackSink { user }
+    }
+}
+
+impl Sink<ClusterRound, Infallible> for WriteBackSink {
+    fn name(&self) -> &'static str {
+        "status write-back"
+    }
+
+    fn apply<'a>(&'a mut self, round: &'a mut ClusterRound) -> SinkFuture<'a, Infallible> {
+        Box::pin(async move {
+            let platform_gateways = sorted(&round.mirrored.gateways);
+            match write_back_from(&self.user, &platform_gateways, &round.cluster).await {
+                Ok(n) => round.done.written_back = n,
+                Err(errors) => round
+                    .done
+                    .errors
+                    .extend(errors.iter().map(ToString::to_string)),
+            }
+            Ok(())
+        })
     }
 }

@@ -1,6 +1,11 @@
-//! The gateway controller: the reflector source ([`PlatformSource`]), the
-//! pure plan, and the sinks (xDS snapshots, gateway status, proxies), run
-//! once per debounced burst of changes while this replica leads.
+//! The gateway controller: a source, the pure plan, and a list of sinks,
+//! run once per debounced burst of changes while this replica leads.
+//!
+//! - Source: [`PlatformSource`] (reflector stores; `platform.rs`).
+//! - Engine: [`plan_incremental`], then [`publish`] to the xDS cache (a
+//!   standby replica does only this, so proxies that reach it are served).
+//! - Sinks, in order, on one [`PlatformRound`]: [`GatewayStatusSink`] and
+//!   [`PoolStatusSink`] (`status.rs`), [`ProxySink`] (`proxies.rs`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), String> {
@@ -23,12 +28,17 @@ use tokio::sync::watch;
 pub use crate::drive::LeaseOptions;
 use crate::drive::{Leadership, Step, wait_ready};
 use crate::ops::{ConditionLabels, Health, Metrics};
-use crate::platform::PlatformSource;
-use crate::proxies::{ProxyObjects, ProxySettings, apply_proxies};
+use std::convert::Infallible;
+
+use crate::K8sError;
+use crate::platform::{PlatformSource, PlatformState};
+use crate::proxies::{ProxySettings, ProxySink};
 use crate::reflect::Debouncer;
-use crate::status::{write_pool_statuses, write_statuses};
+use crate::round::PlatformRound;
+use crate::status::{GatewayStatusSink, PoolStatusSink};
 use epic_engine::plan::{Plan, RenderCache, plan_incremental};
 use epic_engine::publish::{Published, publish};
+use epic_engine::runtime::{Sinks, Source};
 use epic_engine::tunnel_ids::TunnelIdSecret;
 
 /// How the controller runs.
@@ -92,6 +102,13 @@ pub struct Reconciled {
     pub errors: Vec<String>,
 }
 
+impl Reconciled {
+    /// Records what a sink could not write.
+    pub fn record_failures(&mut self, failed: &[K8sError]) {
+        self.errors.extend(failed.iter().map(ToString::to_string));
+    }
+}
+
 /// The gateway controller.
 pub struct GatewayController {
     client: Client,
@@ -106,14 +123,13 @@ pub struct GatewayController {
     /// status gone with it) is released from them, so its addresses are
     /// held back.
     last_allocations: Vec<epic_ipam::AllocationRecord>,
+    sinks: Sinks<PlatformRound, Infallible>,
 }
 
 impl GatewayController {
     /// A controller writing through `client`, with a fresh snapshot cache.
     pub fn new(client: Client, options: Options) -> Self {
         GatewayController {
-            client,
-            options,
             cache: SnapshotCache::new(),
             known: KnownGateways::new(),
             published: Published::default(),
@@ -121,6 +137,16 @@ impl GatewayController {
             metrics: Arc::new(Metrics::new("gateway")),
             health: Arc::new(Health::default()),
             last_allocations: Vec::new(),
+            sinks: Sinks::new()
+                .with(GatewayStatusSink::new(client.clone()))
+                .with(PoolStatusSink::new(client.clone()))
+                .with(ProxySink::new(
+                    client.clone(),
+                    options.proxies.clone(),
+                    options.xds_authority.clone(),
+                )),
+            client,
+            options,
         }
     }
 
@@ -145,41 +171,30 @@ impl GatewayController {
     }
 
     /// One reconcile from the stores: plan (incremental: only gateways
-    /// whose rendering inputs changed render again), publish, statuses,
-    /// proxies.
-    pub async fn reconcile(&mut self, source: &PlatformSource) -> Reconciled {
+    /// whose rendering inputs changed render again), publish, then every
+    /// sink in order.
+    pub async fn reconcile(&mut self, source: &mut PlatformSource) -> Reconciled {
         let started = Instant::now();
-        let loaded = self.load(source);
+        let Ok(PlatformState { loaded, proxies }) = source.read();
+        let loaded = self.complete(loaded);
         let plan = self.plan_and_publish(&loaded);
         for p in &plan.problems {
             tracing::warn!(object = %p.object, "{}", p.message);
         }
-        let statuses = write_statuses(&self.client, &plan, loaded.gateways()).await;
-        let pools = write_pool_statuses(&self.client, &plan, &loaded.inputs.pools).await;
-        let existing = ProxyObjects::from_stores(&source.proxy_sets, &source.proxy_maps);
-        let proxies = apply_proxies(
-            &self.client,
-            &plan,
-            &loaded.inputs,
-            &self.options.proxies,
-            &existing,
-            self.options.xds_authority.as_deref(),
-        )
-        .await;
-        let errors: Vec<String> = statuses
-            .failed
-            .iter()
-            .chain(&pools.failed)
-            .chain(&proxies.failed)
-            .map(ToString::to_string)
-            .collect();
-        self.record(source, &plan, started.elapsed(), errors.len());
-        Reconciled {
-            statuses: statuses.done,
-            proxies: proxies.done,
-            deleted: proxies.deleted,
-            errors,
-        }
+        let mut round = PlatformRound {
+            loaded,
+            plan,
+            proxies,
+            done: Reconciled::default(),
+        };
+        let Ok(()) = self.sinks.apply(&mut round).await;
+        self.record(
+            source,
+            &round.plan,
+            started.elapsed(),
+            round.done.errors.len(),
+        );
+        round.done
     }
 
     fn record(&self, source: &PlatformSource, plan: &Plan, took: Duration, errors: usize) {
@@ -221,7 +236,7 @@ impl GatewayController {
     /// resync) while leading. Losing the lease ends the run with an error,
     /// so the process restarts as a candidate with fresh state.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
-        let (source, changes) = PlatformSource::watch(&self.client);
+        let (mut source, changes) = PlatformSource::watch(&self.client);
         let mut triggers = Debouncer::new(
             changes,
             self.options.debounce,
@@ -237,7 +252,7 @@ impl GatewayController {
         loop {
             match lead.next(&mut triggers, &mut stop).await {
                 Ok(Step::Lead) => {
-                    self.reconcile_logged(&source).await;
+                    self.reconcile_logged(&mut source).await;
                     lead.reconciled();
                 }
                 // A standby serves the same snapshots (the plan is pure and
@@ -261,13 +276,14 @@ impl GatewayController {
     /// Plans from the stores and publishes the snapshots, writing nothing
     /// to the API (what a standby replica does).
     pub fn publish(&mut self, source: &PlatformSource) -> Plan {
-        let loaded = self.load(source);
+        let loaded = self.complete(source.load());
         self.plan_and_publish(&loaded)
     }
 
-    /// The stores' state, with this controller's tunnel id secret.
-    fn load(&self, source: &PlatformSource) -> crate::Loaded {
-        let mut loaded = source.load();
+    /// The stores' state completed with what this controller knows: its
+    /// tunnel id secret, the platform's networks, the allowed images, the
+    /// clock, the grace period, and the gateways deleted since its last plan.
+    fn complete(&self, mut loaded: crate::Loaded) -> crate::Loaded {
         loaded.recorded.tunnel_id_secret = Some(self.options.tunnel_ids.clone());
         loaded.inputs.platform_networks = self.options.platform_networks.clone();
         loaded.inputs.envoy_images = Some(self.options.proxies.allowed_images());
@@ -301,7 +317,7 @@ impl GatewayController {
         plan
     }
 
-    async fn reconcile_logged(&mut self, source: &PlatformSource) {
+    async fn reconcile_logged(&mut self, source: &mut PlatformSource) {
         use tracing::Instrument;
         let span = tracing::info_span!("reconcile", controller = "gateway");
         let started = Instant::now();

@@ -1,6 +1,7 @@
-//! The gateway platform as the controller sees it: one reflector per kind
-//! it reads, and [`PlatformSource::load`], the desired and recorded state
-//! read from those stores (no API request).
+//! The source of the gateway controller: one reflector per kind it reads,
+//! and [`PlatformSource::load`], the desired and recorded state read from
+//! those stores (no API request); as a [`Source`], the proxy objects that
+//! exist too.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
@@ -9,9 +10,13 @@ use kube::api::Api;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 
+use std::convert::Infallible;
+
+use crate::proxies::ProxyObjects;
 use crate::reflect::{Changes, ready, reflect, sorted};
 use crate::{GATEWAY_NODE_LABEL, Loaded, MANAGED_BY, gateway_nodes, recorded_from};
 use epic_engine::plan::DesiredInputs;
+use epic_engine::runtime::Source;
 use epic_model::{AddressPool, BackendSet, Gateway, GatewayTemplate, Route, Tenant};
 
 /// The stores of every kind the gateway controller reads.
@@ -120,5 +125,26 @@ impl PlatformSource {
             },
             recorded,
         }
+    }
+}
+
+/// What one read of the platform's stores gives.
+#[derive(Debug, Clone)]
+pub struct PlatformState {
+    /// The desired state and the records.
+    pub loaded: Loaded,
+    /// This controller's proxy objects.
+    pub proxies: ProxyObjects,
+}
+
+impl Source for PlatformSource {
+    type State = PlatformState;
+    type Error = Infallible;
+
+    fn read(&mut self) -> Result<PlatformState, Infallible> {
+        Ok(PlatformState {
+            loaded: self.load(),
+            proxies: ProxyObjects::from_stores(&self.proxy_sets, &self.proxy_maps),
+        })
     }
 }

@@ -20,13 +20,18 @@ use kube::runtime::reflector::Store;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use std::convert::Infallible;
+use std::sync::Arc;
+
 use crate::index::ByKey;
+use crate::round::PlatformRound;
 use crate::xds_identity::{IDENTITY_MOUNT, proxy_identities, proxy_secret_name};
 use crate::{
     FIELD_MANAGER, GATEWAY_LABEL, GATEWAY_NODE_LABEL, K8sError, MANAGED_BY, SinkReport, api_error,
     is_not_found,
 };
 use epic_engine::plan::{DesiredInputs, GatewayPlan, Plan};
+use epic_engine::runtime::{Sink, SinkFuture};
 use epic_model::Gateway;
 
 /// Annotation holding the SHA-256 of the object as the controller last
@@ -221,22 +226,7 @@ pub fn proxy_statefulset(
     identity: bool,
 ) -> StatefulSet {
     let name = proxy_name(gateway);
-    let labels: BTreeMap<String, String> = [
-        (GATEWAY_LABEL.to_owned(), gateway.to_owned()),
-        ("app.kubernetes.io/name".to_owned(), "epic-proxy".to_owned()),
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            MANAGED_BY.to_owned(),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    // `${POD_NAME##*-}`: the StatefulSet ordinal as the proxy index.
-    let command = format!(
-        "exec envoy -c {BOOTSTRAP_MOUNT}/bootstrap-${{POD_NAME##*-}}.json \
-         --service-cluster '{tenant}/{gateway}' \
-         --service-node \"{tenant}/{gateway}/proxy-${{POD_NAME##*-}}\" --disable-hot-restart"
-    );
+    let labels = proxy_labels(gateway);
     StatefulSet {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -246,7 +236,7 @@ pub fn proxy_statefulset(
         },
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
-            service_name: Some(name.clone()),
+            service_name: Some(name),
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
                 match_labels: Some(labels.clone()),
@@ -265,32 +255,7 @@ pub fn proxy_statefulset(
                             .into_iter()
                             .collect(),
                     ),
-                    containers: vec![Container {
-                        name: "envoy".into(),
-                        image: Some(image.to_owned()),
-                        command: Some(vec!["/bin/sh".into(), "-c".into(), command]),
-                        // SO_MARK on upstream sockets (the tenant's scope).
-                        security_context: Some(SecurityContext {
-                            capabilities: Some(Capabilities {
-                                add: Some(vec!["NET_RAW".into()]),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }),
-                        env: Some(vec![EnvVar {
-                            name: "POD_NAME".into(),
-                            value_from: Some(EnvVarSource {
-                                field_ref: Some(ObjectFieldSelector {
-                                    field_path: "metadata.name".into(),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }]),
-                        volume_mounts: Some(mounts(identity)),
-                        ..Default::default()
-                    }],
+                    containers: vec![envoy_container(tenant, gateway, image, identity)],
                     volumes: Some(volumes(gateway, identity)),
                     ..Default::default()
                 }),
@@ -298,6 +263,57 @@ pub fn proxy_statefulset(
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+/// The labels of a gateway's proxy objects and pods.
+fn proxy_labels(gateway: &str) -> BTreeMap<String, String> {
+    [
+        (GATEWAY_LABEL.to_owned(), gateway.to_owned()),
+        ("app.kubernetes.io/name".to_owned(), "epic-proxy".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            MANAGED_BY.to_owned(),
+        ),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The Envoy container of a proxy pod: its bootstrap and node id from the
+/// pod's ordinal.
+fn envoy_container(tenant: &str, gateway: &str, image: &str, identity: bool) -> Container {
+    // `${POD_NAME##*-}`: the StatefulSet ordinal as the proxy index.
+    let command = format!(
+        "exec envoy -c {BOOTSTRAP_MOUNT}/bootstrap-${{POD_NAME##*-}}.json \
+         --service-cluster '{tenant}/{gateway}' \
+         --service-node \"{tenant}/{gateway}/proxy-${{POD_NAME##*-}}\" --disable-hot-restart"
+    );
+    Container {
+        name: "envoy".into(),
+        image: Some(image.to_owned()),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), command]),
+        // SO_MARK on upstream sockets (the tenant's scope).
+        security_context: Some(SecurityContext {
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_RAW".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        env: Some(vec![EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        volume_mounts: Some(mounts(identity)),
+        ..Default::default()
     }
 }
 
@@ -439,8 +455,6 @@ pub async fn apply_proxies(
 ) -> SinkReport {
     let mut report = SinkReport::default();
     let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
-    let gateways = ByKey::new(&inputs.gateways);
-    let (maps_now, sets_now) = (ByKey::new(&existing.maps), ByKey::new(&existing.sets));
     // An accepted gateway whose new configuration was rejected keeps
     // serving its last one: its proxies stay as they are.
     for g in plan
@@ -450,66 +464,78 @@ pub async fn apply_proxies(
     {
         wanted.insert((g.namespace.clone(), proxy_name(&g.name)));
     }
+    let pass = ProxyPass {
+        client,
+        inputs,
+        settings,
+        authority,
+        gateways: ByKey::new(&inputs.gateways),
+        maps_now: ByKey::new(&existing.maps),
+        sets_now: ByKey::new(&existing.sets),
+    };
     for g in plan.gateways.iter().filter(|g| g.programmed()) {
-        let name = proxy_name(&g.name);
-        let what = format!("{}/{name}", g.namespace);
         // Wanted whether or not this pass can apply it: a failure must not
         // delete what serves.
-        wanted.insert((g.namespace.clone(), name.clone()));
-        let owner = gateways.get(&g.namespace, &g.name);
+        wanted.insert((g.namespace.clone(), proxy_name(&g.name)));
+        match pass.apply(g).await {
+            Ok(Some(what)) => report.done.push(what),
+            Ok(None) => {}
+            Err(e) => report.failed.push(e),
+        }
+    }
+    delete_unwanted(client, existing, &wanted, &mut report).await;
+    report
+}
+
+/// What applying the proxies of each programmed gateway shares.
+struct ProxyPass<'a> {
+    client: &'a Client,
+    inputs: &'a DesiredInputs,
+    settings: &'a ProxySettings,
+    authority: Option<&'a XdsAuthority>,
+    gateways: ByKey<'a, Gateway>,
+    maps_now: ByKey<'a, ConfigMap>,
+    sets_now: ByKey<'a, StatefulSet>,
+}
+
+impl ProxyPass<'_> {
+    /// Applies the identities, bootstrap `ConfigMap` and `StatefulSet` of
+    /// programmed gateway `g`; `Some(namespace/name)` when anything changed.
+    async fn apply(&self, g: &GatewayPlan) -> Result<Option<String>, K8sError> {
+        let name = proxy_name(&g.name);
+        let what = format!("{}/{name}", g.namespace);
+        let owner = self.gateways.get(&g.namespace, &g.name);
         let owners = owner.and_then(owned_by);
-        if let Some(authority) = authority
-            && let Err(e) = apply_identities(client, g, authority, owners.clone()).await
-        {
-            report.failed.push(e);
-            continue;
+        if let Some(authority) = self.authority {
+            apply_identities(self.client, g, authority, owners.clone()).await?;
         }
         let bootstraps: Vec<String> = (0..g.status.proxies.len())
             .map(|i| {
-                let bootstrap = proxy_bootstrap(settings, g.tenant_id, authority.map(|_| i));
+                let index = self.authority.map(|_| i);
+                let bootstrap = proxy_bootstrap(self.settings, g.tenant_id, index);
                 serde_json::to_string_pretty(&bootstrap).unwrap_or_default()
             })
             .collect();
         let mut config_map = proxy_config_map(g, &bootstraps);
         config_map.metadata.owner_references = owners.clone();
         let replicas = i32::try_from(g.status.proxies.len()).unwrap_or(i32::MAX);
-        let image = image_of(owner, inputs, settings);
-        let mut set = proxy_statefulset(
-            &g.tenant,
-            &g.namespace,
-            &g.name,
-            replicas,
-            &image,
-            authority.is_some(),
-        );
+        let image = image_of(owner, self.inputs, self.settings);
+        let identity = self.authority.is_some();
+        let mut set =
+            proxy_statefulset(&g.tenant, &g.namespace, &g.name, replicas, &image, identity);
         set.metadata.owner_references = owners;
-        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &g.namespace);
-        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &g.namespace);
-        let map_hash = applied_hash(maps_now.get(&g.namespace, &name));
-        let set_hash = applied_hash(sets_now.get(&g.namespace, &name));
-        let applied = match apply_if_changed(&maps, config_map, map_hash).await {
-            Ok(map_applied) => match apply_if_changed(&sets, set, set_hash).await {
-                Ok(set_applied) => map_applied || set_applied,
-                Err(e) => {
-                    report
-                        .failed
-                        .push(api_error(format!("apply StatefulSet {what}"))(e));
-                    continue;
-                }
-            },
-            Err(e) => {
-                report
-                    .failed
-                    .push(api_error(format!("apply ConfigMap {what}"))(e));
-                continue;
-            }
-        };
-        if applied {
-            report.done.push(what);
-        }
+        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &g.namespace);
+        let sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &g.namespace);
+        let map_hash = applied_hash(self.maps_now.get(&g.namespace, &name));
+        let set_hash = applied_hash(self.sets_now.get(&g.namespace, &name));
+        let map_applied = apply_if_changed(&maps, config_map, map_hash)
+            .await
+            .map_err(api_error(format!("apply ConfigMap {what}")))?;
+        let set_applied = apply_if_changed(&sets, set, set_hash)
+            .await
+            .map_err(api_error(format!("apply StatefulSet {what}")))?;
+        Ok((map_applied || set_applied).then_some(what))
     }
-    delete_unwanted(client, existing, &wanted, &mut report).await;
-    report
 }
 
 /// Writes the identity `Secret` of `g`'s proxies if what is there (one GET)
@@ -609,5 +635,53 @@ async fn delete_unwanted(
             continue;
         }
         report.deleted.push(what);
+    }
+}
+
+/// The proxy sink of the gateway controller: [`apply_proxies`].
+#[derive(Clone)]
+pub struct ProxySink {
+    client: Client,
+    settings: ProxySettings,
+    authority: Option<Arc<XdsAuthority>>,
+}
+
+impl ProxySink {
+    /// A sink applying proxies run as `settings` through `client`, with
+    /// identities from `authority` (`None`: plaintext xDS).
+    pub fn new(
+        client: Client,
+        settings: ProxySettings,
+        authority: Option<Arc<XdsAuthority>>,
+    ) -> Self {
+        ProxySink {
+            client,
+            settings,
+            authority,
+        }
+    }
+}
+
+impl Sink<PlatformRound, Infallible> for ProxySink {
+    fn name(&self) -> &'static str {
+        "proxies"
+    }
+
+    fn apply<'a>(&'a mut self, round: &'a mut PlatformRound) -> SinkFuture<'a, Infallible> {
+        Box::pin(async move {
+            let report = apply_proxies(
+                &self.client,
+                &round.plan,
+                &round.loaded.inputs,
+                &self.settings,
+                &round.proxies,
+                self.authority.as_deref(),
+            )
+            .await;
+            round.done.proxies = report.done;
+            round.done.deleted = report.deleted;
+            round.done.record_failures(&report.failed);
+            Ok(())
+        })
     }
 }

@@ -1,4 +1,4 @@
-//! The status sink: each gateway's planned status, stamped
+//! The status sinks: each gateway's planned status, stamped
 //! ([`epic_model::conditions::stamp`]) and written only where it differs from
 //! the status the gateway has.
 //!
@@ -14,9 +14,13 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use std::convert::Infallible;
+
 use crate::index::ByKey;
+use crate::round::PlatformRound;
 use crate::{SinkReport, api_error, is_not_found};
 use epic_engine::plan::{GatewayPlan, Plan};
+use epic_engine::runtime::{Sink, SinkFuture};
 use epic_model::conditions::stamp;
 use epic_model::{AddressPool, AddressPoolStatus, Gateway, GatewayStatus, ReleasedAddress};
 
@@ -138,4 +142,61 @@ pub async fn write_statuses(client: &Client, plan: &Plan, current: &[Gateway]) -
         }
     }
     report
+}
+
+/// The gateway status sink of the gateway controller: [`write_statuses`].
+#[derive(Clone)]
+pub struct GatewayStatusSink {
+    client: Client,
+}
+
+impl GatewayStatusSink {
+    /// A sink writing through `client`.
+    pub fn new(client: Client) -> Self {
+        GatewayStatusSink { client }
+    }
+}
+
+impl Sink<PlatformRound, Infallible> for GatewayStatusSink {
+    fn name(&self) -> &'static str {
+        "gateway status"
+    }
+
+    fn apply<'a>(&'a mut self, round: &'a mut PlatformRound) -> SinkFuture<'a, Infallible> {
+        Box::pin(async move {
+            let report = write_statuses(&self.client, &round.plan, round.loaded.gateways()).await;
+            round.done.statuses = report.done;
+            round.done.record_failures(&report.failed);
+            Ok(())
+        })
+    }
+}
+
+/// The pool status sink of the gateway controller: the released addresses
+/// held back ([`write_pool_statuses`]).
+#[derive(Clone)]
+pub struct PoolStatusSink {
+    client: Client,
+}
+
+impl PoolStatusSink {
+    /// A sink writing through `client`.
+    pub fn new(client: Client) -> Self {
+        PoolStatusSink { client }
+    }
+}
+
+impl Sink<PlatformRound, Infallible> for PoolStatusSink {
+    fn name(&self) -> &'static str {
+        "pool status"
+    }
+
+    fn apply<'a>(&'a mut self, round: &'a mut PlatformRound) -> SinkFuture<'a, Infallible> {
+        Box::pin(async move {
+            let pools = &round.loaded.inputs.pools;
+            let report = write_pool_statuses(&self.client, &round.plan, pools).await;
+            round.done.record_failures(&report.failed);
+            Ok(())
+        })
+    }
 }

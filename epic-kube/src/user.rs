@@ -1,6 +1,7 @@
-//! The user cluster and the tenant's mirror on the platform, as the cluster
-//! controller sees them: one reflector per kind, and [`UserSource::load`],
-//! the [`UserCluster`] the pure mirror reads, from those stores.
+//! The source of the cluster controller ([`ClusterSource`]): the user
+//! cluster and the tenant's mirror on the platform, one reflector per kind,
+//! and [`UserSource::load`], the [`UserCluster`] the pure mirror reads, from
+//! those stores.
 
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::udproutes::UdpRoute;
@@ -14,13 +15,16 @@ use kube::api::{Api, ListParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 
+use std::convert::Infallible;
+
 use crate::reflect::{Changes, ready, reflect, sorted};
 use crate::{K8sError, api_error};
 use epic_engine::mirror::{CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, UserCluster, label_value};
+use epic_engine::runtime::Source;
 use epic_model::{BackendSet, Gateway, Route};
 
 /// The Gateway API kinds, when their CRDs are installed.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct GatewayApiStores {
     /// GatewayClasses.
     pub classes: Store<GatewayClass>,
@@ -35,7 +39,7 @@ pub struct GatewayApiStores {
 }
 
 /// The stores of the user cluster.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct UserSource {
     /// Services.
     pub services: Store<Service>,
@@ -140,7 +144,7 @@ impl UserSource {
 /// What this cluster mirrored to the tenant's namespace on the platform
 /// (selected by the cluster and managed-by labels), with the platform's
 /// status of each gateway.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct MirrorSource {
     /// Platform `Gateway`s.
     pub gateways: Store<Gateway>,
@@ -197,5 +201,26 @@ impl MirrorSource {
         ready("platform Gateway", &self.gateways).await?;
         ready("platform Route", &self.routes).await?;
         ready("platform BackendSet", &self.backend_sets).await
+    }
+}
+
+/// The source of the cluster controller: the user cluster's stores and
+/// this cluster's mirror on the platform.
+#[derive(Clone, Debug)]
+pub struct ClusterSource {
+    /// This user cluster's id on the platform.
+    pub cluster: String,
+    /// The user cluster.
+    pub user: UserSource,
+    /// Its mirror on the platform.
+    pub mirrored: MirrorSource,
+}
+
+impl Source for ClusterSource {
+    type State = (UserCluster, MirrorSource);
+    type Error = Infallible;
+
+    fn read(&mut self) -> Result<(UserCluster, MirrorSource), Infallible> {
+        Ok((self.user.load(&self.cluster), self.mirrored.clone()))
     }
 }
