@@ -82,6 +82,32 @@ pub fn parse_resources(text: &str) -> Result<DesiredInputs, SourceError> {
         if value.is_null() {
             continue; // an empty document (a trailing `---`)
         }
+        let header = Header::read(document, &value)?;
+        if !seen.insert((header.kind.clone(), header.display.clone())) {
+            return Err(SourceError::Duplicate {
+                document,
+                kind: header.kind,
+                name: header.display,
+            });
+        }
+        header.decode_into(value, &mut inputs)?;
+    }
+    Ok(inputs)
+}
+
+/// What identifies one document's resource: its kind and name, checked.
+struct Header {
+    document: usize,
+    kind: String,
+    /// `namespace/name` or `name`.
+    display: String,
+}
+
+impl Header {
+    /// The `apiVersion`, `kind` and `metadata` of document `document`,
+    /// each checked: a known version, a name, a namespace exactly when the
+    /// kind is namespaced.
+    fn read(document: usize, value: &Value) -> Result<Header, SourceError> {
         let not = |message: String| SourceError::NotAResource { document, message };
         let Some(map) = value.as_mapping() else {
             return Err(not(
@@ -89,12 +115,8 @@ pub fn parse_resources(text: &str) -> Result<DesiredInputs, SourceError> {
             ));
         };
         let field = |f: &str| map.get(f).and_then(Value::as_str);
-        let kind = field("kind")
-            .ok_or_else(|| not("missing `kind`".into()))?
-            .to_owned();
-        let kind = kind.as_str();
-        let api_version = field("apiVersion").map(str::to_owned);
-        match api_version.as_deref() {
+        let kind = field("kind").ok_or_else(|| not("missing `kind`".into()))?;
+        match field("apiVersion") {
             Some(API_VERSION) => {}
             Some(other) => {
                 return Err(not(format!(
@@ -105,66 +127,68 @@ pub fn parse_resources(text: &str) -> Result<DesiredInputs, SourceError> {
         }
         let meta = map.get("metadata").and_then(Value::as_mapping);
         let meta_str = |f: &str| meta.and_then(|m| m.get(f)).and_then(Value::as_str);
-        let name = meta_str("name").unwrap_or_default().to_owned();
-        let namespace = meta_str("namespace").map(str::to_owned);
+        let name = meta_str("name").unwrap_or_default();
+        let namespace = meta_str("namespace");
         let namespaced = matches!(kind, "GatewayTemplate" | "Gateway" | "Route" | "BackendSet");
-        let display = match &namespace {
+        let display = match namespace {
             Some(ns) if namespaced => format!("{ns}/{name}"),
-            _ => name.clone(),
+            _ => name.to_owned(),
         };
-        let invalid = |path: &str, message: String| SourceError::Invalid {
+        let header = Header {
             document,
             kind: kind.to_owned(),
-            name: display.clone(),
-            path: path.to_owned(),
-            message,
+            display,
         };
         if name.is_empty() {
-            return Err(invalid("metadata.name", "required".into()));
+            return Err(header.invalid("metadata.name", "required".into()));
         }
-        match (namespaced, &namespace) {
-            (true, None) => return Err(invalid("metadata.namespace", "required".into())),
+        match (namespaced, namespace) {
+            (true, None) => Err(header.invalid("metadata.namespace", "required".into())),
             (false, Some(_)) => {
-                return Err(invalid(
-                    "metadata.namespace",
-                    format!("{kind} is cluster-scoped"),
-                ));
+                Err(header.invalid("metadata.namespace", format!("{kind} is cluster-scoped")))
             }
-            _ => {}
-        }
-        if !seen.insert((kind.to_owned(), display.clone())) {
-            return Err(SourceError::Duplicate {
-                document,
-                kind: kind.to_owned(),
-                name: display,
-            });
-        }
-        fn decode<T: DeserializeOwned>(
-            value: Value,
-            invalid: impl Fn(&str, String) -> SourceError,
-        ) -> Result<T, SourceError> {
-            serde_path_to_error::deserialize(value).map_err(|e| {
-                let path = e.path().to_string();
-                invalid(&path, e.into_inner().to_string())
-            })
-        }
-        match kind {
-            "Tenant" => inputs.tenants.push(decode::<Tenant>(value, invalid)?),
-            "AddressPool" => inputs.pools.push(decode::<AddressPool>(value, invalid)?),
-            "GatewayTemplate" => inputs
-                .templates
-                .push(decode::<GatewayTemplate>(value, invalid)?),
-            "Gateway" => inputs.gateways.push(decode::<Gateway>(value, invalid)?),
-            "Route" => inputs.routes.push(decode::<Route>(value, invalid)?),
-            "BackendSet" => inputs
-                .backend_sets
-                .push(decode::<BackendSet>(value, invalid)?),
-            other => {
-                return Err(not(format!(
-                    "unknown kind {other:?} (known: Tenant, AddressPool, GatewayTemplate, Gateway, Route, BackendSet)"
-                )));
-            }
+            _ => Ok(header),
         }
     }
-    Ok(inputs)
+
+    /// An invalid field of this resource.
+    fn invalid(&self, path: &str, message: String) -> SourceError {
+        SourceError::Invalid {
+            document: self.document,
+            kind: self.kind.clone(),
+            name: self.display.clone(),
+            path: path.to_owned(),
+            message,
+        }
+    }
+
+    /// `value` decoded as this resource's kind; a field that does not
+    /// decode is named by its path.
+    fn decode<T: DeserializeOwned>(&self, value: Value) -> Result<T, SourceError> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            self.invalid(&path, e.into_inner().to_string())
+        })
+    }
+
+    /// Decodes `value` and adds it to `inputs`.
+    fn decode_into(&self, value: Value, inputs: &mut DesiredInputs) -> Result<(), SourceError> {
+        match self.kind.as_str() {
+            "Tenant" => inputs.tenants.push(self.decode(value)?),
+            "AddressPool" => inputs.pools.push(self.decode(value)?),
+            "GatewayTemplate" => inputs.templates.push(self.decode(value)?),
+            "Gateway" => inputs.gateways.push(self.decode(value)?),
+            "Route" => inputs.routes.push(self.decode(value)?),
+            "BackendSet" => inputs.backend_sets.push(self.decode(value)?),
+            other => {
+                return Err(SourceError::NotAResource {
+                    document: self.document,
+                    message: format!(
+                        "unknown kind {other:?} (known: Tenant, AddressPool, GatewayTemplate, Gateway, Route, BackendSet)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
