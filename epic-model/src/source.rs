@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use crate::DesiredInputs;
-use crate::{API_VERSION, AddressPool, BackendSet, Gateway, GatewayTemplate, Route, Tenant};
+use crate::API_VERSION;
 
 /// Why a resource stream could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
