@@ -140,6 +140,15 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The objects read, with the records rebuilt from their status. What
+    /// only the runtime knows (the platform's networks, allowed images, the
+    /// clock, the grace period) is left at its default for it to set.
+    pub fn from_inputs(inputs: DesiredInputs) -> Loaded {
+        let mut recorded = recorded_from(&inputs.gateways, &inputs.tenants, &inputs.templates);
+        recorded.released = released_from(&inputs.pools);
+        Loaded { inputs, recorded }
+    }
+
     /// The gateways as read (with their current status).
     pub fn gateways(&self) -> &[Gateway] {
         &self.inputs.gateways
@@ -173,26 +182,16 @@ pub async fn load(client: &Client) -> Result<Loaded, K8sError> {
         .await
         .map_err(api_error("list Node"))?
         .items;
-    let mut recorded = recorded_from(&gateways, &tenants, &templates);
-    recorded.released = released_from(&pools);
-    Ok(Loaded {
-        inputs: DesiredInputs {
-            tenants,
-            pools,
-            templates,
-            gateways,
-            routes,
-            backend_sets,
-            gateway_nodes: gateway_nodes(&nodes),
-            // The runtime adds the networks its operator declares.
-            platform_networks: Vec::new(),
-            envoy_images: None,
-            // The runtime sets the clock and the grace period.
-            now: 0,
-            address_grace: 0,
-        },
-        recorded,
-    })
+    Ok(Loaded::from_inputs(DesiredInputs {
+        tenants,
+        pools,
+        templates,
+        gateways,
+        routes,
+        backend_sets,
+        gateway_nodes: gateway_nodes(&nodes),
+        ..DesiredInputs::default()
+    }))
 }
 
 /// The released addresses the pools' status holds back

@@ -14,7 +14,7 @@ use std::convert::Infallible;
 
 use crate::proxies::ProxyObjects;
 use crate::reflect::{Changes, ready, reflect, sorted};
-use crate::{GATEWAY_NODE_LABEL, Loaded, MANAGED_BY, gateway_nodes, recorded_from};
+use crate::{GATEWAY_NODE_LABEL, Loaded, MANAGED_BY, gateway_nodes};
 use epic_engine::plan::DesiredInputs;
 use epic_engine::runtime::Source;
 use epic_model::{AddressPool, BackendSet, Gateway, GatewayTemplate, Route, Tenant};
@@ -101,30 +101,16 @@ impl PlatformSource {
     /// The desired state and the records (rebuilt from the gateways'
     /// status), read from the stores.
     pub fn load(&self) -> Loaded {
-        let tenants = sorted(&self.tenants);
-        let templates = sorted(&self.templates);
-        let gateways = sorted(&self.gateways);
-        let mut recorded = recorded_from(&gateways, &tenants, &templates);
-        let pools = sorted(&self.pools);
-        recorded.released = crate::released_from(&pools);
-        Loaded {
-            inputs: DesiredInputs {
-                tenants,
-                pools,
-                templates,
-                gateways,
-                routes: sorted(&self.routes),
-                backend_sets: sorted(&self.backend_sets),
-                gateway_nodes: gateway_nodes(&sorted(&self.nodes)),
-                // The runtime adds the networks its operator declares.
-                platform_networks: Vec::new(),
-                envoy_images: None,
-                // The runtime sets the clock and the grace period.
-                now: 0,
-                address_grace: 0,
-            },
-            recorded,
-        }
+        Loaded::from_inputs(DesiredInputs {
+            tenants: sorted(&self.tenants),
+            pools: sorted(&self.pools),
+            templates: sorted(&self.templates),
+            gateways: sorted(&self.gateways),
+            routes: sorted(&self.routes),
+            backend_sets: sorted(&self.backend_sets),
+            gateway_nodes: gateway_nodes(&sorted(&self.nodes)),
+            ..DesiredInputs::default()
+        })
     }
 }
 
