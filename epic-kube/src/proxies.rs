@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use epic_xds::identity::{ProxyTlsFiles, XdsAuthority};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Secret, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
+    ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Secret,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::Client;
@@ -256,6 +256,9 @@ pub fn proxy_statefulset(
                             .collect(),
                     ),
                     containers: vec![envoy_container(tenant, gateway, image, identity)],
+                    affinity: Some(one_per_node(gateway)),
+                    // A proxy needs no API access.
+                    automount_service_account_token: Some(false),
                     volumes: Some(volumes(gateway, identity)),
                     ..Default::default()
                 }),
@@ -280,32 +283,45 @@ fn proxy_labels(gateway: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// The label the StatefulSet controller puts on each pod: its ordinal,
+/// which is its proxy index.
+pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+
 /// The Envoy container of a proxy pod: its bootstrap and node id from the
-/// pod's ordinal.
+/// pod's ordinal (`$(POD_INDEX)`, expanded by the kubelet from the
+/// downward API: no shell, no command line built from names).
+///
+/// Capabilities: all dropped but `NET_BIND_SERVICE` (listeners on ports
+/// below 1024 of the host network) and `NET_RAW` (`SO_MARK` on upstream
+/// sockets: the tenant's scope in the data path).
 fn envoy_container(tenant: &str, gateway: &str, image: &str, identity: bool) -> Container {
-    // `${POD_NAME##*-}`: the StatefulSet ordinal as the proxy index.
-    let command = format!(
-        "exec envoy -c {BOOTSTRAP_MOUNT}/bootstrap-${{POD_NAME##*-}}.json \
-         --service-cluster '{tenant}/{gateway}' \
-         --service-node \"{tenant}/{gateway}/proxy-${{POD_NAME##*-}}\" --disable-hot-restart"
-    );
+    let args = [
+        "-c".to_owned(),
+        format!("{BOOTSTRAP_MOUNT}/bootstrap-$(POD_INDEX).json"),
+        "--service-cluster".to_owned(),
+        format!("{tenant}/{gateway}"),
+        "--service-node".to_owned(),
+        format!("{tenant}/{gateway}/proxy-$(POD_INDEX)"),
+        "--disable-hot-restart".to_owned(),
+    ];
     Container {
         name: "envoy".into(),
         image: Some(image.to_owned()),
-        command: Some(vec!["/bin/sh".into(), "-c".into(), command]),
-        // SO_MARK on upstream sockets (the tenant's scope).
+        command: Some(vec!["envoy".into()]),
+        args: Some(args.to_vec()),
         security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {
-                add: Some(vec!["NET_RAW".into()]),
-                ..Default::default()
+                drop: Some(vec!["ALL".into()]),
+                add: Some(vec!["NET_BIND_SERVICE".into(), "NET_RAW".into()]),
             }),
             ..Default::default()
         }),
         env: Some(vec![EnvVar {
-            name: "POD_NAME".into(),
+            name: "POD_INDEX".into(),
             value_from: Some(EnvVarSource {
                 field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
+                    field_path: format!("metadata.labels['{POD_INDEX_LABEL}']"),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -313,6 +329,29 @@ fn envoy_container(tenant: &str, gateway: &str, image: &str, identity: bool) -> 
             ..Default::default()
         }]),
         volume_mounts: Some(mounts(identity)),
+        ..Default::default()
+    }
+}
+
+/// One proxy of a gateway per node: host-network replicas on one node
+/// would collide on their listeners' ports.
+fn one_per_node(gateway: &str) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(
+                        [(GATEWAY_LABEL.to_owned(), gateway.to_owned())]
+                            .into_iter()
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }),
+                topology_key: "kubernetes.io/hostname".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

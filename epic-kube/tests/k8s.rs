@@ -172,8 +172,28 @@ fn reconciles_status_and_proxies_and_keeps_them_across_restarts() {
         let pod = &set["spec"]["template"]["spec"];
         assert_eq!(pod["hostNetwork"], true);
         assert_eq!(pod["nodeSelector"]["epic-gateway.org/gateway-node"], "true");
-        let command = pod["containers"][0]["command"][2].as_str().unwrap();
-        assert!(command.contains("--service-node \"acme/web/proxy-${POD_NAME##*-}\""), "{command}");
+        // No shell: Envoy with its arguments, the ordinal from the
+        // StatefulSet's pod-index label through the downward API.
+        let envoy = &pod["containers"][0];
+        assert_eq!(envoy["command"], json!(["envoy"]));
+        assert_eq!(
+            envoy["args"],
+            json!(["-c", "/etc/epic/bootstrap/bootstrap-$(POD_INDEX).json", "--service-cluster", "acme/web",
+                   "--service-node", "acme/web/proxy-$(POD_INDEX)", "--disable-hot-restart"])
+        );
+        assert_eq!(envoy["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.labels['apps.kubernetes.io/pod-index']");
+        // Least privilege: no API token, no escalation, only the
+        // capabilities for low ports and SO_MARK.
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(envoy["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(
+            envoy["securityContext"]["capabilities"],
+            json!({"drop": ["ALL"], "add": ["NET_BIND_SERVICE", "NET_RAW"]})
+        );
+        // Replicas on distinct nodes (host-network ports would collide).
+        let anti = &pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(anti["topologyKey"], "kubernetes.io/hostname");
+        assert_eq!(anti["labelSelector"]["matchLabels"], json!({"epic-gateway.org/gateway": "web"}));
         let managers: Vec<&str> = set["metadata"]["managedFields"]
             .as_array()
             .unwrap()
@@ -193,7 +213,6 @@ fn reconciles_status_and_proxies_and_keeps_them_across_restarts() {
             xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"],
             "epic-gateway-controller.epic-system.svc"
         );
-        assert!(command.contains("-c /etc/epic/bootstrap/bootstrap-${POD_NAME##*-}.json"), "{command}");
         // Mutual TLS to the ADS server with proxy 0's own identity, from the
         // gateway's identity Secret, mounted read-only, 0400.
         let tls = &xds["transport_socket"]["typed_config"]["common_tls_context"];
