@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
-use crate::DesiredInputs;
 use crate::API_VERSION;
+use crate::DesiredInputs;
 
 /// Why a resource stream could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
