@@ -19,11 +19,12 @@ use std::str::FromStr;
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::experimental::udproutes::UdpRoute;
 use gateway_api::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesFiltersRequestRedirectPathType,
+    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestMirror,
+    HttpRouteRulesFiltersRequestRedirect, HttpRouteRulesFiltersRequestRedirectPathType,
     HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersType,
-    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
-    HttpRouteRulesMatchesQueryParamsType,
+    HttpRouteRulesFiltersUrlRewritePath, HttpRouteRulesFiltersUrlRewritePathType,
+    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesMatchesQueryParamsType, HttpRouteRulesTimeouts,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
@@ -320,6 +321,38 @@ pub struct Translation {
 
 /// Translates a gateway and its routes into a template context.
 pub fn translate(inputs: &GatewayInputs, routes: &[Route]) -> Translation {
+    let clusters = clusters_of(inputs);
+    let mut t = Translator {
+        inputs,
+        reports: routes.iter().map(empty_report).collect(),
+        http: BTreeMap::new(),
+        l4: BTreeMap::new(),
+    };
+    // Oldest first, so that L4 listeners go to the oldest route.
+    let mut order: Vec<usize> = (0..routes.len()).collect();
+    order.sort_by(|&a, &b| precedence_tail(&routes[a]).cmp(&precedence_tail(&routes[b])));
+    for index in order {
+        t.route(index, &routes[index]);
+    }
+
+    let listeners = inputs.listeners.iter().map(|l| t.listener(l)).collect();
+
+    Translation {
+        context: TemplateContext {
+            version: CONTEXT_VERSION,
+            gateway: inputs.gateway.clone(),
+            addresses: PublicAddresses::new(inputs.addresses.iter().copied()),
+            listeners,
+            clusters,
+            dns_name: inputs.dns_name.clone(),
+        },
+        reports: t.reports,
+    }
+}
+
+/// One cluster per backend service port, sorted by name, without
+/// duplicates.
+fn clusters_of(inputs: &GatewayInputs) -> Vec<ClusterContext> {
     let mut clusters: Vec<ClusterContext> = inputs
         .backends
         .iter()
@@ -338,81 +371,35 @@ pub fn translate(inputs: &GatewayInputs, routes: &[Route]) -> Translation {
         .collect();
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     clusters.dedup_by(|a, b| a.name == b.name);
+    clusters
+}
 
-    let mut t = Translator {
-        inputs,
-        reports: Vec::new(),
-        http: BTreeMap::new(),
-        l4: BTreeMap::new(),
-    };
-    // Oldest first, so that L4 listeners go to the oldest route.
-    let mut order: Vec<usize> = (0..routes.len()).collect();
-    order.sort_by(|&a, &b| precedence_tail(&routes[a]).cmp(&precedence_tail(&routes[b])));
-    t.reports = routes
-        .iter()
-        .map(|r| RouteReport {
-            kind: r.kind().to_owned(),
-            namespace: r.namespace().to_owned(),
-            name: r.name().to_owned(),
-            attached_listeners: Vec::new(),
-            issues: Vec::new(),
-        })
-        .collect();
-    for index in order {
-        t.route(index, &routes[index]);
+/// The report of `route` before translation: not attached, no issues.
+fn empty_report(route: &Route) -> RouteReport {
+    RouteReport {
+        kind: route.kind().to_owned(),
+        namespace: route.namespace().to_owned(),
+        name: route.name().to_owned(),
+        attached_listeners: Vec::new(),
+        issues: Vec::new(),
     }
+}
 
-    let listeners = inputs
-        .listeners
-        .iter()
-        .map(|l| {
-            let mut listener = ListenerContext {
-                name: l.name.clone(),
-                port: l.port,
-                protocol: l.protocol,
-                hostname: l.hostname.clone(),
-                tls: l
-                    .tls_secret
-                    .clone()
-                    .map(|secret_name| TlsContext { secret_name }),
-                virtual_hosts: Vec::new(),
-                backends: Vec::new(),
-            };
-            if let Some(hosts) = t.http.remove(&l.name) {
-                listener.virtual_hosts = hosts
-                    .into_iter()
-                    .map(|(domain, mut routes)| {
-                        routes.sort_by(|a, b| a.0.cmp(&b.0));
-                        VirtualHostContext {
-                            name: domain.clone(),
-                            domains: vec![domain],
-                            routes: routes.into_iter().map(|(_, r)| r).collect(),
-                        }
-                    })
-                    .collect();
+/// A listener's virtual hosts, one per domain, routes in precedence order.
+fn virtual_hosts(
+    hosts: BTreeMap<String, Vec<(PrecedenceKey, RouteContext)>>,
+) -> Vec<VirtualHostContext> {
+    hosts
+        .into_iter()
+        .map(|(domain, mut routes)| {
+            routes.sort_by(|a, b| a.0.cmp(&b.0));
+            VirtualHostContext {
+                name: domain.clone(),
+                domains: vec![domain],
+                routes: routes.into_iter().map(|(_, r)| r).collect(),
             }
-            listener.backends = match t.l4.remove(&l.name) {
-                Some(backends) => backends,
-                None => {
-                    let (valid, invalid) = resolve_inputs(inputs, &l.backends);
-                    weighted(valid, invalid)
-                }
-            };
-            listener
         })
-        .collect();
-
-    Translation {
-        context: TemplateContext {
-            version: CONTEXT_VERSION,
-            gateway: inputs.gateway.clone(),
-            addresses: PublicAddresses::new(inputs.addresses.iter().copied()),
-            listeners,
-            clusters,
-            dns_name: inputs.dns_name.clone(),
-        },
-        reports: t.reports,
-    }
+        .collect()
 }
 
 /// The route-level tail of the precedence order: oldest first (routes
@@ -447,6 +434,34 @@ struct Translator<'a> {
 }
 
 impl Translator<'_> {
+    /// The context of listener `l`, with the routes attached to it (a TCP or
+    /// UDP listener without a route keeps its default backends).
+    fn listener(&mut self, l: &ListenerInput) -> ListenerContext {
+        let mut listener = ListenerContext {
+            name: l.name.clone(),
+            port: l.port,
+            protocol: l.protocol,
+            hostname: l.hostname.clone(),
+            tls: l
+                .tls_secret
+                .clone()
+                .map(|secret_name| TlsContext { secret_name }),
+            virtual_hosts: Vec::new(),
+            backends: Vec::new(),
+        };
+        if let Some(hosts) = self.http.remove(&l.name) {
+            listener.virtual_hosts = virtual_hosts(hosts);
+        }
+        listener.backends = match self.l4.remove(&l.name) {
+            Some(backends) => backends,
+            None => {
+                let (valid, invalid) = resolve_inputs(self.inputs, &l.backends);
+                weighted(valid, invalid)
+            }
+        };
+        listener
+    }
+
     fn issue(&mut self, index: usize, rule: Option<usize>, reason: IssueReason, message: String) {
         self.reports[index].issues.push(RouteIssue {
             rule,
@@ -762,112 +777,7 @@ impl Translator<'_> {
         let mut parts = RuleParts::default();
         let mut unsupported = Vec::new();
         for filter in rule.filters.iter().flatten() {
-            match filter.r#type {
-                HttpRouteRulesFiltersType::RequestHeaderModifier => {
-                    if let Some(m) = &filter.request_header_modifier {
-                        header_modifier(
-                            &mut parts.request_headers,
-                            m.set.iter().flatten().map(|h| (&h.name, &h.value)),
-                            m.add.iter().flatten().map(|h| (&h.name, &h.value)),
-                            m.remove.iter().flatten(),
-                        );
-                    }
-                }
-                HttpRouteRulesFiltersType::ResponseHeaderModifier => {
-                    if let Some(m) = &filter.response_header_modifier {
-                        header_modifier(
-                            &mut parts.response_headers,
-                            m.set.iter().flatten().map(|h| (&h.name, &h.value)),
-                            m.add.iter().flatten().map(|h| (&h.name, &h.value)),
-                            m.remove.iter().flatten(),
-                        );
-                    }
-                }
-                HttpRouteRulesFiltersType::RequestRedirect => {
-                    if let Some(r) = &filter.request_redirect {
-                        let response_code = match r.status_code.unwrap_or(302) {
-                            301 => "MOVED_PERMANENTLY",
-                            302 => "FOUND",
-                            303 => "SEE_OTHER",
-                            307 => "TEMPORARY_REDIRECT",
-                            308 => "PERMANENT_REDIRECT",
-                            other => {
-                                unsupported.push(format!("redirect status code {other}"));
-                                "FOUND"
-                            }
-                        };
-                        parts.redirect = Some(RedirectParts {
-                            scheme: r.scheme.as_ref().map(|s| match s {
-                                HttpRouteRulesFiltersRequestRedirectScheme::Http => "http".to_owned(),
-                                HttpRouteRulesFiltersRequestRedirectScheme::Https => "https".to_owned(),
-                            }),
-                            hostname: r.hostname.clone(),
-                            port: r.port.and_then(|p| u16::try_from(p).ok()),
-                            path: r.path.as_ref().map(|p| match p.r#type {
-                                HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath => {
-                                    PathReplace::Full(p.replace_full_path.clone().unwrap_or_else(|| "/".into()))
-                                }
-                                HttpRouteRulesFiltersRequestRedirectPathType::ReplacePrefixMatch => {
-                                    PathReplace::Prefix(p.replace_prefix_match.clone().unwrap_or_else(|| "/".into()))
-                                }
-                            }),
-                            response_code: response_code.to_owned(),
-                        });
-                    }
-                }
-                HttpRouteRulesFiltersType::UrlRewrite => {
-                    if let Some(r) = &filter.url_rewrite {
-                        parts.rewrite_host = r.hostname.clone();
-                        parts.rewrite_path = r.path.as_ref().map(|p| match p.r#type {
-                            HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath => {
-                                PathReplace::Full(
-                                    p.replace_full_path.clone().unwrap_or_else(|| "/".into()),
-                                )
-                            }
-                            HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch => {
-                                PathReplace::Prefix(
-                                    p.replace_prefix_match.clone().unwrap_or_else(|| "/".into()),
-                                )
-                            }
-                        });
-                    }
-                }
-                HttpRouteRulesFiltersType::RequestMirror => {
-                    if let Some(m) = &filter.request_mirror {
-                        let b = &m.backend_ref;
-                        let refs = [BackendRef {
-                            group: b.group.as_deref(),
-                            kind: b.kind.as_deref(),
-                            namespace: b.namespace.as_deref(),
-                            name: &b.name,
-                            port: b.port,
-                            weight: Some(1),
-                            has_filters: false,
-                        }];
-                        let (valid, _) = self.resolve(index, ri, namespace, &refs);
-                        let per_million = match (&m.fraction, m.percent) {
-                            (Some(f), _) => {
-                                let denominator = i64::from(f.denominator.unwrap_or(100).max(1));
-                                u32::try_from(
-                                    (i64::from(f.numerator) * 1_000_000 / denominator)
-                                        .clamp(0, 1_000_000),
-                                )
-                                .unwrap_or(0)
-                            }
-                            (None, Some(p)) => u32::try_from(p.clamp(0, 100)).unwrap_or(0) * 10_000,
-                            (None, None) => 1_000_000,
-                        };
-                        parts.mirrors.extend(valid.into_iter().map(|w| Mirror {
-                            cluster: w.cluster,
-                            per_million,
-                        }));
-                    }
-                }
-                HttpRouteRulesFiltersType::ExtensionRef => {
-                    unsupported.push("filter ExtensionRef".to_owned())
-                }
-                HttpRouteRulesFiltersType::Cors => unsupported.push("filter CORS".to_owned()),
-            }
+            self.http_filter(index, namespace, ri, filter, &mut parts, &mut unsupported);
         }
         if parts.redirect.is_some()
             && (parts.rewrite_host.is_some() || parts.rewrite_path.is_some())
@@ -875,26 +785,7 @@ impl Translator<'_> {
             unsupported.push("RequestRedirect together with URLRewrite".to_owned());
         }
         if let Some(timeouts) = &rule.timeouts {
-            for (field, value, slot) in [
-                ("request", &timeouts.request, &mut parts.timeouts.request),
-                (
-                    "backendRequest",
-                    &timeouts.backend_request,
-                    &mut parts.timeouts.backend_request,
-                ),
-            ] {
-                if let Some(value) = value {
-                    match gateway_api::Duration::from_str(value) {
-                        Ok(d) => *slot = Some(proto_duration(d.as_secs(), d.subsec_nanos())),
-                        Err(err) => self.issue(
-                            index,
-                            Some(ri),
-                            IssueReason::UnsupportedValue,
-                            format!("timeouts.{field} {value:?} is invalid ({err}); ignored"),
-                        ),
-                    }
-                }
-            }
+            self.rule_timeouts(index, ri, timeouts, &mut parts.timeouts);
         }
 
         let refs = crate::refs::http_rule_backend_refs(rule);
@@ -915,6 +806,185 @@ impl Translator<'_> {
             parts.disabled = true;
         }
         parts
+    }
+
+    /// Adds one filter of rule `ri` to `parts`; what it cannot do goes to
+    /// `unsupported`.
+    fn http_filter(
+        &mut self,
+        index: usize,
+        namespace: &str,
+        ri: usize,
+        filter: &HttpRouteRulesFilters,
+        parts: &mut RuleParts,
+        unsupported: &mut Vec<String>,
+    ) {
+        match filter.r#type {
+            HttpRouteRulesFiltersType::RequestHeaderModifier => {
+                if let Some(m) = &filter.request_header_modifier {
+                    header_modifier(
+                        &mut parts.request_headers,
+                        m.set.iter().flatten().map(|h| (&h.name, &h.value)),
+                        m.add.iter().flatten().map(|h| (&h.name, &h.value)),
+                        m.remove.iter().flatten(),
+                    );
+                }
+            }
+            HttpRouteRulesFiltersType::ResponseHeaderModifier => {
+                if let Some(m) = &filter.response_header_modifier {
+                    header_modifier(
+                        &mut parts.response_headers,
+                        m.set.iter().flatten().map(|h| (&h.name, &h.value)),
+                        m.add.iter().flatten().map(|h| (&h.name, &h.value)),
+                        m.remove.iter().flatten(),
+                    );
+                }
+            }
+            HttpRouteRulesFiltersType::RequestRedirect => {
+                if let Some(r) = &filter.request_redirect {
+                    parts.redirect = Some(redirect_parts(r, unsupported));
+                }
+            }
+            HttpRouteRulesFiltersType::UrlRewrite => {
+                if let Some(r) = &filter.url_rewrite {
+                    parts.rewrite_host = r.hostname.clone();
+                    parts.rewrite_path = r.path.as_ref().map(url_rewrite_path);
+                }
+            }
+            HttpRouteRulesFiltersType::RequestMirror => {
+                if let Some(m) = &filter.request_mirror {
+                    let mirrors = self.request_mirror(index, namespace, ri, m);
+                    parts.mirrors.extend(mirrors);
+                }
+            }
+            HttpRouteRulesFiltersType::ExtensionRef => {
+                unsupported.push("filter ExtensionRef".to_owned())
+            }
+            HttpRouteRulesFiltersType::Cors => unsupported.push("filter CORS".to_owned()),
+        }
+    }
+
+    /// The mirrors of a `RequestMirror` filter of rule `ri`: its backend, if
+    /// it resolves, with the share of requests it gets.
+    fn request_mirror(
+        &mut self,
+        index: usize,
+        namespace: &str,
+        ri: usize,
+        m: &HttpRouteRulesFiltersRequestMirror,
+    ) -> Vec<Mirror> {
+        let b = &m.backend_ref;
+        let refs = [BackendRef {
+            group: b.group.as_deref(),
+            kind: b.kind.as_deref(),
+            namespace: b.namespace.as_deref(),
+            name: &b.name,
+            port: b.port,
+            weight: Some(1),
+            has_filters: false,
+        }];
+        let (valid, _) = self.resolve(index, ri, namespace, &refs);
+        let per_million = mirror_per_million(m);
+        valid
+            .into_iter()
+            .map(|w| Mirror {
+                cluster: w.cluster,
+                per_million,
+            })
+            .collect()
+    }
+
+    /// The timeouts of rule `ri`; an invalid duration is reported and
+    /// ignored.
+    fn rule_timeouts(
+        &mut self,
+        index: usize,
+        ri: usize,
+        timeouts: &HttpRouteRulesTimeouts,
+        parts: &mut Timeouts,
+    ) {
+        for (field, value, slot) in [
+            ("request", &timeouts.request, &mut parts.request),
+            (
+                "backendRequest",
+                &timeouts.backend_request,
+                &mut parts.backend_request,
+            ),
+        ] {
+            if let Some(value) = value {
+                match gateway_api::Duration::from_str(value) {
+                    Ok(d) => *slot = Some(proto_duration(d.as_secs(), d.subsec_nanos())),
+                    Err(err) => self.issue(
+                        index,
+                        Some(ri),
+                        IssueReason::UnsupportedValue,
+                        format!("timeouts.{field} {value:?} is invalid ({err}); ignored"),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The redirect of a `RequestRedirect` filter; an unsupported status code
+/// goes to `unsupported` (and the redirect says `FOUND`).
+fn redirect_parts(
+    r: &HttpRouteRulesFiltersRequestRedirect,
+    unsupported: &mut Vec<String>,
+) -> RedirectParts {
+    let response_code = match r.status_code.unwrap_or(302) {
+        301 => "MOVED_PERMANENTLY",
+        302 => "FOUND",
+        303 => "SEE_OTHER",
+        307 => "TEMPORARY_REDIRECT",
+        308 => "PERMANENT_REDIRECT",
+        other => {
+            unsupported.push(format!("redirect status code {other}"));
+            "FOUND"
+        }
+    };
+    RedirectParts {
+        scheme: r.scheme.as_ref().map(|s| match s {
+            HttpRouteRulesFiltersRequestRedirectScheme::Http => "http".to_owned(),
+            HttpRouteRulesFiltersRequestRedirectScheme::Https => "https".to_owned(),
+        }),
+        hostname: r.hostname.clone(),
+        port: r.port.and_then(|p| u16::try_from(p).ok()),
+        path: r.path.as_ref().map(|p| match p.r#type {
+            HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath => {
+                PathReplace::Full(p.replace_full_path.clone().unwrap_or_else(|| "/".into()))
+            }
+            HttpRouteRulesFiltersRequestRedirectPathType::ReplacePrefixMatch => {
+                PathReplace::Prefix(p.replace_prefix_match.clone().unwrap_or_else(|| "/".into()))
+            }
+        }),
+        response_code: response_code.to_owned(),
+    }
+}
+
+/// The path replacement of a `URLRewrite` filter (default `/`).
+fn url_rewrite_path(p: &HttpRouteRulesFiltersUrlRewritePath) -> PathReplace {
+    match p.r#type {
+        HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath => {
+            PathReplace::Full(p.replace_full_path.clone().unwrap_or_else(|| "/".into()))
+        }
+        HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch => {
+            PathReplace::Prefix(p.replace_prefix_match.clone().unwrap_or_else(|| "/".into()))
+        }
+    }
+}
+
+/// The share of requests a `RequestMirror` filter mirrors, in parts per
+/// million (all of them when it says nothing).
+fn mirror_per_million(m: &HttpRouteRulesFiltersRequestMirror) -> u32 {
+    match (&m.fraction, m.percent) {
+        (Some(f), _) => {
+            let denominator = i64::from(f.denominator.unwrap_or(100).max(1));
+            u32::try_from((i64::from(f.numerator) * 1_000_000 / denominator).clamp(0, 1_000_000))
+                .unwrap_or(0)
+        }
+        (None, Some(p)) => u32::try_from(p.clamp(0, 100)).unwrap_or(0) * 10_000,
+        (None, None) => 1_000_000,
     }
 }
 
@@ -1025,76 +1095,21 @@ impl RuleParts {
         m: &HttpRouteRulesMatches,
     ) -> RouteContext {
         let path = normalise_path(m);
-        let rewrite_for = |replace: &PathReplace| match replace {
-            PathReplace::Full(value) => PathRewrite::Regex {
-                pattern: "^/.*$".into(),
-                substitution: value.clone(),
-            },
-            PathReplace::Prefix(value) => prefix_rewrite(&path, value),
-        };
-        let action = if self.disabled {
-            RouteAction::DirectResponse { status: 500 }
-        } else if let Some(r) = &self.redirect {
-            RouteAction::Redirect {
-                scheme: r.scheme.clone(),
-                hostname: r.hostname.clone(),
-                port: r.port,
-                path: r.path.as_ref().map(rewrite_for),
-                response_code: r.response_code.clone(),
-            }
-        } else if self.backends.is_empty() {
-            RouteAction::DirectResponse { status: 500 }
-        } else {
-            RouteAction::Forward {
-                backends: self.backends.clone(),
-            }
-        };
+        let action = self.action(&path);
         let forwarding = matches!(action, RouteAction::Forward { .. });
         let rewrite = (forwarding && (self.rewrite_host.is_some() || self.rewrite_path.is_some()))
             .then(|| Rewrite {
                 hostname: self.rewrite_host.clone(),
-                path: self.rewrite_path.as_ref().map(rewrite_for),
+                path: self.rewrite_path.as_ref().map(|r| path_rewrite(&path, r)),
             });
         RouteContext {
             name: format!("{source}/rule{rule}/match{index}"),
             source: source.to_owned(),
             rule,
             path,
-            method: m
-                .method
-                .as_ref()
-                .and_then(|method| serde_json::to_value(method).ok())
-                .and_then(|v| v.as_str().map(str::to_owned)),
-            headers: m
-                .headers
-                .iter()
-                .flatten()
-                .map(|h| ValueMatch {
-                    name: h.name.to_ascii_lowercase(),
-                    kind: match h.r#type {
-                        Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => {
-                            ValueMatchKind::Regex
-                        }
-                        _ => ValueMatchKind::Exact,
-                    },
-                    value: h.value.clone(),
-                })
-                .collect(),
-            query_params: m
-                .query_params
-                .iter()
-                .flatten()
-                .map(|q| ValueMatch {
-                    name: q.name.clone(),
-                    kind: match q.r#type {
-                        Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => {
-                            ValueMatchKind::Regex
-                        }
-                        _ => ValueMatchKind::Exact,
-                    },
-                    value: q.value.clone(),
-                })
-                .collect(),
+            method: match_method(m),
+            headers: header_matches(m),
+            query_params: query_param_matches(m),
             action,
             request_headers: if forwarding {
                 self.request_headers.clone()
@@ -1115,6 +1130,81 @@ impl RuleParts {
             },
         }
     }
+
+    /// What the rule does with a request matching `path`: 500 when
+    /// disabled, else redirect, else forward (500 without a backend).
+    fn action(&self, path: &PathMatch) -> RouteAction {
+        if self.disabled {
+            RouteAction::DirectResponse { status: 500 }
+        } else if let Some(r) = &self.redirect {
+            RouteAction::Redirect {
+                scheme: r.scheme.clone(),
+                hostname: r.hostname.clone(),
+                port: r.port,
+                path: r.path.as_ref().map(|replace| path_rewrite(path, replace)),
+                response_code: r.response_code.clone(),
+            }
+        } else if self.backends.is_empty() {
+            RouteAction::DirectResponse { status: 500 }
+        } else {
+            RouteAction::Forward {
+                backends: self.backends.clone(),
+            }
+        }
+    }
+}
+
+/// The rewrite of the path matched by `path` that `replace` asks for.
+fn path_rewrite(path: &PathMatch, replace: &PathReplace) -> PathRewrite {
+    match replace {
+        PathReplace::Full(value) => PathRewrite::Regex {
+            pattern: "^/.*$".into(),
+            substitution: value.clone(),
+        },
+        PathReplace::Prefix(value) => prefix_rewrite(path, value),
+    }
+}
+
+/// The match's HTTP method, as the Gateway API spells it.
+fn match_method(m: &HttpRouteRulesMatches) -> Option<String> {
+    m.method
+        .as_ref()
+        .and_then(|method| serde_json::to_value(method).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
+/// The match's header matches (names lowercased).
+fn header_matches(m: &HttpRouteRulesMatches) -> Vec<ValueMatch> {
+    m.headers
+        .iter()
+        .flatten()
+        .map(|h| ValueMatch {
+            name: h.name.to_ascii_lowercase(),
+            kind: match h.r#type {
+                Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => ValueMatchKind::Regex,
+                _ => ValueMatchKind::Exact,
+            },
+            value: h.value.clone(),
+        })
+        .collect()
+}
+
+/// The match's query parameter matches (names as written).
+fn query_param_matches(m: &HttpRouteRulesMatches) -> Vec<ValueMatch> {
+    m.query_params
+        .iter()
+        .flatten()
+        .map(|q| ValueMatch {
+            name: q.name.clone(),
+            kind: match q.r#type {
+                Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => {
+                    ValueMatchKind::Regex
+                }
+                _ => ValueMatchKind::Exact,
+            },
+            value: q.value.clone(),
+        })
+        .collect()
 }
 
 /// The match's path, normalised (default `PathPrefix /`; prefixes without

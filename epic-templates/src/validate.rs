@@ -8,16 +8,23 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, filter};
-use envoy_types::pb::envoy::config::route::v3::{route, route_action};
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChain, Listener, filter, listener_filter,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    RouteAction, RouteConfiguration, route, route_action,
+};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3::UdpProxyConfig;
+use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
 use crate::context::INVALID_BACKEND_CLUSTER;
@@ -229,83 +236,105 @@ impl Checker {
         );
 
         for (li, listener) in resources.listeners.iter().enumerate() {
-            let base = format!("listeners[{li}]");
-            self.address(format!("{base}.address"), listener.address.as_ref());
-            for (ai, extra) in listener.additional_addresses.iter().enumerate() {
-                self.address(
-                    format!("{base}.additional_addresses[{ai}].address"),
-                    extra.address.as_ref(),
-                );
-            }
-            let chains = listener
-                .filter_chains
-                .iter()
-                .enumerate()
-                .map(|(ci, chain)| (format!("{base}.filter_chains[{ci}]"), chain))
-                .chain(
-                    listener
-                        .default_filter_chain
-                        .iter()
-                        .map(|c| (format!("{base}.default_filter_chain"), c)),
-                );
-            for (chain_path, chain) in chains.collect::<Vec<_>>() {
-                self.filter_chain(&chain_path, chain, &route_configs);
-            }
-            for (fi, lf) in listener.listener_filters.iter().enumerate() {
-                if let Some(envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType::TypedConfig(any)) =
-                    &lf.config_type
-                    && type_name(&any.type_url) == UDP_PROXY
-                {
-                    let path = format!("{base}.listener_filters[{fi}].typed_config");
-                    match UdpProxyConfig::decode(any.value.as_slice()) {
-                        Ok(udp) => {
-                            let desc = descriptors::message(UDP_PROXY).expect("in pool");
-                            let json = dynamic_to_json(desc, &udp);
-                            for (p, cluster) in udp_clusters(&json, &path) {
-                                self.cluster_ref(p, &cluster);
-                            }
-                        }
-                        Err(err) => self.report(
-                            path,
-                            Problem::BadTypedConfig { type_url: any.type_url.clone(), message: err.to_string() },
-                        ),
-                    }
-                }
-            }
+            self.listener(&format!("listeners[{li}]"), listener, &route_configs);
         }
 
         for (ri, config) in resources.route_configurations.iter().enumerate() {
             for (vi, vhost) in config.virtual_hosts.iter().enumerate() {
                 for (ti, route) in vhost.routes.iter().enumerate() {
-                    let path = format!(
-                        "route_configurations[{ri}].virtual_hosts[{vi}].routes[{ti}].route"
-                    );
                     if let Some(route::Action::Route(action)) = &route.action {
-                        match &action.cluster_specifier {
-                            Some(route_action::ClusterSpecifier::Cluster(name)) => {
-                                self.cluster_ref(format!("{path}.cluster"), name);
-                            }
-                            Some(route_action::ClusterSpecifier::WeightedClusters(weighted)) => {
-                                for (wi, c) in weighted.clusters.iter().enumerate() {
-                                    self.cluster_ref(
-                                        format!("{path}.weighted_clusters.clusters[{wi}].name"),
-                                        &c.name,
-                                    );
-                                }
-                            }
-                            _ => {}
-                        }
-                        for (mi, mirror) in action.request_mirror_policies.iter().enumerate() {
-                            self.cluster_ref(
-                                format!("{path}.request_mirror_policies[{mi}].cluster"),
-                                &mirror.cluster,
-                            );
-                        }
+                        let path = format!(
+                            "route_configurations[{ri}].virtual_hosts[{vi}].routes[{ti}].route"
+                        );
+                        self.route_action(&path, action);
                     }
                 }
             }
         }
 
+        self.eds(resources, &assignments);
+    }
+
+    /// A listener's addresses, filter chains and UDP proxy listener filters.
+    fn listener(&mut self, base: &str, listener: &Listener, route_configs: &HashSet<String>) {
+        self.address(format!("{base}.address"), listener.address.as_ref());
+        for (ai, extra) in listener.additional_addresses.iter().enumerate() {
+            self.address(
+                format!("{base}.additional_addresses[{ai}].address"),
+                extra.address.as_ref(),
+            );
+        }
+        let chains = listener
+            .filter_chains
+            .iter()
+            .enumerate()
+            .map(|(ci, chain)| (format!("{base}.filter_chains[{ci}]"), chain))
+            .chain(
+                listener
+                    .default_filter_chain
+                    .iter()
+                    .map(|c| (format!("{base}.default_filter_chain"), c)),
+            );
+        for (chain_path, chain) in chains.collect::<Vec<_>>() {
+            self.filter_chain(&chain_path, chain, route_configs);
+        }
+        for (fi, lf) in listener.listener_filters.iter().enumerate() {
+            if let Some(listener_filter::ConfigType::TypedConfig(any)) = &lf.config_type
+                && type_name(&any.type_url) == UDP_PROXY
+            {
+                let path = format!("{base}.listener_filters[{fi}].typed_config");
+                self.udp_proxy(path, any);
+            }
+        }
+    }
+
+    /// The clusters a UDP proxy listener filter's config names.
+    fn udp_proxy(&mut self, path: String, any: &Any) {
+        match UdpProxyConfig::decode(any.value.as_slice()) {
+            Ok(udp) => {
+                let desc = descriptors::message(UDP_PROXY).expect("in pool");
+                let json = dynamic_to_json(desc, &udp);
+                for (p, cluster) in udp_clusters(&json, &path) {
+                    self.cluster_ref(p, &cluster);
+                }
+            }
+            Err(err) => self.report(
+                path,
+                Problem::BadTypedConfig {
+                    type_url: any.type_url.clone(),
+                    message: err.to_string(),
+                },
+            ),
+        }
+    }
+
+    /// The clusters a route action forwards and mirrors to.
+    fn route_action(&mut self, path: &str, action: &RouteAction) {
+        match &action.cluster_specifier {
+            Some(route_action::ClusterSpecifier::Cluster(name)) => {
+                self.cluster_ref(format!("{path}.cluster"), name);
+            }
+            Some(route_action::ClusterSpecifier::WeightedClusters(weighted)) => {
+                for (wi, c) in weighted.clusters.iter().enumerate() {
+                    self.cluster_ref(
+                        format!("{path}.weighted_clusters.clusters[{wi}].name"),
+                        &c.name,
+                    );
+                }
+            }
+            _ => {}
+        }
+        for (mi, mirror) in action.request_mirror_policies.iter().enumerate() {
+            self.cluster_ref(
+                format!("{path}.request_mirror_policies[{mi}].cluster"),
+                &mirror.cluster,
+            );
+        }
+    }
+
+    /// EDS clusters against the assignments (`assignments`: their names)
+    /// both ways, and the endpoints of every assignment.
+    fn eds(&mut self, resources: &EnvoyResources, assignments: &HashSet<String>) {
         let mut eds_names = HashSet::new();
         for (ci, cluster) in resources.clusters.iter().enumerate() {
             if cluster.cluster_discovery_type
@@ -340,11 +369,7 @@ impl Checker {
         }
     }
 
-    fn endpoints(
-        &mut self,
-        base: &str,
-        assignment: &envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment,
-    ) {
+    fn endpoints(&mut self, base: &str, assignment: &ClusterLoadAssignment) {
         for (li, locality) in assignment.endpoints.iter().enumerate() {
             for (ei, lb) in locality.lb_endpoints.iter().enumerate() {
                 if let Some(HostIdentifier::Endpoint(endpoint)) = &lb.host_identifier {
@@ -443,62 +468,9 @@ fn udp_clusters(json: &serde_json::Value, base: &str) -> Vec<(String, String)> {
 /// placeholder `epic-validate-xds` cluster) so SDS secrets and any other
 /// `ads: {}` source stay valid. Meant for `envoy --mode validate`.
 pub fn validation_bootstrap(resources: &EnvoyResources) -> serde_json::Value {
-    let routes: HashMap<&str, _> = resources
-        .route_configurations
-        .iter()
-        .map(|r| (r.name.as_str(), r))
-        .collect();
-    let assignments: HashMap<&str, _> = resources
-        .cluster_load_assignments
-        .iter()
-        .map(|c| (c.cluster_name.as_str(), c))
-        .collect();
     let mut inlined = resources.clone();
-    for listener in &mut inlined.listeners {
-        for chain in listener
-            .filter_chains
-            .iter_mut()
-            .chain(listener.default_filter_chain.iter_mut())
-        {
-            for filter in &mut chain.filters {
-                let Some(filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
-                    continue;
-                };
-                if type_name(&any.type_url) != HCM {
-                    continue;
-                }
-                let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
-                    continue;
-                };
-                if let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier
-                    && let Some(config) = routes.get(rds.route_config_name.as_str())
-                {
-                    hcm.route_specifier = Some(RouteSpecifier::RouteConfig((*config).clone()));
-                    any.value = hcm.encode_to_vec();
-                }
-            }
-        }
-    }
-    for cluster in &mut inlined.clusters {
-        if cluster.cluster_discovery_type
-            == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
-        {
-            let service = cluster
-                .eds_cluster_config
-                .as_ref()
-                .map(|c| c.service_name.clone())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| cluster.name.clone());
-            if let Some(assignment) = assignments.get(service.as_str()) {
-                let mut assignment = (*assignment).clone();
-                assignment.cluster_name = cluster.name.clone();
-                cluster.cluster_discovery_type =
-                    Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
-                cluster.eds_cluster_config = None;
-                cluster.load_assignment = Some(assignment);
-            }
-        }
-    }
+    inline_rds(&mut inlined.listeners, &resources.route_configurations);
+    inline_eds(&mut inlined.clusters, &resources.cluster_load_assignments);
     let json = inlined.to_json();
     let mut clusters = json["clusters"].as_array().cloned().unwrap_or_default();
     clusters.push(serde_json::json!({
@@ -527,6 +499,69 @@ pub fn validation_bootstrap(resources: &EnvoyResources) -> serde_json::Value {
             }
         }
     })
+}
+
+/// Inlines into each HTTP connection manager of `listeners` the route
+/// configuration (of `route_configurations`) its RDS names, if defined.
+fn inline_rds(listeners: &mut [Listener], route_configurations: &[RouteConfiguration]) {
+    let routes: HashMap<&str, _> = route_configurations
+        .iter()
+        .map(|r| (r.name.as_str(), r))
+        .collect();
+    for listener in listeners {
+        for chain in listener
+            .filter_chains
+            .iter_mut()
+            .chain(listener.default_filter_chain.iter_mut())
+        {
+            for filter in &mut chain.filters {
+                let Some(filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
+                    continue;
+                };
+                if type_name(&any.type_url) != HCM {
+                    continue;
+                }
+                let Ok(mut hcm) = HttpConnectionManager::decode(any.value.as_slice()) else {
+                    continue;
+                };
+                if let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier
+                    && let Some(config) = routes.get(rds.route_config_name.as_str())
+                {
+                    hcm.route_specifier = Some(RouteSpecifier::RouteConfig((*config).clone()));
+                    any.value = hcm.encode_to_vec();
+                }
+            }
+        }
+    }
+}
+
+/// Turns each EDS cluster of `clusters` with an assignment (of
+/// `cluster_load_assignments`) into a static cluster holding it.
+fn inline_eds(clusters: &mut [Cluster], cluster_load_assignments: &[ClusterLoadAssignment]) {
+    let assignments: HashMap<&str, _> = cluster_load_assignments
+        .iter()
+        .map(|c| (c.cluster_name.as_str(), c))
+        .collect();
+    for cluster in clusters {
+        if cluster.cluster_discovery_type
+            == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+        {
+            let service = cluster
+                .eds_cluster_config
+                .as_ref()
+                .map(|c| c.service_name.clone())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| cluster.name.clone());
+            if let Some(assignment) = assignments.get(service.as_str()) {
+                let mut assignment = (*assignment).clone();
+                assignment.cluster_name = cluster.name.clone();
+                cluster.cluster_discovery_type =
+                    Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+                cluster.eds_cluster_config = None;
+                cluster.load_assignment = Some(assignment);
+            }
+        }
+    }
 }
 
 /// Runs real Envoy in validation mode on a rendered resource set.

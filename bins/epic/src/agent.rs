@@ -205,34 +205,11 @@ pub fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let local = SocketAddr::new(config.address, GUE_PORT);
     let socket = UdpSocket::bind(local).map_err(|e| format!("hello socket {local}: {e}"))?;
-    let tenant = TenantId(config.tenant_id);
     let clock = MonotonicClock::new();
-    let node = NodeId::from_name(&config.node);
-    let interval = Duration::from_secs(config.hello_interval_seconds);
     // One hello agent: every tunnel's hellos go from the node's socket to
     // its gateway, whose challenges come back to the same socket.
     let mut agent = ClusterHelloAgent::new(socket, clock);
-    {
-        for (t, key) in config.tunnels.iter().zip(&keys) {
-            let value = TunnelValue::pending(tenant, config.address, GUE_PORT)
-                .verified(t.gateway, GUE_PORT)
-                .ok_or_else(|| format!("tunnel {}: address families differ", t.id))?;
-            datapath
-                .add_tunnel(TunnelId(t.id), value)
-                .map_err(|e| e.to_string())?;
-            for e in &t.endpoints {
-                datapath
-                    .add_local_endpoint(TunnelId(t.id), e.address, e.port, e.protocol.number())
-                    .map_err(|e| e.to_string())?;
-            }
-            let mut sender = SenderConfig::new(TunnelId(t.id), key.clone(), tenant, node);
-            sender.interval = interval;
-            agent.add_sender(
-                SocketAddr::new(t.gateway, GUE_PORT),
-                HelloSender::new(&sender, clock.now(), wall_clock_nanos()),
-            );
-        }
-    }
+    add_tunnels(&config, &keys, clock, &mut datapath, &mut agent)?;
     tracing::info!(
         "cluster agent on {} ({}): {} tunnel(s), hellos every {} s",
         config.uplink,
@@ -240,6 +217,68 @@ pub fn run(args: Args) -> Result<(), String> {
         config.tunnels.len(),
         config.hello_interval_seconds
     );
+    let (stop, waiter) = stop_on_signal()?;
+    let mut rounds = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // Sends what is due and answers challenges for 100 ms.
+        if let Err(e) = agent.run_for(Duration::from_millis(100)) {
+            tracing::warn!("hellos: {e}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some(path) = &args.stats
+            && rounds.is_multiple_of(10)
+        {
+            write_stats(path, &datapath, &agent.stats());
+        }
+        rounds += 1;
+    }
+    if let Some(path) = &args.stats {
+        write_stats(path, &datapath, &agent.stats());
+    }
+    let _ = waiter.join();
+    tracing::info!("stopping; detaching the programs");
+    drop(datapath);
+    Ok(())
+}
+
+/// Sets up every configured tunnel: in the data path with the endpoints it
+/// may deliver to, and as a hello sender of `agent` (`keys` in tunnel
+/// order).
+fn add_tunnels(
+    config: &AgentConfig,
+    keys: &[HelloKey],
+    clock: MonotonicClock,
+    datapath: &mut DataPath,
+    agent: &mut ClusterHelloAgent,
+) -> Result<(), String> {
+    let tenant = TenantId(config.tenant_id);
+    let node = NodeId::from_name(&config.node);
+    let interval = Duration::from_secs(config.hello_interval_seconds);
+    for (t, key) in config.tunnels.iter().zip(keys) {
+        let value = TunnelValue::pending(tenant, config.address, GUE_PORT)
+            .verified(t.gateway, GUE_PORT)
+            .ok_or_else(|| format!("tunnel {}: address families differ", t.id))?;
+        datapath
+            .add_tunnel(TunnelId(t.id), value)
+            .map_err(|e| e.to_string())?;
+        for e in &t.endpoints {
+            datapath
+                .add_local_endpoint(TunnelId(t.id), e.address, e.port, e.protocol.number())
+                .map_err(|e| e.to_string())?;
+        }
+        let mut sender = SenderConfig::new(TunnelId(t.id), key.clone(), tenant, node);
+        sender.interval = interval;
+        agent.add_sender(
+            SocketAddr::new(t.gateway, GUE_PORT),
+            HelloSender::new(&sender, clock.now(), wall_clock_nanos()),
+        );
+    }
+    Ok(())
+}
+
+/// A flag set on the first SIGTERM or SIGINT, and the thread that waits
+/// for it.
+fn stop_on_signal() -> Result<(Arc<AtomicBool>, std::thread::JoinHandle<()>), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -262,27 +301,7 @@ pub fn run(args: Args) -> Result<(), String> {
         });
         flag.store(true, Ordering::Relaxed);
     });
-    let mut rounds = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        // Sends what is due and answers challenges for 100 ms.
-        if let Err(e) = agent.run_for(Duration::from_millis(100)) {
-            tracing::warn!("hellos: {e}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if let Some(path) = &args.stats
-            && rounds.is_multiple_of(10)
-        {
-            write_stats(path, &datapath, &agent.stats());
-        }
-        rounds += 1;
-    }
-    if let Some(path) = &args.stats {
-        write_stats(path, &datapath, &agent.stats());
-    }
-    let _ = waiter.join();
-    tracing::info!("stopping; detaching the programs");
-    drop(datapath);
-    Ok(())
+    Ok((stop, waiter))
 }
 
 #[cfg(test)]

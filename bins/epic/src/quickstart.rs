@@ -458,14 +458,62 @@ pub fn run(args: Args) -> Result<(), String> {
     let pod = pod_server(&topo)?;
 
     step("starting `epic run` in the gateway namespace (ADS server, Envoy, eBPF, hello verifier)");
+    let (mut epic, public, tunnel) = start_gateway(&topo, &exe, &envoy, &dir)?;
+
+    step("starting `epic agent` on the node (eBPF on node0, authenticated hellos every 1 s)");
+    let stats_path = dir.join("agent-stats.json");
+    let mut agent = start_agent(&topo, &exe, &dir, &tunnel, &stats_path)?;
+
+    let target = SocketAddr::new(public, 80);
+    step(&format!("GET http://{target}/ from the client"));
+    first_request(&topo, target, &mut epic, &mut agent)?;
+
+    step(&format!(
+        "{} more requests, one connection each",
+        args.requests
+    ));
+    let n = args.requests;
+    timed_requests(&topo, target, n)?;
+    let stats = wait_agent_stats(&stats_path, u64::from(n) + 1)?;
+    println!(
+        "    cluster node: {} packets decapsulated from the tunnel, {} replies encapsulated, {} hellos sent, {} challenges answered",
+        stats.decapsulated, stats.encapsulated, stats.hellos_sent, stats.challenges_answered
+    );
+    if args.keep {
+        keep_running(&topo, target, &dir)?;
+    }
+
+    step("tearing down");
+    drop(agent);
+    drop(epic);
+    drop(pod);
+    drop(topo);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("==> quickstart done in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// A static command-line argument.
+fn os(s: &'static str) -> &'static std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+/// Starts `epic run` in the gateway namespace on the quickstart's
+/// resources and waits for the gateway to be programmed: the process, the
+/// gateway's public address and its tunnel.
+fn start_gateway(
+    topo: &Topology,
+    exe: &Path,
+    envoy: &Path,
+    dir: &Path,
+) -> Result<(EpicProcess, IpAddr, TunnelStatus), String> {
     let resources_path = dir.join("resources.yaml");
     std::fs::write(&resources_path, resources())
         .map_err(|e| format!("{}: {e}", resources_path.display()))?;
     let log = dir.join("epic.log");
-    let os = |s: &'static str| std::ffi::OsStr::new(s);
     let mut epic = spawn_epic(
         &topo.gw,
-        &exe,
+        exe,
         &[
             os("run"),
             os("--resources"),
@@ -487,7 +535,7 @@ pub fn run(args: Args) -> Result<(), String> {
         ],
         &log,
     )?;
-    let (public, tunnel) = wait_programmed(&dir, &mut epic)?;
+    let (public, tunnel) = wait_programmed(dir, &mut epic)?;
     println!(
         "    gateway demo/web programmed: public address {public}, tunnel {} to {NODE_NAME}",
         tunnel.id
@@ -495,15 +543,24 @@ pub fn run(args: Args) -> Result<(), String> {
     println!("    resources: {}", resources_path.display());
     println!("    status:    {}", dir.join("status.json").display());
     println!("    log:       {}", log.display());
+    Ok((epic, public, tunnel))
+}
 
-    step("starting `epic agent` on the node (eBPF on node0, authenticated hellos every 1 s)");
+/// Starts `epic agent` on the node, configured for `tunnel`, writing its
+/// stats to `stats_path`.
+fn start_agent(
+    topo: &Topology,
+    exe: &Path,
+    dir: &Path,
+    tunnel: &TunnelStatus,
+    stats_path: &Path,
+) -> Result<EpicProcess, String> {
     let agent_path = dir.join("agent.yaml");
-    std::fs::write(&agent_path, agent_config(&tunnel))
+    std::fs::write(&agent_path, agent_config(tunnel))
         .map_err(|e| format!("{}: {e}", agent_path.display()))?;
-    let stats_path = dir.join("agent-stats.json");
-    let mut agent = spawn_epic(
+    spawn_epic(
         &topo.node,
-        &exe,
+        exe,
         &[
             os("agent"),
             os("--config"),
@@ -512,10 +569,17 @@ pub fn run(args: Args) -> Result<(), String> {
             stats_path.as_os_str(),
         ],
         &dir.join("agent.log"),
-    )?;
+    )
+}
 
-    let target = SocketAddr::new(public, 80);
-    step(&format!("GET http://{target}/ from the client"));
+/// GETs `target` from the client until it answers 200, for at most
+/// `WAIT`; stops early if `epic run` or `epic agent` exits.
+fn first_request(
+    topo: &Topology,
+    target: SocketAddr,
+    epic: &mut EpicProcess,
+    agent: &mut EpicProcess,
+) -> Result<(), String> {
     let first = Instant::now();
     let deadline = first + WAIT;
     let (status, body) = loop {
@@ -546,12 +610,12 @@ pub fn run(args: Args) -> Result<(), String> {
         first.elapsed(),
         body.trim_end()
     );
+    Ok(())
+}
 
-    step(&format!(
-        "{} more requests, one connection each",
-        args.requests
-    ));
-    let n = args.requests;
+/// Sends `n` GETs to `target` from the client, one connection each, and
+/// prints their latency.
+fn timed_requests(topo: &Topology, target: SocketAddr, n: u32) -> Result<(), String> {
     let latencies = topo
         .client
         .run_in(move || -> Result<Vec<Duration>, String> {
@@ -578,51 +642,46 @@ pub fn run(args: Args) -> Result<(), String> {
             sorted[sorted.len() - 1]
         );
     }
+    Ok(())
+}
+
+/// The agent's stats once it has decapsulated `wanted` packets, or what it
+/// has after 5 s.
+fn wait_agent_stats(stats_path: &Path, wanted: u64) -> Result<AgentStats, String> {
     // The agent refreshes its stats every second.
-    let wanted = u64::from(n) + 1;
     let deadline = Instant::now() + Duration::from_secs(5);
-    let stats = loop {
-        let stats: Option<AgentStats> = std::fs::read(&stats_path)
+    loop {
+        let stats: Option<AgentStats> = std::fs::read(stats_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         match stats {
-            Some(s) if s.decapsulated >= wanted || Instant::now() >= deadline => break s,
+            Some(s) if s.decapsulated >= wanted || Instant::now() >= deadline => return Ok(s),
             None if Instant::now() >= deadline => {
                 return Err(format!("no agent stats in {}", stats_path.display()));
             }
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
-    };
-    println!(
-        "    cluster node: {} packets decapsulated from the tunnel, {} replies encapsulated, {} hellos sent, {} challenges answered",
-        stats.decapsulated, stats.encapsulated, stats.hellos_sent, stats.challenges_answered
-    );
-    if args.keep {
-        step("running; try it yourself, Ctrl-C to stop:");
-        println!(
-            "    ip netns exec {} curl http://{target}/",
-            topo.client.name()
-        );
-        println!(
-            "    ip netns exec {} curl -s 127.0.0.1:<admin>/stats  # Envoy admin: see {}",
-            topo.gw.name(),
-            dir.join("envoy").display()
-        );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
-        });
     }
+}
 
-    step("tearing down");
-    drop(agent);
-    drop(epic);
-    drop(pod);
-    drop(topo);
-    let _ = std::fs::remove_dir_all(&dir);
-    println!("==> quickstart done in {:?}", started.elapsed());
+/// `--keep`: shows how to try it by hand and waits for Ctrl-C.
+fn keep_running(topo: &Topology, target: SocketAddr, dir: &Path) -> Result<(), String> {
+    step("running; try it yourself, Ctrl-C to stop:");
+    println!(
+        "    ip netns exec {} curl http://{target}/",
+        topo.client.name()
+    );
+    println!(
+        "    ip netns exec {} curl -s 127.0.0.1:<admin>/stats  # Envoy admin: see {}",
+        topo.gw.name(),
+        dir.join("envoy").display()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
     Ok(())
 }

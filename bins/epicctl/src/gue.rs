@@ -135,14 +135,8 @@ fn decode(
 ) -> Result<Value, Box<dyn Error>> {
     let (outer, gue_bytes) = match outer_port {
         Some(port) => {
-            let d = decapsulate(bytes, port, profile)?;
-            let gue_len = match profile {
-                WireProfile::Standard => d.gue.buffer_len(),
-                WireProfile::EpicLegacy => legacy::HEADER_LEN,
-            };
-            let gue_start = d.header_len - gue_len;
-            let outer = json!({ "src": d.src.to_string(), "dst": d.dst.to_string() });
-            (Some(outer), &bytes[gue_start..])
+            let (outer, gue_bytes) = strip_outer(bytes, port, profile)?;
+            (Some(outer), gue_bytes)
         }
         None => (None, bytes),
     };
@@ -155,16 +149,7 @@ fn decode(
         format!("{e}{hint}")
     })?;
     let payload = &gue_bytes[header_len..];
-    let first = gue_bytes.get(..4).unwrap_or(&[]);
-    let (variant, control, hlen, flags) = match first {
-        [a, _, f0, f1] => (
-            a >> 6,
-            a & 0x20 != 0,
-            a & 0x1f,
-            u16::from_be_bytes([*f0, *f1]),
-        ),
-        _ => (0, false, 0, 0),
-    };
+    let (variant, control, hlen, flags) = first_word(gue_bytes);
     let mut v = json!({
         "profile": profile.name(),
         "variant": variant,
@@ -180,7 +165,53 @@ fn decode(
         "header_len": header_len,
         "payload_len": payload.len(),
     });
-    match repr.kind {
+    describe_message(&mut v, repr.kind, profile, gue_bytes)?;
+    if let Some(o) = outer {
+        v["outer"] = o;
+    }
+    Ok(v)
+}
+
+/// Removes the outer IP and UDP headers (UDP destination `port`): their
+/// addresses as JSON, and the GUE message they carry.
+fn strip_outer(
+    bytes: &[u8],
+    port: u16,
+    profile: WireProfile,
+) -> Result<(Value, &[u8]), Box<dyn Error>> {
+    let d = decapsulate(bytes, port, profile)?;
+    let gue_len = match profile {
+        WireProfile::Standard => d.gue.buffer_len(),
+        WireProfile::EpicLegacy => legacy::HEADER_LEN,
+    };
+    let gue_start = d.header_len - gue_len;
+    let outer = json!({ "src": d.src.to_string(), "dst": d.dst.to_string() });
+    Ok((outer, &bytes[gue_start..]))
+}
+
+/// The fields of a GUE header's first word: variant, C bit, Hlen and flags
+/// (zeros when there are fewer than 4 bytes).
+fn first_word(gue_bytes: &[u8]) -> (u8, bool, u8, u16) {
+    match gue_bytes.get(..4).unwrap_or(&[]) {
+        [a, _, f0, f1] => (
+            a >> 6,
+            a & 0x20 != 0,
+            a & 0x1f,
+            u16::from_be_bytes([*f0, *f1]),
+        ),
+        _ => (0, false, 0, 0),
+    }
+}
+
+/// Adds to `v` what the message is: a data message's inner protocol, or a
+/// control message's type and, for a hello, its fields.
+fn describe_message(
+    v: &mut Value,
+    kind: MessageKind,
+    profile: WireProfile,
+    gue_bytes: &[u8],
+) -> Result<(), Box<dyn Error>> {
+    match kind {
         MessageKind::Data(p) => {
             v["message"] = json!("data");
             v["proto"] = json!(p.number());
@@ -208,10 +239,7 @@ fn decode(
             }
         }
     }
-    if let Some(o) = outer {
-        v["outer"] = o;
-    }
-    Ok(v)
+    Ok(())
 }
 
 fn encode(cmd: EncodeCommand) -> Result<Vec<u8>, Box<dyn Error>> {
@@ -227,32 +255,7 @@ fn encode(cmd: EncodeCommand) -> Result<Vec<u8>, Box<dyn Error>> {
                 .map(parse_hex)
                 .transpose()?
                 .unwrap_or_default();
-            let mut out = match WireProfile::from(profile) {
-                WireProfile::Standard => {
-                    let proto = match proto {
-                        Proto::Ipv4 => InnerProto::Ipv4,
-                        Proto::Ipv6 => InnerProto::Ipv6,
-                    };
-                    let repr = GueRepr::data(TunnelId(tunnel), proto);
-                    let mut out = vec![0u8; repr.buffer_len()];
-                    repr.emit(&mut GuePacket::new_unchecked(&mut out[..]))?;
-                    out
-                }
-                WireProfile::EpicLegacy => {
-                    if proto != Proto::Ipv4 {
-                        return Err("the EPIC legacy profile only carries IPv4".into());
-                    }
-                    let mut out = [0u8; legacy::HEADER_LEN];
-                    legacy::emit(
-                        &legacy::LegacyMessage {
-                            hello: false,
-                            tunnel_id: TunnelId(tunnel),
-                        },
-                        &mut out,
-                    );
-                    out.to_vec()
-                }
-            };
+            let mut out = data_header(TunnelId(tunnel), proto, profile.into())?;
             out.extend_from_slice(&payload);
             Ok(out)
         }
@@ -267,34 +270,10 @@ fn encode(cmd: EncodeCommand) -> Result<Vec<u8>, Box<dyn Error>> {
             profile,
         } => {
             if WireProfile::from(profile) == WireProfile::EpicLegacy {
-                let mut out = [0u8; legacy::HEADER_LEN];
-                legacy::emit(
-                    &legacy::LegacyMessage {
-                        hello: true,
-                        tunnel_id: TunnelId(tunnel),
-                    },
-                    &mut out,
-                );
-                return Ok(out.to_vec());
+                return Ok(legacy_header(true, TunnelId(tunnel)));
             }
-            let key_text = match (key_file, key_hex) {
-                (Some(path), _) => std::fs::read_to_string(&path)
-                    .map_err(|e| format!("reading key file {}: {e}", path.display()))?,
-                (None, Some(hex)) => hex,
-                (None, None) => return Err("a standard hello needs --key-file or --key-hex".into()),
-            };
-            let key: [u8; 32] = parse_hex(key_text.trim())?
-                .try_into()
-                .map_err(|v: Vec<u8>| format!("the key must be 32 bytes, got {}", v.len()))?;
-            let node = match (node, node_id) {
-                (Some(name), _) => NodeId::from_name(&name),
-                (None, Some(hex)) => {
-                    NodeId(parse_hex(&hex)?.try_into().map_err(|v: Vec<u8>| {
-                        format!("--node-id must be 16 bytes, got {}", v.len())
-                    })?)
-                }
-                (None, None) => return Err("a standard hello needs --node or --node-id".into()),
-            };
+            let key = hello_key(key_file, key_hex)?;
+            let node = hello_node(node, node_id)?;
             let counter = counter.unwrap_or_else(epic_gue::hello::clock::wall_clock_nanos);
             let mut repr = HelloRepr {
                 kind: epic_gue::wire::HelloKind::Hello,
@@ -310,6 +289,76 @@ fn encode(cmd: EncodeCommand) -> Result<Vec<u8>, Box<dyn Error>> {
             Ok(out.to_vec())
         }
     }
+}
+
+/// A data message header for `tunnel` carrying `proto`.
+fn data_header(
+    tunnel: TunnelId,
+    proto: Proto,
+    profile: WireProfile,
+) -> Result<Vec<u8>, Box<dyn Error>> {
+    match profile {
+        WireProfile::Standard => {
+            let proto = match proto {
+                Proto::Ipv4 => InnerProto::Ipv4,
+                Proto::Ipv6 => InnerProto::Ipv6,
+            };
+            let repr = GueRepr::data(tunnel, proto);
+            let mut out = vec![0u8; repr.buffer_len()];
+            repr.emit(&mut GuePacket::new_unchecked(&mut out[..]))?;
+            Ok(out)
+        }
+        WireProfile::EpicLegacy => {
+            if proto != Proto::Ipv4 {
+                return Err("the EPIC legacy profile only carries IPv4".into());
+            }
+            Ok(legacy_header(false, tunnel))
+        }
+    }
+}
+
+/// An EPIC legacy header: a hello or a data message for `tunnel`.
+fn legacy_header(hello: bool, tunnel: TunnelId) -> Vec<u8> {
+    let mut out = [0u8; legacy::HEADER_LEN];
+    legacy::emit(
+        &legacy::LegacyMessage {
+            hello,
+            tunnel_id: tunnel,
+        },
+        &mut out,
+    );
+    out.to_vec()
+}
+
+/// The 32-byte hello key, from `--key-file` or `--key-hex`.
+fn hello_key(
+    key_file: Option<PathBuf>,
+    key_hex: Option<String>,
+) -> Result<[u8; 32], Box<dyn Error>> {
+    let key_text = match (key_file, key_hex) {
+        (Some(path), _) => std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading key file {}: {e}", path.display()))?,
+        (None, Some(hex)) => hex,
+        (None, None) => return Err("a standard hello needs --key-file or --key-hex".into()),
+    };
+    let key: [u8; 32] = parse_hex(key_text.trim())?
+        .try_into()
+        .map_err(|v: Vec<u8>| format!("the key must be 32 bytes, got {}", v.len()))?;
+    Ok(key)
+}
+
+/// The hello's node identity, from `--node` or `--node-id`.
+fn hello_node(node: Option<String>, node_id: Option<String>) -> Result<NodeId, Box<dyn Error>> {
+    let node = match (node, node_id) {
+        (Some(name), _) => NodeId::from_name(&name),
+        (None, Some(hex)) => NodeId(
+            parse_hex(&hex)?
+                .try_into()
+                .map_err(|v: Vec<u8>| format!("--node-id must be 16 bytes, got {}", v.len()))?,
+        ),
+        (None, None) => return Err("a standard hello needs --node or --node-id".into()),
+    };
+    Ok(node)
 }
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {

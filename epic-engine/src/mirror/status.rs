@@ -1,0 +1,172 @@
+//! The platform's gateway status written back as user-cluster status: a
+//! `Service`'s `loadBalancer.ingress`, a Gateway API `Gateway`'s addresses
+//! and conditions.
+
+use epic_model as model;
+use epic_model::conditions::{ConditionType, Reason};
+use gateway_api::gateways as gw;
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// The `Service` status for a platform gateway's status: one
+/// `loadBalancer.ingress` per address (`ipMode: VIP`), with the DNS name
+/// as `hostname` when there is one.
+pub fn service_status(platform: &model::GatewayStatus) -> ServiceStatus {
+    let mut ingress: Vec<LoadBalancerIngress> = platform
+        .addresses
+        .iter()
+        .map(|a| LoadBalancerIngress {
+            ip: Some(a.to_string()),
+            hostname: platform.dns_name.clone(),
+            ip_mode: Some("VIP".into()),
+            ports: None,
+        })
+        .collect();
+    if ingress.is_empty()
+        && let Some(dns) = &platform.dns_name
+    {
+        ingress.push(LoadBalancerIngress {
+            hostname: Some(dns.clone()),
+            ..Default::default()
+        });
+    }
+    ServiceStatus {
+        load_balancer: Some(LoadBalancerStatus {
+            ingress: (!ingress.is_empty()).then_some(ingress),
+        }),
+        conditions: None,
+    }
+}
+
+/// Gateway API reasons of `Accepted`.
+const ACCEPTED_REASONS: [&str; 6] = [
+    "Accepted",
+    "ListenersNotValid",
+    "Pending",
+    "UnsupportedAddress",
+    "InvalidParameters",
+    "NotReady",
+];
+/// Gateway API reasons of `Programmed`.
+const PROGRAMMED_REASONS: [&str; 6] = [
+    "Programmed",
+    "Invalid",
+    "Pending",
+    "NoResources",
+    "AddressNotAssigned",
+    "AddressNotUsable",
+];
+
+/// A Gateway API condition for the platform's condition of `type_`.
+fn gateway_condition(
+    type_: &str,
+    platform: Option<&model::Condition>,
+    standard: &[&str],
+    fallback: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let (status, reason, message) = match platform {
+        Some(c) if standard.contains(&c.reason.as_str()) => {
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        }
+        Some(c) => {
+            let message = if c.message.is_empty() {
+                c.reason.clone()
+            } else {
+                format!("{}: {}", c.reason, c.message)
+            };
+            (c.status.clone(), fallback.to_owned(), message)
+        }
+        None => (
+            "Unknown".to_owned(),
+            "Pending".to_owned(),
+            "waiting for the gateway platform".to_owned(),
+        ),
+    };
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason,
+        message,
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    }
+}
+
+/// The Gateway API `Gateway` status for a platform gateway's status:
+/// addresses (`IPAddress`, then the DNS name as `Hostname`) and the
+/// `Accepted` and `Programmed` conditions, with Gateway API reasons (a
+/// platform-only reason becomes `InvalidParameters` / `Invalid`, kept at
+/// the front of the message). A gateway the platform has not accepted is
+/// `Programmed=False`, reason `Invalid`; one it has not seen yet is
+/// `Unknown`, reason `Pending`. Every condition gets `observedGeneration`
+/// = `generation` and `lastTransitionTime` = `now` (see
+/// [`keep_transition_times`]).
+pub fn gateway_status(
+    platform: &model::GatewayStatus,
+    generation: Option<i64>,
+    now: Time,
+) -> gw::GatewayStatus {
+    let find = |t: ConditionType| platform.conditions.iter().find(|c| c.type_ == t.as_str());
+    let accepted = find(ConditionType::Accepted);
+    let not_accepted = accepted.filter(|c| !c.is_true()).map(|c| {
+        ConditionType::Programmed.condition(
+            false,
+            Reason::Invalid,
+            format!("not accepted: {}", c.message),
+        )
+    });
+    let programmed = find(ConditionType::Programmed).or(not_accepted.as_ref());
+    let mut addresses: Vec<gw::GatewayStatusAddresses> = platform
+        .addresses
+        .iter()
+        .map(|a| gw::GatewayStatusAddresses {
+            r#type: Some("IPAddress".into()),
+            value: a.to_string(),
+        })
+        .collect();
+    if let Some(dns) = &platform.dns_name {
+        addresses.push(gw::GatewayStatusAddresses {
+            r#type: Some("Hostname".into()),
+            value: dns.clone(),
+        });
+    }
+    gw::GatewayStatus {
+        addresses: (!addresses.is_empty()).then_some(addresses),
+        attached_listener_sets: None,
+        conditions: Some(vec![
+            gateway_condition(
+                "Accepted",
+                accepted,
+                &ACCEPTED_REASONS,
+                "InvalidParameters",
+                generation,
+                &now,
+            ),
+            gateway_condition(
+                "Programmed",
+                programmed,
+                &PROGRAMMED_REASONS,
+                "Invalid",
+                generation,
+                &now,
+            ),
+        ]),
+        listeners: None,
+    }
+}
+
+/// Keeps `lastTransitionTime` of each condition in `next` whose type and
+/// status are unchanged from `previous` (Kubernetes convention: the time
+/// moves only when the status does).
+pub fn keep_transition_times(previous: &[Condition], next: &mut [Condition]) {
+    for c in next {
+        if let Some(old) = previous
+            .iter()
+            .find(|o| o.type_ == c.type_ && o.status == c.status)
+        {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+    }
+}
