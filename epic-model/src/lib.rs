@@ -65,7 +65,7 @@ pub struct TenantSpec {
     pub templates: Option<Vec<String>>,
     /// The pod and node networks of the tenant's clusters (CIDRs or single
     /// addresses): endpoint and cluster-node addresses outside them are
-    /// refused (see `epic_engine::admission`). Absent: every address the
+    /// refused by endpoint admission. Absent: every address the
     /// platform does not reserve for itself; empty: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_networks: Option<Vec<String>>,
@@ -94,7 +94,7 @@ pub struct TenantLimits {
 }
 
 /// An address released by its last gateway and held back from everyone
-/// else for the platform's grace period (`epic_engine::grace`).
+/// else for the platform's grace period.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReleasedAddress {
