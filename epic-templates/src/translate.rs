@@ -744,7 +744,8 @@ impl Translator<'_> {
                         .filter(|m| !m.is_empty())
                         .unwrap_or(&default_match);
                     for (mi, m) in matches.iter().enumerate() {
-                        let context = parts.route_for(&source, ri, mi, m);
+                        let mut context = parts.route_for(&source, ri, mi, m);
+                        redirect_to_listener_port(&mut context.action, listener);
                         let key: PrecedenceKey = (
                             match context.path.kind {
                                 PathMatchKind::Exact => 0,
@@ -923,6 +924,30 @@ impl Translator<'_> {
                 }
             }
         }
+    }
+}
+
+/// A redirect without a scheme or a port keeps the listener's port, as
+/// the Gateway API requires (the redirect port is the listener's when no
+/// scheme is given), unless it is the default port of the listener's
+/// protocol, which a `Location` omits. With a hostname and no port, Envoy
+/// would otherwise drop the port. A redirect with a scheme and no port
+/// goes to that scheme's default port, which Envoy does already.
+fn redirect_to_listener_port(action: &mut RouteAction, listener: &ListenerInput) {
+    let RouteAction::Redirect {
+        scheme: None,
+        port: port @ None,
+        ..
+    } = action
+    else {
+        return;
+    };
+    let default = match listener.protocol {
+        ListenerProtocol::Https => 443,
+        _ => 80,
+    };
+    if listener.port != default {
+        *port = Some(listener.port);
     }
 }
 

@@ -227,6 +227,36 @@ fn request_redirect_scheme_host_port_path_and_status() {
     }
 }
 
+/// Gateway API: a redirect without a port goes to the listener's port
+/// when it names no scheme (omitted when that is the protocol's default),
+/// and to the scheme's default port when it names one
+/// (HTTPRouteRedirectPortAndScheme).
+#[test]
+fn a_redirect_without_a_port_keeps_the_listeners_port() {
+    let spec = "  rules:\n  - matches: [{path: {value: /nil}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {hostname: example.org}\n  - matches: [{path: {value: /https}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {scheme: https, hostname: example.org}\n  - matches: [{path: {value: /80}}]\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {port: 80, hostname: example.org}\n";
+    let routes = Route::from_yaml(&http_route("r", "2024-01-01T00:00:00Z", spec)).unwrap();
+    let ports = |listener_port: u16| -> Vec<(String, Option<u16>)> {
+        let mut inputs = inputs();
+        inputs.listeners[0].port = listener_port;
+        http_routes(&translate(&inputs, &routes))
+            .into_iter()
+            .map(|r| match r.action {
+                RouteAction::Redirect { port, .. } => (r.path.value, port),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let expected = |nil: Option<u16>| {
+        vec![
+            ("/https".to_owned(), None),
+            ("/nil".to_owned(), nil),
+            ("/80".to_owned(), Some(80)),
+        ]
+    };
+    assert_eq!(ports(8080), expected(Some(8080)));
+    assert_eq!(ports(80), expected(None));
+}
+
 #[test]
 fn url_rewrite_hostname_full_path_and_prefix() {
     let (r, _) = one_route(&format!(
