@@ -150,11 +150,7 @@ pub(super) fn api_gateway(
         &config.template_for_gateway
     };
     Some(GatewayDraft {
-        claim: NameClaim {
-            identity: format!("Gateway/{ns}/{name}"),
-            base: format!("{ns}-{name}"),
-            created: g.metadata.creation_timestamp.clone(),
-        },
+        claim: NameClaim::new("Gateway", "", &ns, &name, &g.metadata.creation_timestamp),
         spec: model::GatewaySpec {
             template: template.clone(),
             client: model::ClientRef {
@@ -311,11 +307,13 @@ pub(super) fn http_route(
     spec.parent_refs = Some(kept);
     let services = services_of(&spec, &ns);
     Some(RouteDraft {
-        claim: NameClaim {
-            identity: format!("HTTPRoute/{ns}/{name}"),
-            base: format!("{ns}-{name}"),
-            created: route.metadata.creation_timestamp.clone(),
-        },
+        claim: NameClaim::new(
+            "HTTPRoute",
+            "",
+            &ns,
+            &name,
+            &route.metadata.creation_timestamp,
+        ),
         spec: model::RouteSpec {
             namespace: ns,
             http: Some(spec),
@@ -354,11 +352,7 @@ macro_rules! l4_route {
             };
             route_spec.$field = Some(spec);
             Some(RouteDraft {
-                claim: NameClaim {
-                    identity: format!("{}/{ns}/{name}", $kind),
-                    base: format!("{ns}-{name}"),
-                    created: route.metadata.creation_timestamp.clone(),
-                },
+                claim: NameClaim::new($kind, "", &ns, &name, &route.metadata.creation_timestamp),
                 spec: route_spec,
                 services,
             })

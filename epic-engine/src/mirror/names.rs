@@ -146,6 +146,24 @@ pub(super) struct NameClaim {
     pub(super) created: Option<Time>,
 }
 
+impl NameClaim {
+    /// The claim of the user object `kind` `ns/name` created at `created`
+    /// for the platform name `<prefix><ns>-<name>`.
+    pub(super) fn new(
+        kind: &str,
+        prefix: &str,
+        ns: &str,
+        name: &str,
+        created: &Option<Time>,
+    ) -> Self {
+        NameClaim {
+            identity: format!("{kind}/{ns}/{name}"),
+            base: format!("{prefix}{ns}-{name}"),
+            created: created.clone(),
+        }
+    }
+}
+
 /// Names for the claims of one platform kind, by identity.
 pub(super) fn assign_names(
     claims: &[NameClaim],

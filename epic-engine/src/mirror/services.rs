@@ -55,11 +55,13 @@ pub(super) fn service_gateway(
     }
     let template = service_template(&listeners, config);
     Some(GatewayDraft {
-        claim: NameClaim {
-            identity: format!("Service/{ns}/{name}"),
-            base: format!("svc-{ns}-{name}"),
-            created: svc.metadata.creation_timestamp.clone(),
-        },
+        claim: NameClaim::new(
+            "Service",
+            "svc-",
+            &ns,
+            &name,
+            &svc.metadata.creation_timestamp,
+        ),
         spec: model::GatewaySpec {
             template: template.clone(),
             client: model::ClientRef {
