@@ -5,7 +5,8 @@ Lints and renders a Helm chart offline with real Helm (helm-python-sdk),
 then validates every rendered manifest and CRD against the Kubernetes
 schemas (kubernetes-validate). Exit status 0 only if all of it passes;
 every problem is printed with the template it came from, and the rendered
-manifests (not the CRDs) are printed too, for the tests to read."""
+manifests (not the CRDs) and NOTES.txt are printed too, for the tests to
+read. Values are checked against the chart's values.schema.json by Helm."""
 import json
 import sys
 
@@ -32,7 +33,8 @@ def main(chart_dir: str, values: dict) -> int:
         rendered = {}
     kinds = []
     manifests = []
-    sources = list(rendered.items())
+    notes = "".join(text for path, text in rendered.items() if path.endswith("NOTES.txt"))
+    sources = [(path, text) for path, text in rendered.items() if not path.endswith("NOTES.txt")]
     for crd in chart.crds or []:
         name = crd.get("name") if isinstance(crd, dict) else getattr(crd, "name", "crd")
         data = crd.get("data") if isinstance(crd, dict) else getattr(crd, "data", "")
@@ -50,7 +52,7 @@ def main(chart_dir: str, values: dict) -> int:
                 kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
             except kubernetes_validate.ValidationError as e:
                 problems.append(f"{path}: {doc.get('kind')}: {e.message} at {list(e.path)}")
-    print(json.dumps({"objects": kinds, "problems": problems, "manifests": manifests}, indent=2))
+    print(json.dumps({"objects": kinds, "problems": problems, "manifests": manifests, "notes": notes}, indent=2))
     return 1 if problems else 0
 
 

@@ -1123,6 +1123,7 @@ fn the_mirrored_objects_plan() {
         envoy_images: None,
         now: 0,
         address_grace: 0,
+        verified_tunnels: None,
     };
     let p = plan(&inputs, &Recorded::default());
     assert!(p.problems.is_empty(), "{:?}", p.problems);

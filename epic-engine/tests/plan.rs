@@ -609,6 +609,65 @@ fn rendered(p: &Plan, name: &str, text: &str) -> bool {
 }
 
 #[test]
+fn an_endpoint_is_rendered_only_once_its_tunnels_carry_packets() {
+    use epic_model::VerifiedTunnel;
+    let verified = |nodes: &[(&str, &str)]| {
+        nodes
+            .iter()
+            .map(|(node, gateway_node)| VerifiedTunnel {
+                tenant: "acme".into(),
+                cluster: "c1".into(),
+                node: (*node).into(),
+                gateway_node: (*gateway_node).into(),
+            })
+            .collect()
+    };
+    let mut two_nodes = inputs(&web("web", "tcp"));
+    two_nodes.gateway_nodes.push(GatewayNode {
+        name: "gw2".into(),
+        address: "203.0.113.2".parse().unwrap(),
+    });
+    // Nothing verified yet: no endpoint is rendered, but both tunnels (on
+    // both gateway nodes) and the data-path endpoints are planned, so the
+    // nodes' hellos can verify them.
+    two_nodes.verified_tunnels = Some(Default::default());
+    let p = plan(&two_nodes, &Recorded::default());
+    assert!(p.gateway("acme", "web").unwrap().programmed());
+    assert!(!rendered(&p, "web", "198.18.1.5"));
+    assert!(!rendered(&p, "web", "198.18.2.5"));
+    assert_eq!(p.tunnels.len(), 4);
+    assert_eq!(p.endpoints["gw1"].len() + p.endpoints["gw2"].len(), 4);
+    // n1's tunnel verified on one gateway node only: still held back (the
+    // proxy on the other would drop its first packet).
+    two_nodes.verified_tunnels = Some(verified(&[("n1", "gw1"), ("n2", "gw2")]));
+    let p = plan(&two_nodes, &Recorded::default());
+    assert!(!rendered(&p, "web", "198.18.1.5"));
+    assert!(!rendered(&p, "web", "198.18.2.5"));
+    // On both: n1's endpoint is rendered, n2's still waits.
+    two_nodes.verified_tunnels = Some(verified(&[("n1", "gw1"), ("n1", "gw2"), ("n2", "gw2")]));
+    let p = plan(&two_nodes, &Recorded::default());
+    assert!(rendered(&p, "web", "198.18.1.5"));
+    assert!(!rendered(&p, "web", "198.18.2.5"));
+    // Another cluster's or tenant's verified tunnel does not count.
+    let mut other = verified(&[("n2", "gw1"), ("n2", "gw2")]);
+    other = other
+        .into_iter()
+        .map(|mut t: VerifiedTunnel| {
+            t.cluster = "c2".into();
+            t
+        })
+        .collect();
+    two_nodes.verified_tunnels = Some(other);
+    let p = plan(&two_nodes, &Recorded::default());
+    assert!(!rendered(&p, "web", "198.18.2.5"));
+    // Without a verified set (no data path to ask), every endpoint is.
+    two_nodes.verified_tunnels = None;
+    let p = plan(&two_nodes, &Recorded::default());
+    assert!(rendered(&p, "web", "198.18.1.5"));
+    assert!(rendered(&p, "web", "198.18.2.5"));
+}
+
+#[test]
 fn endpoints_at_the_platform_or_outside_the_tenant_are_never_rendered() {
     let extra = format!(
         "{}{}",

@@ -854,6 +854,16 @@ impl<S: AsRef<[TunnelSlot]> + AsMut<[TunnelSlot]>> HelloVerifier<S> {
         self.slots.as_ref().get(i)?.0.as_ref()?.last_counter
     }
 
+    /// Every tunnel whose remote end is verified (a challenge answered and
+    /// not expired since), with that remote, in tunnel order: the tunnels
+    /// that carry packets now.
+    pub fn remotes(&self) -> impl Iterator<Item = (TunnelId, SocketAddr)> + '_ {
+        let used = self.slots.as_ref().get(..self.len).unwrap_or(&[]);
+        used.iter()
+            .filter_map(|s| s.0.as_ref())
+            .filter_map(|t| Some((t.tunnel, t.remote?)))
+    }
+
     /// Every tunnel's last accepted counter, in tunnel order: what to
     /// persist so a restart does not reopen replays.
     pub fn counters(&self) -> impl Iterator<Item = (TunnelId, u64)> + '_ {

@@ -8,7 +8,8 @@
 //! - Sinks, in order, on one [`ClusterRound`]: [`AddFinalizers`]
 //!   (`finalizers.rs`), [`MirrorSink`] (`cluster.rs`: the mirrored objects
 //!   applied where they differ), [`ReleaseFinalizers`], [`WriteBackSink`]
-//!   (`cluster.rs`: status written back).
+//!   (`cluster.rs`: status written back), and with an agent namespace
+//!   [`NodeKeySink`] (`node_keys.rs`: each node its hello key).
 //!
 //! Deleting a served `Service` is held by the
 //! [`LOAD_BALANCER_FINALIZER`] until its platform gateway is gone (its
@@ -27,6 +28,7 @@ pub use crate::drive::LeaseOptions;
 use crate::drive::{Leadership, Step, wait_ready};
 pub use crate::finalizers::LOAD_BALANCER_FINALIZER;
 use crate::finalizers::{AddFinalizers, ReleaseFinalizers};
+use crate::node_keys::{NodeKeySink, NodeKeyTarget};
 use crate::ops::{Health, Metrics};
 use crate::reflect::{Changes, Debouncer};
 use crate::round::ClusterRound;
@@ -50,6 +52,10 @@ pub struct ClusterOptions {
     /// Leader election among replicas (a `Lease` in the user cluster);
     /// `None`: this replica always leads.
     pub lease: Option<LeaseOptions>,
+    /// The user-cluster namespace the cluster agents run in: each node a
+    /// tunnel ends on gets its hello key there ([`crate::node_keys`]).
+    /// `None`: no node keys are written.
+    pub agent_namespace: Option<String>,
 }
 
 impl ClusterOptions {
@@ -62,6 +68,7 @@ impl ClusterOptions {
             max_delay: Duration::from_secs(1),
             resync: Duration::from_secs(300),
             lease: None,
+            agent_namespace: None,
         }
     }
 }
@@ -96,11 +103,19 @@ impl ClusterController {
     /// through `platform` (the tenant's credentials).
     pub fn new(user: Client, platform: Client, options: ClusterOptions) -> Self {
         let config = &options.mirror;
-        let sinks = Sinks::new()
+        let mut sinks = Sinks::new()
             .with(AddFinalizers::new(user.clone(), config.clone()))
             .with(MirrorSink::new(platform.clone(), config.clone()))
             .with(ReleaseFinalizers::new(user.clone(), config.clone()))
             .with(WriteBackSink::new(user.clone()));
+        if let Some(namespace) = &options.agent_namespace {
+            let target = NodeKeyTarget {
+                tenant_namespace: config.tenant_namespace.clone(),
+                cluster: options.cluster.clone(),
+                namespace: namespace.clone(),
+            };
+            sinks = sinks.with(NodeKeySink::new(user.clone(), platform.clone(), target));
+        }
         ClusterController {
             user,
             platform,

@@ -4,7 +4,9 @@
 //! - Source: [`PlatformSource`] (reflector stores; `platform.rs`).
 //! - Engine: [`plan_incremental`], then [`publish`] to the xDS cache (a
 //!   standby replica does only this, so proxies that reach it are served).
-//! - Sinks, in order, on one [`PlatformRound`]: [`GatewayStatusSink`] and
+//! - Sinks, in order, on one [`PlatformRound`]: [`TunnelKeySink`] (each
+//!   cluster with a tunnel gets its key before any status names the
+//!   tunnel; `tunnel_keys.rs`), [`GatewayStatusSink`] and
 //!   [`PoolStatusSink`] (`status.rs`), [`ProxySink`] (`proxies.rs`).
 //!
 //! ```no_run
@@ -36,6 +38,7 @@ use crate::proxies::{ProxySettings, ProxySink};
 use crate::reflect::Debouncer;
 use crate::round::PlatformRound;
 use crate::status::{GatewayStatusSink, PoolStatusSink};
+use crate::tunnel_keys::TunnelKeySink;
 use epic_engine::plan::{Plan, RenderCache, plan_incremental};
 use epic_engine::publish::{Published, publish};
 use epic_engine::runtime::{Sinks, Source};
@@ -138,6 +141,7 @@ impl GatewayController {
             health: Arc::new(Health::default()),
             last_allocations: Vec::new(),
             sinks: Sinks::new()
+                .with(TunnelKeySink::new(client.clone()))
                 .with(GatewayStatusSink::new(client.clone()))
                 .with(PoolStatusSink::new(client.clone()))
                 .with(ProxySink::new(

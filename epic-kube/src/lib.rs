@@ -69,12 +69,14 @@ pub mod drive;
 pub mod finalizers;
 pub mod index;
 pub mod lease;
+pub mod node_keys;
 pub mod ops;
 pub mod platform;
 pub mod proxies;
 pub mod reflect;
 pub mod round;
 pub mod status;
+pub mod tunnel_keys;
 pub mod user;
 pub mod xds_identity;
 
@@ -115,6 +117,15 @@ pub enum K8sError {
     /// An xDS identity could not be made or read.
     #[error("{what}: {message}")]
     Identity {
+        /// Which object.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tunnel key could not be made or read (the message never holds
+    /// a key).
+    #[error("{what}: {message}")]
+    Key {
         /// Which object.
         what: String,
         /// What is wrong.

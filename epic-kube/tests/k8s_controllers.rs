@@ -15,7 +15,7 @@ use epic_kube::controller::{GatewayController, Options};
 use epic_test_support::kube::{
     ControlPlane, Options as PlaneOptions, apply_manifests, render_chart, tenant_platform,
 };
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
@@ -251,6 +251,18 @@ fn a_deleted_service_waits_for_its_gateway_to_go() {
         let user_plane = user_plane.unwrap();
         let user = user_plane.client().await.unwrap();
         apply(&user, USER).await;
+        // Node addresses are status: set as a kubelet would (the tunnel to
+        // node-a needs one).
+        Api::<k8s_openapi::api::core::v1::Node>::all(user.clone())
+            .patch_status(
+                "node-a",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    &json!({"status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.21"}]}}),
+                ),
+            )
+            .await
+            .unwrap();
         // The cluster controller writes the platform with the tenant's
         // credentials only (the chart's tenant role).
         let tenant = platform_plane
@@ -258,8 +270,10 @@ fn a_deleted_service_waits_for_its_gateway_to_go() {
             .await
             .unwrap();
         let (stop, gateway_task, _) = spawn_gateway_controller(&platform);
-        let cluster =
-            ClusterController::new(user.clone(), tenant, ClusterOptions::new("c1", "acme"));
+        apply(&user, "apiVersion: v1\nkind: Namespace\nmetadata: {name: epic-system}\n").await;
+        let mut options = ClusterOptions::new("c1", "acme");
+        options.agent_namespace = Some("epic-system".into());
+        let cluster = ClusterController::new(user.clone(), tenant.clone(), options);
         let (stop_cluster, stopped) = tokio::sync::watch::channel(false);
         let cluster_task = tokio::spawn(cluster.run(stopped));
 
@@ -286,6 +300,7 @@ fn a_deleted_service_waits_for_its_gateway_to_go() {
             finalizers.iter().any(|f| f == LOAD_BALANCER_FINALIZER),
             "{finalizers:?}"
         );
+        let keys = node_keys_are_distributed(&platform, &tenant, &user).await;
 
         // Deleting the Service: held until the platform gateway is gone.
         services
@@ -306,6 +321,21 @@ fn a_deleted_service_waits_for_its_gateway_to_go() {
             gateway(&platform, "svc-default-web").await.is_none(),
             "the platform gateway is gone first"
         );
+        // No tunnel ends on node-a any more: its key goes; the cluster key
+        // stays (the cluster's next gateway uses it).
+        let user_secrets: Api<Secret> = Api::namespaced(user.clone(), "epic-system");
+        eventually(Duration::from_secs(30), "node-a's key to go", || async {
+            user_secrets
+                .get_opt("epic-node-key-node-a")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        let platform_secrets: Api<Secret> = Api::namespaced(platform.clone(), "acme");
+        let kept = platform_secrets.get("epic-tunnel-keys").await.unwrap();
+        assert_eq!(secret_value(&kept, "c1"), keys.0);
 
         stop.send_replace(true);
         stop_cluster.send_replace(true);
@@ -313,6 +343,68 @@ fn a_deleted_service_waits_for_its_gateway_to_go() {
         cluster_task.await.unwrap().unwrap();
         drop(user_plane);
     });
+}
+
+fn secret_value(secret: &Secret, key: &str) -> String {
+    let data = secret.data.as_ref().unwrap();
+    String::from_utf8(data[key].0.clone()).unwrap()
+}
+
+/// Waits for the cluster's key on the platform and node-a's key in the
+/// user cluster; checks how they relate, who owns and may read them, and
+/// that no status holds them. Returns (cluster key, node key), hex.
+async fn node_keys_are_distributed(
+    platform: &Client,
+    tenant: &Client,
+    user: &Client,
+) -> (String, String) {
+    use epic_gue::hello::HelloKey;
+    let user_secrets: Api<Secret> = Api::namespaced(user.clone(), "epic-system");
+    let (node_secret, took) =
+        eventually(Duration::from_secs(30), "node-a's key Secret", || async {
+            user_secrets.get_opt("epic-node-key-node-a").await.unwrap()
+        })
+        .await;
+    println!("ingress written back -> node key in the user cluster: {took:?}");
+    let cluster_secret = Api::<Secret>::namespaced(platform.clone(), "acme")
+        .get("epic-tunnel-keys")
+        .await
+        .unwrap();
+    let cluster_hex = secret_value(&cluster_secret, "c1");
+    let cluster_key = HelloKey::from_hex(&cluster_hex).expect("64 hex digits");
+    let node_hex = secret_value(&node_secret, "key");
+    // The node gets its own key, derived from the cluster's, never the
+    // cluster key itself.
+    assert_eq!(node_hex, cluster_key.node_key("node-a").to_hex());
+    assert_ne!(node_hex, cluster_hex);
+    // The cluster key goes with its Tenant.
+    let owners = cluster_secret.metadata.owner_references.unwrap_or_default();
+    assert_eq!(
+        owners
+            .iter()
+            .map(|o| (o.kind.as_str(), o.name.as_str()))
+            .collect::<Vec<_>>(),
+        [("Tenant", "acme")]
+    );
+    // The tenant reads its cluster keys and no other Secret of its namespace.
+    let tenant_secrets: Api<Secret> = Api::namespaced(tenant.clone(), "acme");
+    tenant_secrets.get("epic-tunnel-keys").await.unwrap();
+    assert!(forbidden(tenant_secrets.list(&ListParams::default()).await));
+    assert!(forbidden(
+        tenant_secrets.get("svc-default-web-proxy-xds").await
+    ));
+    // No status on either side holds a key.
+    let statuses = [
+        serde_json::to_string(&gateway(platform, "svc-default-web").await).unwrap(),
+        serde_json::to_string(
+            &get(user, "v1", "Service", "services", Some("default"), "web").await,
+        )
+        .unwrap(),
+    ];
+    for status in statuses {
+        assert!(!status.contains(&cluster_hex) && !status.contains(&node_hex));
+    }
+    (cluster_hex, node_hex)
 }
 
 /// Whether a request was refused by RBAC (403).
@@ -354,7 +446,9 @@ fn the_tenant_role_confines_a_tenant_to_its_namespace() {
         assert!(forbidden(Api::<epic_model::GatewayTemplate>::namespaced(acme.clone(), "acme").list(&ListParams::default()).await));
         assert!(forbidden(Api::<epic_model::AddressPool>::all(acme.clone()).list(&ListParams::default()).await));
         assert!(forbidden(Api::<epic_model::Tenant>::all(acme.clone()).list(&ListParams::default()).await));
-        assert!(forbidden(Api::<k8s_openapi::api::core::v1::Secret>::namespaced(acme.clone(), "acme").list(&ListParams::default()).await));
+        assert!(forbidden(Api::<Secret>::namespaced(acme.clone(), "acme").list(&ListParams::default()).await));
+        // Another tenant's cluster keys: no.
+        assert!(forbidden(Api::<Secret>::namespaced(acme.clone(), "globex").get("epic-tunnel-keys").await));
     });
 }
 

@@ -1,6 +1,7 @@
 //! What the engine plans from: the resources and what the runtime knows
 //! of the platform (its gateway nodes, its own networks, the clock).
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,21 @@ pub struct GatewayNode {
     pub name: String,
     /// The address tunnels use on this node (hellos go there).
     pub address: IpAddr,
+}
+
+/// A tunnel from a user-cluster node to a gateway node whose remote end
+/// the gateway node verified (its hello answered a challenge, and has not
+/// expired since): the tunnel carries packets now.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VerifiedTunnel {
+    /// The tenant (its platform namespace).
+    pub tenant: String,
+    /// The user cluster.
+    pub cluster: String,
+    /// The user-cluster node.
+    pub node: String,
+    /// The gateway node the tunnel ends on.
+    pub gateway_node: String,
 }
 
 /// Everything the engine plans from.
@@ -48,4 +64,11 @@ pub struct DesiredInputs {
     /// Seconds a released address is held back before another tenant may
     /// get it (`epic_engine::grace`); 0: reused at once.
     pub address_grace: u64,
+    /// The tunnels that carry packets now; `None`: every planned tunnel
+    /// counts as verified. With a set, an endpoint is rendered into the
+    /// proxies' configuration only once its tunnels to every gateway node
+    /// are in it, so no proxy sends a first packet into a tunnel that
+    /// would drop it (its tunnel is still planned, so its hellos can be
+    /// verified).
+    pub verified_tunnels: Option<BTreeSet<VerifiedTunnel>>,
 }

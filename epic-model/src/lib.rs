@@ -24,7 +24,7 @@ pub mod conditions;
 mod inputs;
 pub mod source;
 
-pub use inputs::{DesiredInputs, GatewayNode};
+pub use inputs::{DesiredInputs, GatewayNode, VerifiedTunnel};
 
 use std::net::IpAddr;
 

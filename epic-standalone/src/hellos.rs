@@ -4,14 +4,17 @@
 //! applied; it answers at once, since a byte on a wake-up socket ends its
 //! wait. Otherwise it sleeps in `poll(2)` until a datagram arrives, a
 //! mapping is due to expire, or the counters are due to be saved. Nothing
-//! is shared: no lock, no time slices.
+//! is shared: no lock, no time slices. When a tunnel is verified (its
+//! first challenge answered) or expires, the task signals
+//! [`HelloTask::changes`], so the runtime plans again: endpoints reach the
+//! proxies only through verified tunnels ([`epic_model::VerifiedTunnel`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,6 +77,7 @@ enum Command {
     Apply(Vec<Op>, mpsc::Sender<Applied>),
     Stats(mpsc::Sender<HelloStats>),
     Counters(mpsc::Sender<Result<Vec<(Counter, CounterValue)>, epic_bpf::Error>>),
+    Verified(mpsc::Sender<BTreeSet<u32>>),
     Stop,
 }
 
@@ -82,6 +86,7 @@ pub(crate) struct HelloTask {
     commands: mpsc::Sender<Command>,
     wake: UnixStream,
     thread: Option<JoinHandle<()>>,
+    changes: Arc<tokio::sync::Notify>,
 }
 
 impl HelloTask {
@@ -96,7 +101,9 @@ impl HelloTask {
         wake.set_nonblocking(true)?;
         wake_reader.set_nonblocking(true)?;
         let (commands, receiver) = mpsc::channel();
+        let changes = Arc::new(tokio::sync::Notify::new());
         let worker = Worker {
+            changes: changes.clone(),
             datapath,
             agent,
             commands: receiver,
@@ -113,6 +120,7 @@ impl HelloTask {
             commands,
             wake,
             thread: Some(thread),
+            changes,
         })
     }
 
@@ -160,6 +168,22 @@ impl HelloTask {
         Ok(answer.recv_timeout(ANSWER_TIMEOUT).map_err(|_| gone())??)
     }
 
+    /// The tunnels whose remote end is verified now, by id (none if the
+    /// task is gone).
+    pub fn verified(&self) -> BTreeSet<u32> {
+        let (reply, answer) = mpsc::channel();
+        if !self.send(Command::Verified(reply)) {
+            return BTreeSet::new();
+        }
+        answer.recv_timeout(ANSWER_TIMEOUT).unwrap_or_default()
+    }
+
+    /// Signalled (a stored permit if no one waits) whenever a tunnel is
+    /// verified or expires.
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changes.clone()
+    }
+
     /// Stops the task and waits for it; the data path (and its programs)
     /// is dropped with it.
     pub fn stop(&mut self) {
@@ -178,6 +202,8 @@ impl Drop for HelloTask {
 
 /// The task's state, owned by its thread.
 struct Worker {
+    /// Signalled when a tunnel is verified or expires.
+    changes: Arc<tokio::sync::Notify>,
     datapath: DataPath,
     agent: GatewayHelloAgent,
     commands: mpsc::Receiver<Command>,
@@ -216,7 +242,14 @@ impl Worker {
                 Ok(events)
             });
             match events {
-                Ok(events) => self.log(&events),
+                Ok(events) => {
+                    if events.iter().any(|e| {
+                        matches!(e, HelloEvent::Learned { .. } | HelloEvent::Expired { .. })
+                    }) {
+                        self.changes.notify_one();
+                    }
+                    self.log(&events);
+                }
                 Err(e) => tracing::warn!("hellos: {e}"),
             }
             self.save_counters();
@@ -234,6 +267,10 @@ impl Worker {
             }
             Command::Counters(reply) => {
                 let _ = reply.send(self.datapath.counters());
+            }
+            Command::Verified(reply) => {
+                let verifier = self.agent.verifier_mut();
+                let _ = reply.send(verifier.remotes().map(|(t, _)| t.0).collect());
             }
             Command::Stop => return false,
         }

@@ -190,8 +190,12 @@ impl Standalone {
     /// starts from what is true). An unreadable or invalid file changes
     /// nothing, and neither does a file without any object while gateways
     /// hold addresses ([`StandaloneError::EmptyResources`]).
+    ///
+    /// An endpoint reaches the proxies only once its tunnel is verified:
+    /// plan again when [`Standalone::tunnel_changes`] is signalled.
     pub async fn reconcile(&mut self) -> Result<ReconcileReport, StandaloneError> {
-        let inputs = self.source.read()?;
+        let mut inputs = self.source.read()?;
+        inputs.verified_tunnels = self.data_path().map(DataPathSink::verified);
         let held = self.state.recorded.allocations.len();
         if held > 0 && is_empty(&inputs) {
             return Err(StandaloneError::EmptyResources {
@@ -220,6 +224,15 @@ impl Standalone {
         self.sinks
             .get::<ProxySink>()
             .map(ProxySink::proxies)
+            .unwrap_or_default()
+    }
+
+    /// Signalled (a stored permit if no one waits) whenever a tunnel is
+    /// verified or expires: what it carries changed, so the endpoints the
+    /// proxies get do. [`Standalone::reconcile`] then.
+    pub fn tunnel_changes(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.data_path()
+            .map(DataPathSink::verification_changes)
             .unwrap_or_default()
     }
 

@@ -6,6 +6,7 @@
 //! cargo xtask descriptors  rewrite (or --check) epic-templates' Envoy descriptor set
 //! cargo xtask test         setup, fmt, clippy, eBPF build, all tests, fuzz smoke, docs
 //! cargo xtask quickstart   the standalone demo
+//! cargo xtask images       one OCI image per binary (podman, from scratch), checked
 //! ```
 
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 mod descriptors;
 #[path = "../../epic-bpf/ebpf_toolchain.rs"]
 mod ebpf_toolchain;
+mod images;
 #[path = "../../test-support/kube/toolchain.rs"]
 mod kube_toolchain;
 mod quickstart;
@@ -35,6 +37,10 @@ commands:
                envoy-types package (--check: fail if it differs)
   test         setup, fmt check, clippy, eBPF build, cargo test --workspace,
                fuzz targets, docs: what CI runs
+  images       build one OCI image per binary (release; --debug: dev profile)
+               with podman from scratch, save them under <target>/images,
+               and check each (entrypoint, user, `--version` in its root
+               filesystem) and the charts' image names (root)
   quickstart   build `epic` and run its demo: a client's HTTP requests through
                Envoy and the GUE tunnel, across a NAT, to a pod (root; extra
                arguments go to `epic quickstart`, e.g. --keep)";
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
         Some("descriptors") => descriptors::run(args[1..].iter().any(|a| a == "--check")),
         Some("test") => test::run(),
         Some("quickstart") => quickstart::run(&args[1..]),
+        Some("images") => images::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

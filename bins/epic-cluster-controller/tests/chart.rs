@@ -66,3 +66,54 @@ fn a_missing_cluster_id_is_refused_by_the_chart() {
     assert!(!out.status.success());
     assert!(text.contains("clusterId is required"), "{text}");
 }
+
+#[test]
+fn a_cluster_id_that_is_no_dns_label_is_refused_by_the_values_schema() {
+    let charts = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../charts");
+    for (values, field) in [
+        (
+            r#"{"clusterId": "Bad_Name", "tenantNamespace": "acme"}"#,
+            "/clusterId",
+        ),
+        (
+            r#"{"clusterId": "c1", "tenantNamespace": "acme", "controller": {"replicas": 0}}"#,
+            "/controller/replicas",
+        ),
+        (
+            r#"{"clusterId": "c1", "tenantNamespace": "acme", "tennantNamespace": "x"}"#,
+            "tennantNamespace",
+        ),
+    ] {
+        let out = Command::new("python3")
+            .arg(charts.join("check_chart.py"))
+            .arg(charts.join("epic-cluster"))
+            .arg(values)
+            .output()
+            .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{values} was accepted:\n{stdout}");
+        assert!(
+            stdout.contains(field),
+            "{values}: {field} not named in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn the_notes_name_the_cluster_and_where_node_keys_go() {
+    let out = check(
+        r#"{"clusterId": "c1", "tenantNamespace": "acme", "platformKubeconfigSecret": "platform"}"#,
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let notes = report["notes"].as_str().unwrap();
+    assert!(notes.contains(r#"cluster "c1""#), "{notes}");
+    assert!(notes.contains("Secret epic-system/platform"), "{notes}");
+    assert!(
+        notes.contains("epic-system/epic-node-key-<node>"),
+        "{notes}"
+    );
+}

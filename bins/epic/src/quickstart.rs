@@ -28,6 +28,7 @@ use epic_standalone::standalone::StatusFile;
 use epic_test_support::Netns;
 
 use crate::agent::AgentStats;
+use crate::run::GatewayStats;
 
 /// Options of `epic quickstart`.
 #[derive(clap::Parser)]
@@ -360,8 +361,19 @@ fn http_get(addr: SocketAddr) -> std::io::Result<(u16, String)> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     conn.write_all(b"GET / HTTP/1.1\r\nhost: web.demo\r\nconnection: close\r\n\r\n")?;
+    // Read the head, then `content-length` bytes (as curl does): Envoy
+    // closes a connection after a local reply (a 503) only when the client
+    // does, or after its 1 s delayed-close timeout.
     let mut response = Vec::new();
-    conn.read_to_end(&mut response)?;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk)?;
+        response.extend_from_slice(&chunk[..n]);
+        let complete = response_complete(&response);
+        if n == 0 || complete {
+            break;
+        }
+    }
     let text = String::from_utf8_lossy(&response);
     let status = text
         .split(' ')
@@ -373,6 +385,19 @@ fn http_get(addr: SocketAddr) -> std::io::Result<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Whether `response` holds a whole HTTP/1.1 response with a
+/// `content-length` (without one, the body ends when the server closes).
+fn response_complete(response: &[u8]) -> bool {
+    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|length| response.len() >= end + 4 + length)
 }
 
 /// Waits until `status.json` shows the gateway programmed with a tunnel.
@@ -462,11 +487,12 @@ pub fn run(args: Args) -> Result<(), String> {
 
     step("starting `epic agent` on the node (eBPF on node0, authenticated hellos every 1 s)");
     let stats_path = dir.join("agent-stats.json");
+    let agent_started = Instant::now();
     let mut agent = start_agent(&topo, &exe, &dir, &tunnel, &stats_path)?;
 
     let target = SocketAddr::new(public, 80);
     step(&format!("GET http://{target}/ from the client"));
-    first_request(&topo, target, &mut epic, &mut agent)?;
+    first_request(&topo, target, agent_started, &mut epic, &mut agent)?;
 
     step(&format!(
         "{} more requests, one connection each",
@@ -478,6 +504,13 @@ pub fn run(args: Args) -> Result<(), String> {
     println!(
         "    cluster node: {} packets decapsulated from the tunnel, {} replies encapsulated, {} hellos sent, {} challenges answered",
         stats.decapsulated, stats.encapsulated, stats.hellos_sent, stats.challenges_answered
+    );
+    let gateway = wait_gateway_stats(&dir.join("gateway-stats.json"), u64::from(n) + 1)?;
+    let count = |name: &str| gateway.packets.get(name).copied().unwrap_or_default();
+    println!(
+        "    gateway: {} packets encapsulated into the tunnel, {} dropped waiting for a tunnel to be verified",
+        count("encapsulated"),
+        count("drop_tunnel_pending")
     );
     if args.keep {
         keep_running(&topo, target, &dir)?;
@@ -511,6 +544,7 @@ fn start_gateway(
     std::fs::write(&resources_path, resources())
         .map_err(|e| format!("{}: {e}", resources_path.display()))?;
     let log = dir.join("epic.log");
+    let stats = dir.join("gateway-stats.json");
     let mut epic = spawn_epic(
         &topo.gw,
         exe,
@@ -532,6 +566,8 @@ fn start_gateway(
             os(UPLINK_NETWORK),
             os("--platform-network"),
             os(FRONT_NETWORK),
+            os("--stats"),
+            stats.as_os_str(),
         ],
         &log,
     )?;
@@ -573,15 +609,21 @@ fn start_agent(
 }
 
 /// GETs `target` from the client until it answers 200, for at most
-/// `WAIT`; stops early if `epic run` or `epic agent` exits.
+/// `WAIT`; stops early if `epic run` or `epic agent` exits. Until the
+/// agent's tunnel is verified the pod is not in Envoy's configuration and
+/// Envoy answers 503 at once; the first SYN that reaches the pod is never
+/// dropped in a pending tunnel, so no request waits for TCP's 1 s
+/// retransmission.
 fn first_request(
     topo: &Topology,
     target: SocketAddr,
+    agent_started: Instant,
     epic: &mut EpicProcess,
     agent: &mut EpicProcess,
 ) -> Result<(), String> {
     let first = Instant::now();
     let deadline = first + WAIT;
+    let mut unserved = 0u32;
     let (status, body) = loop {
         if let Some(exit) = epic.exited().or_else(|| agent.exited()) {
             return Err(exit);
@@ -599,15 +641,18 @@ fn first_request(
                     tail(&epic.log, 25)
                 ));
             }
-            _ => std::thread::sleep(Duration::from_millis(250)),
+            _ => {
+                unserved += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     };
     if status != 200 {
         return Err(format!("the gateway answered {status}: {body}"));
     }
     println!(
-        "    200 OK after {:?}: {}",
-        first.elapsed(),
+        "    200 OK {:?} after the agent started ({unserved} earlier attempts not served while its tunnel was verified): {}",
+        agent_started.elapsed(),
         body.trim_end()
     );
     Ok(())
@@ -658,6 +703,28 @@ fn wait_agent_stats(stats_path: &Path, wanted: u64) -> Result<AgentStats, String
             Some(s) if s.decapsulated >= wanted || Instant::now() >= deadline => return Ok(s),
             None if Instant::now() >= deadline => {
                 return Err(format!("no agent stats in {}", stats_path.display()));
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// `epic run`'s stats once it has encapsulated `wanted` packets, or what
+/// it has after 5 s.
+fn wait_gateway_stats(stats_path: &Path, wanted: u64) -> Result<GatewayStats, String> {
+    // `epic run` refreshes its stats every second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats: Option<GatewayStats> = std::fs::read(stats_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let encapsulated = |s: &GatewayStats| s.packets.get("encapsulated").copied();
+        match stats {
+            Some(s) if encapsulated(&s) >= Some(wanted) || Instant::now() >= deadline => {
+                return Ok(s);
+            }
+            None if Instant::now() >= deadline => {
+                return Err(format!("no gateway stats in {}", stats_path.display()));
             }
             _ => std::thread::sleep(Duration::from_millis(200)),
         }

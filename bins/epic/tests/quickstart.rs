@@ -46,6 +46,23 @@ fn the_quickstart_serves_http_from_the_client_to_the_pod_through_the_tunnel() {
     assert_eq!(numbers.len(), 4, "{counters}");
     assert!(numbers[0] >= 20 && numbers[1] >= 20, "{counters}");
     assert!(numbers[2] >= 1 && numbers[3] >= 1, "{counters}");
+    // Endpoints reach Envoy only through verified tunnels: no packet is
+    // ever sent into a pending one (the first request's SYN included).
+    assert!(
+        stdout.contains("dropped waiting for a tunnel to be verified"),
+        "{stdout}"
+    );
+    let gateway = stdout
+        .lines()
+        .find(|l| l.contains("packets encapsulated into the tunnel"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let numbers: Vec<u64> = gateway
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), 2, "{gateway}");
+    assert!(numbers[0] >= 20, "{gateway}");
+    assert_eq!(numbers[1], 0, "{gateway}");
     assert!(stdout.contains("quickstart done"), "{stdout}");
 }
 

@@ -1,5 +1,6 @@
 //! Planning one gateway: admitted, given addresses, translated, its used
-//! endpoints kept, rendered. The phases are in their own files; this one
+//! endpoints kept (those whose tunnels are not verified yet held back from
+//! its configuration), rendered. The phases are in their own files; this one
 //! runs them in order on the state the gateways share.
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use epic_ipam::Allocator;
 use super::admit::TenantUsage;
 use super::catalog::Catalog;
 use super::claim::Admitted;
+use super::verified::hold_unverified;
 use super::{GatewayPlan, name_of, namespace_of, owner_of, proxy_node_id, set_condition};
 use crate::render::Templates;
 use epic_model::conditions::{ConditionType, Reason};
@@ -64,7 +66,15 @@ impl<'a> Pass<'a, '_> {
                 return Err(condition);
             }
         };
-        let (translation, candidates) = self.translate(g, tenant, &owner, gp);
+        let (mut translation, candidates) = self.translate(g, tenant, &owner, gp);
+        let inputs = self.catalog.inputs;
+        hold_unverified(
+            &mut translation.context,
+            &candidates,
+            &gp.tenant,
+            &inputs.gateway_nodes,
+            inputs.verified_tunnels.as_ref(),
+        );
         let admitted = Admitted::used(&translation.context, candidates);
         set_condition(gp, admitted.condition());
         gp.status.proxies = (0..template.replicas)

@@ -62,6 +62,7 @@ mod gateway;
 mod translate;
 mod tunnels;
 mod types;
+mod verified;
 
 pub use crate::render::RenderCache;
 pub use admit::tenants_by_namespace;

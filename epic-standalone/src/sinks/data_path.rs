@@ -14,6 +14,7 @@ use epic_engine::runtime::{Sink, SinkFuture};
 use epic_gue::hello::{HelloVerifier, TunnelConfig};
 use epic_gue::maps::{Counter, EndpointKey, TunnelValue};
 use epic_gue::{GUE_PORT, NodeId, TenantId, TunnelId};
+use epic_model::VerifiedTunnel;
 
 use crate::config::{StandaloneConfig, StandaloneError, file_error};
 use crate::hellos::{HelloCounters, HelloTask, Op};
@@ -84,6 +85,27 @@ impl DataPathSink {
     /// The data path's counters.
     pub fn counters(&self) -> Result<Vec<(Counter, CounterValue)>, StandaloneError> {
         self.hellos.counters()
+    }
+
+    /// The tunnels on this node whose remote end is verified now: those
+    /// that carry packets, so their endpoints may reach the proxies.
+    pub fn verified(&self) -> BTreeSet<VerifiedTunnel> {
+        let ids = self.hellos.verified();
+        self.tunnels
+            .iter()
+            .filter(|(id, _)| ids.contains(id))
+            .map(|(_, t)| VerifiedTunnel {
+                tenant: t.key.tenant.clone(),
+                cluster: t.key.cluster.clone(),
+                node: t.key.node.clone(),
+                gateway_node: t.key.gateway_node.clone(),
+            })
+            .collect()
+    }
+
+    /// Signalled whenever a tunnel is verified or expires: plan again.
+    pub fn verification_changes(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.hellos.changes()
     }
 
     /// Stops the hello task (it also stops when the sink is dropped).
