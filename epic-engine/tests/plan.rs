@@ -128,6 +128,11 @@ fn a_tcp_gateway_gets_an_address_a_snapshot_tunnels_and_endpoints() {
     let n1 = p.tunnels.iter().find(|t| t.key.node == "n1").unwrap().id;
     assert_eq!((eps[0].port, eps[0].protocol, eps[0].tunnel), (8080, 6, n1));
     assert_eq!(g.status.tunnels.len(), 2);
+    // Each says where the node's hellos go and the tenant id they carry.
+    for t in &g.status.tunnels {
+        assert_eq!(t.gateway_address, Some("203.0.113.1".parse().unwrap()));
+        assert_eq!(t.tenant_id, Some(1));
+    }
     // Each tunnel's status names the endpoints it delivers to (what the
     // cluster node's agent lets it reach), ready or not.
     let mut delivered: Vec<(&str, Vec<String>)> = g

@@ -1,17 +1,23 @@
 //! The node-key sink of the cluster controller: each node of this user
-//! cluster that a planned tunnel ends on gets its hello key — derived from
-//! the cluster key the gateway controller keeps on the platform
-//! ([`crate::tunnel_keys`]), read with the tenant's credentials — in a
-//! Secret of its own, `epic-node-key-<node>`, in the namespace the
-//! cluster agents run in. An agent reads only its node's Secret (its node
-//! name from the downward API), so it can sign hellos for its own tunnels
-//! and no other node's; the cluster key never leaves the platform.
+//! cluster that a planned tunnel ends on gets, in a Secret of its own,
+//! `epic-node-key-<node>`, in the namespace the cluster agents run in:
 //!
-//! Each Secret carries the [`KEY_FINGERPRINT_ANNOTATION`] of the cluster
-//! key it was derived from (a SHA-256 prefix, which tells nothing of the
-//! key): a changed cluster key rewrites every node's Secret. A node that
-//! no tunnel ends on any more loses its Secret. No key is ever put in a
-//! status, an event or a log line.
+//! - [`NODE_KEY_DATA`]: its hello key, derived from the cluster key the
+//!   gateway controller keeps on the platform ([`crate::tunnel_keys`]),
+//!   read with the tenant's credentials;
+//! - [`NODE_TUNNELS_DATA`]: its tunnels ([`NodeTunnel`], JSON): id, the
+//!   gateway node's tunnel address, the tenant id the hellos carry, and the
+//!   pod endpoints each may deliver to — from the platform gateways'
+//!   status.
+//!
+//! An agent reads only its node's Secret (its node name from the downward
+//! API), so it can sign hellos for its own tunnels and no other node's;
+//! the cluster key never leaves the platform. Each Secret carries the
+//! [`CONTENT_FINGERPRINT_ANNOTATION`] of what it holds (a SHA-256 prefix,
+//! which tells nothing of the key): a changed cluster key or tunnel
+//! rewrites it, nothing else does. A node that no tunnel ends on any more
+//! loses its Secret. No key is ever put in a status, an event or a log
+//! line.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,12 +42,28 @@ pub const NODE_KEY_PREFIX: &str = "epic-node-key-";
 /// The label naming the node a key Secret is for.
 pub const NODE_LABEL: &str = "epic-gateway.org/node";
 
-/// The annotation holding the fingerprint of the cluster key a node key
-/// was derived from.
-pub const KEY_FINGERPRINT_ANNOTATION: &str = "epic-gateway.org/cluster-key-fingerprint";
+/// The annotation holding the fingerprint of what a node's Secret holds.
+pub const CONTENT_FINGERPRINT_ANNOTATION: &str = "epic-gateway.org/content-fingerprint";
 
 /// The data key of the node's hello key (64 hex digits).
 pub const NODE_KEY_DATA: &str = "key";
+
+/// The data key of the node's tunnels (a JSON array of [`NodeTunnel`]).
+pub const NODE_TUNNELS_DATA: &str = "tunnels.json";
+
+/// One tunnel of a node, as its agent needs it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeTunnel {
+    /// Tunnel id.
+    pub id: u32,
+    /// The gateway node's tunnel address (hellos and packets go there).
+    pub gateway: std::net::IpAddr,
+    /// The tenant's data-path id, carried by the hellos.
+    pub tenant_id: u32,
+    /// The pod endpoints the tunnel may deliver to.
+    pub endpoints: Vec<epic_model::TunnelEndpoint>,
+}
 
 /// The field manager of the node-key Secrets.
 const FIELD_MANAGER: &str = "epic-cluster-controller";
@@ -51,24 +73,47 @@ pub fn node_key_secret(node: &str) -> String {
     format!("{NODE_KEY_PREFIX}{node}")
 }
 
-/// A key's fingerprint: the first 16 hex digits of its SHA-256.
-pub fn fingerprint(key: &HelloKey) -> String {
-    let digest = sha2::Sha256::digest(key.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+/// The fingerprint of a node Secret's content: the first 16 hex digits
+/// of the SHA-256 of its key and its tunnels' JSON.
+pub fn fingerprint(node_key: &HelloKey, tunnels_json: &[u8]) -> String {
+    let mut hash = sha2::Sha256::new();
+    hash.update(node_key.as_bytes());
+    hash.update(tunnels_json);
+    hash.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
-/// The nodes of `cluster` that a tunnel of `gateways` (their platform
-/// status) ends on.
-pub fn nodes_with_tunnels<'a>(
+/// The tunnels of each node of `cluster` that `gateways` (their platform
+/// status) name, by node, each node's in id order. A tunnel whose status
+/// lacks its gateway address or tenant id (written by an older
+/// controller) is left out until the gateway controller writes them.
+pub fn node_tunnels<'a>(
     gateways: impl IntoIterator<Item = &'a Gateway>,
     cluster: &str,
-) -> BTreeSet<String> {
-    gateways
+) -> BTreeMap<String, Vec<NodeTunnel>> {
+    let mut nodes: BTreeMap<String, BTreeSet<NodeTunnel>> = BTreeMap::new();
+    for t in gateways
         .into_iter()
         .filter_map(|g| g.status.as_ref())
         .flat_map(|s| &s.tunnels)
         .filter(|t| t.cluster == cluster)
-        .map(|t| t.node.clone())
+    {
+        let (Some(gateway), Some(tenant_id)) = (t.gateway_address, t.tenant_id) else {
+            continue;
+        };
+        nodes.entry(t.node.clone()).or_default().insert(NodeTunnel {
+            id: t.id,
+            gateway,
+            tenant_id,
+            endpoints: t.endpoints.clone(),
+        });
+    }
+    nodes
+        .into_iter()
+        .map(|(node, tunnels)| (node, tunnels.into_iter().collect()))
         .collect()
 }
 
@@ -112,9 +157,9 @@ impl NodeKeySink {
         }
     }
 
-    /// Gives each of `nodes` its key and takes it from the others; one
-    /// error per object that could not be read or written.
-    pub async fn sync(&mut self, nodes: &BTreeSet<String>) -> Vec<K8sError> {
+    /// Gives each of `nodes` its key and tunnels and takes them from the
+    /// others; one error per object that could not be read or written.
+    pub async fn sync(&mut self, nodes: &BTreeMap<String, Vec<NodeTunnel>>) -> Vec<K8sError> {
         let secrets: Api<Secret> = Api::namespaced(self.user.clone(), &self.target.namespace);
         let mut written = match self.written.take() {
             Some(w) => w,
@@ -127,14 +172,14 @@ impl NodeKeySink {
         if !nodes.is_empty() {
             match self.cluster_key().await {
                 Ok(key) => {
-                    let print = fingerprint(&key);
-                    for node in nodes {
-                        if written.get(node) == Some(&print) {
+                    for (node, tunnels) in nodes {
+                        let content = NodeSecret::new(node, &key, tunnels);
+                        if written.get(node) == Some(&content.fingerprint) {
                             continue;
                         }
-                        match write_node_key(&secrets, node, &key, &print).await {
+                        match content.write(&secrets).await {
                             Ok(()) => {
-                                written.insert(node.clone(), print.clone());
+                                written.insert(node.clone(), content.fingerprint);
                             }
                             Err(e) => failed.push(e),
                         }
@@ -145,7 +190,7 @@ impl NodeKeySink {
         }
         let gone: Vec<String> = written
             .keys()
-            .filter(|n| !nodes.contains(*n))
+            .filter(|n| !nodes.contains_key(*n))
             .cloned()
             .collect();
         for node in gone {
@@ -205,7 +250,7 @@ async fn list_written(secrets: &Api<Secret>) -> Result<BTreeMap<String, String>,
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(KEY_FINGERPRINT_ANNOTATION))
+                .and_then(|a| a.get(CONTENT_FINGERPRINT_ANNOTATION))
                 .cloned()
                 .unwrap_or_default();
             Some((node, print))
@@ -213,43 +258,66 @@ async fn list_written(secrets: &Api<Secret>) -> Result<BTreeMap<String, String>,
         .collect())
 }
 
-/// Writes `node`'s key, derived from `cluster_key`, into its Secret.
-async fn write_node_key(
-    secrets: &Api<Secret>,
-    node: &str,
-    cluster_key: &HelloKey,
-    print: &str,
-) -> Result<(), K8sError> {
-    let name = node_key_secret(node);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-                (NODE_LABEL.to_owned(), node.to_owned()),
+/// What one node's Secret holds.
+struct NodeSecret {
+    node: String,
+    key: HelloKey,
+    tunnels: Vec<u8>,
+    fingerprint: String,
+}
+
+impl NodeSecret {
+    /// `node`'s Secret: its key, derived from `cluster_key`, and `tunnels`.
+    fn new(node: &str, cluster_key: &HelloKey, tunnels: &[NodeTunnel]) -> Self {
+        let key = cluster_key.node_key(node);
+        let tunnels = serde_json::to_vec(tunnels).unwrap_or_default();
+        NodeSecret {
+            node: node.to_owned(),
+            fingerprint: fingerprint(&key, &tunnels),
+            key,
+            tunnels,
+        }
+    }
+
+    /// Writes it (server-side apply: only when it changed is it called).
+    async fn write(&self, secrets: &Api<Secret>) -> Result<(), K8sError> {
+        let name = node_key_secret(&self.node);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(BTreeMap::from([
+                    (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+                    (NODE_LABEL.to_owned(), self.node.clone()),
+                ])),
+                annotations: Some(BTreeMap::from([(
+                    CONTENT_FINGERPRINT_ANNOTATION.to_owned(),
+                    self.fingerprint.clone(),
+                )])),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([
+                (
+                    NODE_KEY_DATA.to_owned(),
+                    ByteString(self.key.to_hex().into_bytes()),
+                ),
+                (
+                    NODE_TUNNELS_DATA.to_owned(),
+                    ByteString(self.tunnels.clone()),
+                ),
             ])),
-            annotations: Some(BTreeMap::from([(
-                KEY_FINGERPRINT_ANNOTATION.to_owned(),
-                print.to_owned(),
-            )])),
             ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(
-            NODE_KEY_DATA.to_owned(),
-            ByteString(cluster_key.node_key(node).to_hex().into_bytes()),
-        )])),
-        ..Default::default()
-    };
-    secrets
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .map_err(api_error(format!("write node key Secret {name}")))?;
-    Ok(())
+        };
+        secrets
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .map_err(api_error(format!("write node key Secret {name}")))?;
+        Ok(())
+    }
 }
 
 impl Sink<ClusterRound, std::convert::Infallible> for NodeKeySink {
@@ -263,7 +331,7 @@ impl Sink<ClusterRound, std::convert::Infallible> for NodeKeySink {
     ) -> SinkFuture<'a, std::convert::Infallible> {
         Box::pin(async move {
             let state = round.mirrored.gateways.state();
-            let nodes = nodes_with_tunnels(state.iter().map(|g| g.as_ref()), &self.target.cluster);
+            let nodes = node_tunnels(state.iter().map(|g| g.as_ref()), &self.target.cluster);
             let failed = self.sync(&nodes).await;
             round
                 .done
@@ -271,5 +339,66 @@ impl Sink<ClusterRound, std::convert::Infallible> for NodeKeySink {
                 .extend(failed.iter().map(ToString::to_string));
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(tunnels: serde_json::Value) -> Gateway {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "epic-gateway.org/v1alpha1",
+            "kind": "Gateway",
+            "metadata": {"name": "g", "namespace": "acme"},
+            "spec": {"template": "tcp", "listeners": []},
+            "status": {"tunnels": tunnels},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_node_gets_its_own_clusters_complete_tunnels_in_id_order() {
+        let a = gateway(serde_json::json!([
+            {"id": 9, "cluster": "c1", "node": "n1", "gatewayNode": "gw1", "gatewayAddress": "198.51.100.1", "tenantId": 3,
+             "endpoints": [{"address": "198.18.0.1", "port": 80, "protocol": "TCP"}]},
+            {"id": 4, "cluster": "c1", "node": "n1", "gatewayNode": "gw2", "gatewayAddress": "198.51.100.2", "tenantId": 3},
+            {"id": 5, "cluster": "c2", "node": "n1", "gatewayNode": "gw1", "gatewayAddress": "198.51.100.1", "tenantId": 3},
+            // Written by an older controller: no address yet, left out.
+            {"id": 6, "cluster": "c1", "node": "n2", "gatewayNode": "gw1"},
+        ]));
+        let nodes = node_tunnels([&a], "c1");
+        assert_eq!(nodes.keys().collect::<Vec<_>>(), ["n1"]);
+        let ids: Vec<u32> = nodes["n1"].iter().map(|t| t.id).collect();
+        assert_eq!(ids, [4, 9]);
+        assert_eq!(nodes["n1"][1].endpoints.len(), 1);
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_key_and_the_tunnels_and_is_no_key() {
+        let cluster = HelloKey::new([7; 32]);
+        let tunnel = NodeTunnel {
+            id: 1,
+            gateway: "198.51.100.1".parse().unwrap(),
+            tenant_id: 3,
+            endpoints: Vec::new(),
+        };
+        let one = NodeSecret::new("n1", &cluster, std::slice::from_ref(&tunnel));
+        assert_eq!(
+            one.fingerprint,
+            NodeSecret::new("n1", &cluster, std::slice::from_ref(&tunnel)).fingerprint
+        );
+        let moved = NodeTunnel {
+            gateway: "198.51.100.2".parse().unwrap(),
+            ..tunnel.clone()
+        };
+        assert_ne!(
+            one.fingerprint,
+            NodeSecret::new("n1", &cluster, &[moved]).fingerprint
+        );
+        let rekeyed = NodeSecret::new("n1", &HelloKey::new([8; 32]), &[tunnel]);
+        assert_ne!(one.fingerprint, rekeyed.fingerprint);
+        assert_eq!(one.fingerprint.len(), 16);
+        assert!(!one.key.to_hex().contains(&one.fingerprint));
     }
 }

@@ -157,7 +157,7 @@ fn reconciles_status_and_proxies_and_keeps_them_across_restarts() {
         assert_eq!(st["proxies"], json!(["acme/web/proxy-0"]));
         let tunnel_id = st["tunnels"][0]["id"].as_u64().unwrap();
         assert_ne!(tunnel_id, 0);
-        assert_eq!(st["tunnels"], json!([{"id": tunnel_id, "cluster": "c1", "node": "n1", "gatewayNode": "gw-1", "endpoints": [{"address": "198.18.0.9", "port": 5432, "protocol": "TCP"}]}]));
+        assert_eq!(st["tunnels"], json!([{"id": tunnel_id, "cluster": "c1", "node": "n1", "gatewayNode": "gw-1", "gatewayAddress": "198.51.100.1", "tenantId": 3, "endpoints": [{"address": "198.18.0.9", "port": 5432, "protocol": "TCP"}]}]));
         let programmed = st["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Programmed").unwrap();
         assert_eq!(programmed["status"], "True");
         // Kubernetes condition conventions: the generation it describes and

@@ -377,6 +377,21 @@ async fn node_keys_are_distributed(
     // cluster key itself.
     assert_eq!(node_hex, cluster_key.node_key("node-a").to_hex());
     assert_ne!(node_hex, cluster_hex);
+    // With its tunnels: where the hellos go, the tenant id they carry, the
+    // pods they may deliver to; the tunnel the platform status names.
+    let tunnels: Vec<epic_kube::node_keys::NodeTunnel> =
+        serde_json::from_str(&secret_value(&node_secret, "tunnels.json")).unwrap();
+    let status = gateway(platform, "svc-default-web").await.unwrap();
+    assert_eq!(tunnels.len(), 1, "{tunnels:?}");
+    assert_eq!(json!(tunnels[0].id), status["status"]["tunnels"][0]["id"]);
+    assert_eq!(tunnels[0].gateway.to_string(), "198.51.100.1");
+    assert_eq!(tunnels[0].tenant_id, 3);
+    let endpoints: Vec<String> = tunnels[0]
+        .endpoints
+        .iter()
+        .map(|e| format!("{}:{}", e.address, e.port))
+        .collect();
+    assert_eq!(endpoints, ["198.18.3.4:8080"]);
     // The cluster key goes with its Tenant.
     let owners = cluster_secret.metadata.owner_references.unwrap_or_default();
     assert_eq!(

@@ -386,6 +386,13 @@ pub struct TunnelStatus {
     pub node: String,
     /// Gateway node name.
     pub gateway_node: String,
+    /// The gateway node's tunnel address: where the cluster node's agent
+    /// sends this tunnel's hellos and packets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_address: Option<IpAddr>,
+    /// The tenant's data-path id, which the node's hellos carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<u32>,
     /// The pod endpoints it delivers to: the cluster node's agent lets the
     /// tunnel reach these and nothing else.
     #[serde(default)]

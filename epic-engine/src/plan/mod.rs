@@ -157,7 +157,7 @@ pub fn plan_incremental(
     } = pass;
     drop(templates);
     out.problems.extend(claims.take_refused());
-    let tunnel_ids = tunnels::assign(&mut out, claims, recorded);
+    let tunnel_ids = tunnels::assign(&mut out, claims, recorded, &inputs.gateway_nodes);
     out.recorded = Recorded {
         allocations: ipam
             .records()

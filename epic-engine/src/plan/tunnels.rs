@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::claim::Claims;
-use super::{EndpointPlan, Plan, Recorded, TunnelKey, TunnelPlan};
+use super::{EndpointPlan, GatewayNode, Plan, Recorded, TunnelKey, TunnelPlan};
 use epic_model::{PortProtocol, TunnelEndpoint, TunnelStatus};
 
 /// Gives the tunnels `claims` need their ids and fills in `out`'s tunnels,
@@ -15,6 +15,7 @@ pub(super) fn assign(
     out: &mut Plan,
     claims: Claims,
     recorded: &Recorded,
+    nodes: &[GatewayNode],
 ) -> BTreeMap<TunnelKey, u32> {
     let mut ids: BTreeMap<TunnelKey, u32> = recorded
         .tunnels
@@ -45,12 +46,18 @@ pub(super) fn assign(
                 tunnel: ids[key],
             });
     }
-    set_tunnel_status(out, &claims, &ids);
+    set_tunnel_status(out, &claims, &ids, nodes);
     ids
 }
 
-/// Each gateway's tunnels, with the endpoints each carries, by id.
-fn set_tunnel_status(out: &mut Plan, claims: &Claims, ids: &BTreeMap<TunnelKey, u32>) {
+/// Each gateway's tunnels, with their gateway node's address, tenant id
+/// and the endpoints each carries, by id.
+fn set_tunnel_status(
+    out: &mut Plan,
+    claims: &Claims,
+    ids: &BTreeMap<TunnelKey, u32>,
+    nodes: &[GatewayNode],
+) {
     let mut carried: BTreeMap<&TunnelKey, BTreeSet<TunnelEndpoint>> = BTreeMap::new();
     for ((_, _, address, port, protocol), (_, key)) in &claims.owners {
         if let Some(protocol) = PortProtocol::from_number(*protocol) {
@@ -69,6 +76,11 @@ fn set_tunnel_status(out: &mut Plan, claims: &Claims, ids: &BTreeMap<TunnelKey, 
                 cluster: k.cluster.clone(),
                 node: k.node.clone(),
                 gateway_node: k.gateway_node.clone(),
+                gateway_address: nodes
+                    .iter()
+                    .find(|n| n.name == k.gateway_node)
+                    .map(|n| n.address),
+                tenant_id: claims.wanted.get(k).map(|(tenant_id, _)| *tenant_id),
                 endpoints: carried
                     .get(k)
                     .map(|e| e.iter().cloned().collect())
