@@ -8,7 +8,9 @@
 //! - Sinks, in order, on one [`ClusterRound`]: [`AddFinalizers`]
 //!   (`finalizers.rs`), [`MirrorSink`] (`cluster.rs`: the mirrored objects
 //!   applied where they differ), [`ReleaseFinalizers`], [`WriteBackSink`]
-//!   (`cluster.rs`: status written back), and with an agent namespace
+//!   (`cluster.rs`: status written back), [`GatewayClassStatusSink`]
+//!   (`classes.rs`: `Accepted` and `SupportedVersion` on our classes), and
+//!   with an agent namespace
 //!   [`NodeKeySink`] (`node_keys.rs`: each node its hello key).
 //!
 //! Deleting a served `Service` is held by the
@@ -23,6 +25,7 @@ use futures::StreamExt;
 use kube::Client;
 use tokio::sync::watch;
 
+use crate::classes::GatewayClassStatusSink;
 use crate::cluster::{ApplyReport, MirrorSink, WriteBackSink};
 pub use crate::drive::LeaseOptions;
 use crate::drive::{Leadership, Step, wait_ready};
@@ -107,7 +110,11 @@ impl ClusterController {
             .with(AddFinalizers::new(user.clone(), config.clone()))
             .with(MirrorSink::new(platform.clone(), config.clone()))
             .with(ReleaseFinalizers::new(user.clone(), config.clone()))
-            .with(WriteBackSink::new(user.clone()));
+            .with(WriteBackSink::new(user.clone()))
+            .with(GatewayClassStatusSink::new(
+                user.clone(),
+                config.controller_name.clone(),
+            ));
         if let Some(namespace) = &options.agent_namespace {
             let target = NodeKeyTarget {
                 tenant_namespace: config.tenant_namespace.clone(),

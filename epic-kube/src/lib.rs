@@ -62,6 +62,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, ListParams};
 
+pub mod classes;
 pub mod cluster;
 pub mod cluster_controller;
 pub mod controller;

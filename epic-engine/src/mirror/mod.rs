@@ -91,7 +91,10 @@ use backends::backend_set;
 use names::{Key, NameClaim, assign_names, key_of, name_of, namespace_of, platform_meta, sorted};
 pub use names::{is_dns1123_label, is_dns1123_subdomain, label_value};
 use services::service_gateway;
-pub use status::{gateway_status, keep_transition_times, service_status};
+pub use status::{
+    SUPPORTED_GATEWAY_API_MINORS, gateway_class_conditions, gateway_status, keep_transition_times,
+    service_status, supported_gateway_api_version,
+};
 
 /// The annotation of a `Service` or `Gateway` that sets the platform
 /// gateway's sharing key.

@@ -170,3 +170,75 @@ pub fn keep_transition_times(previous: &[Condition], next: &mut [Condition]) {
         }
     }
 }
+
+/// The Gateway API minor versions (of major version 1) whose CRDs the
+/// mirror understands: v1.0 to v1.5.
+pub const SUPPORTED_GATEWAY_API_MINORS: std::ops::RangeInclusive<u32> = 0..=5;
+
+/// Whether Gateway API bundle version `version` (the CRDs'
+/// `gateway.networking.k8s.io/bundle-version` annotation, `v1.5.1`) is one
+/// the mirror understands.
+///
+/// ```
+/// use epic_engine::mirror::supported_gateway_api_version;
+/// assert!(supported_gateway_api_version("v1.5.1"));
+/// assert!(supported_gateway_api_version("v1.0.0"));
+/// assert!(!supported_gateway_api_version("v2.0.0"));
+/// assert!(!supported_gateway_api_version("v1.9.0"));
+/// assert!(!supported_gateway_api_version("latest"));
+/// ```
+pub fn supported_gateway_api_version(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.');
+    let (Some(major), Some(minor)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    major == "1"
+        && minor
+            .parse::<u32>()
+            .is_ok_and(|m| SUPPORTED_GATEWAY_API_MINORS.contains(&m))
+}
+
+/// The conditions of a `GatewayClass` this controller serves, as the
+/// Gateway API asks: `Accepted` and `SupportedVersion`, both `True` when
+/// the installed CRDs' bundle version (`None`: not annotated) is
+/// supported; with an unsupported version both are `False`, reason
+/// `UnsupportedVersion`, naming it.
+pub fn gateway_class_conditions(
+    generation: Option<i64>,
+    bundle_version: Option<&str>,
+    now: &Time,
+) -> Vec<Condition> {
+    let condition = |type_: &str, ok: bool, reason: &str, message: String| Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    };
+    match bundle_version {
+        Some(v) if !supported_gateway_api_version(v) => {
+            let message = format!(
+                "Gateway API {v} is not supported: EPIC-RS understands v1.{}–v1.{}",
+                SUPPORTED_GATEWAY_API_MINORS.start(),
+                SUPPORTED_GATEWAY_API_MINORS.end()
+            );
+            vec![
+                condition("Accepted", false, "UnsupportedVersion", message.clone()),
+                condition("SupportedVersion", false, "UnsupportedVersion", message),
+            ]
+        }
+        version => vec![
+            condition("Accepted", true, "Accepted", "served by EPIC-RS".into()),
+            condition(
+                "SupportedVersion",
+                true,
+                "SupportedVersion",
+                match version {
+                    Some(v) => format!("Gateway API {v} is supported"),
+                    None => "the Gateway API CRDs carry no bundle version".into(),
+                },
+            ),
+        ],
+    }
+}
