@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn check(values: &str) -> String {
+/// `check_chart.py` on the cluster chart with `values`: its exit status
+/// and its standard output and error.
+fn run_check(values: &str) -> (bool, String, String) {
     let charts = PathBuf::from(
         std::env::var("CARGO_MANIFEST_DIR")
             .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
@@ -18,11 +20,19 @@ fn check(values: &str) -> String {
         .arg(values)
         .output()
         .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
+    (
         out.status.success(),
-        "chart check failed for values {values} (helm-python-sdk and kubernetes-validate come from `cargo xtask setup`):\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The report of a chart check that must pass.
+fn check(values: &str) -> String {
+    let (ok, stdout, stderr) = run_check(values);
+    assert!(
+        ok,
+        "chart check failed for values {values} (helm-python-sdk and kubernetes-validate come from `cargo xtask setup`):\n{stdout}\n{stderr}"
     );
     stdout
 }
@@ -47,33 +57,16 @@ fn the_cluster_chart_lints_renders_and_validates() {
 
 #[test]
 fn a_missing_cluster_id_is_refused_by_the_chart() {
-    let charts = PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR")
-            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
-    )
-    .join("../../charts");
-    let out = Command::new("python3")
-        .arg(charts.join("check_chart.py"))
-        .arg(charts.join("epic-cluster"))
-        .arg(r#"{"clusterId": ""}"#)
-        .output()
-        .expect("python3 runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, stdout, stderr) = run_check(r#"{"clusterId": ""}"#);
+    assert!(!ok);
+    assert!(
+        format!("{stdout}{stderr}").contains("clusterId is required"),
+        "{stdout}{stderr}"
     );
-    assert!(!out.status.success());
-    assert!(text.contains("clusterId is required"), "{text}");
 }
 
 #[test]
 fn a_cluster_id_that_is_no_dns_label_is_refused_by_the_values_schema() {
-    let charts = PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR")
-            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
-    )
-    .join("../../charts");
     for (values, field) in [
         (
             r#"{"clusterId": "Bad_Name", "tenantNamespace": "acme"}"#,
@@ -88,14 +81,8 @@ fn a_cluster_id_that_is_no_dns_label_is_refused_by_the_values_schema() {
             "tennantNamespace",
         ),
     ] {
-        let out = Command::new("python3")
-            .arg(charts.join("check_chart.py"))
-            .arg(charts.join("epic-cluster"))
-            .arg(values)
-            .output()
-            .expect("python3 runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(!out.status.success(), "{values} was accepted:\n{stdout}");
+        let (ok, stdout, _) = run_check(values);
+        assert!(!ok, "{values} was accepted:\n{stdout}");
         assert!(
             stdout.contains(field),
             "{values}: {field} not named in:\n{stdout}"
