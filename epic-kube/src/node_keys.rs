@@ -129,12 +129,16 @@ pub struct NodeKeyTarget {
 }
 
 /// The sink, with what it wrote: each node's Secret and the fingerprint of
-/// its cluster key (`None` until listed).
+/// its content (`None` until listed, and again every
+/// [`crate::tunnel_keys::REVALIDATE`], so a Secret deleted by hand comes
+/// back).
 pub struct NodeKeySink {
     user: Client,
     platform: Client,
     target: NodeKeyTarget,
     written: Option<BTreeMap<String, String>>,
+    listed_at: std::time::Instant,
+    revalidate: std::time::Duration,
 }
 
 impl std::fmt::Debug for NodeKeySink {
@@ -154,17 +158,31 @@ impl NodeKeySink {
             platform,
             target,
             written: None,
+            listed_at: std::time::Instant::now(),
+            revalidate: crate::tunnel_keys::REVALIDATE,
         }
+    }
+
+    /// The same sink, listing the Secrets again every `revalidate`.
+    pub fn with_revalidation(mut self, revalidate: std::time::Duration) -> Self {
+        self.revalidate = revalidate;
+        self
     }
 
     /// Gives each of `nodes` its key and tunnels and takes them from the
     /// others; one error per object that could not be read or written.
     pub async fn sync(&mut self, nodes: &BTreeMap<String, Vec<NodeTunnel>>) -> Vec<K8sError> {
         let secrets: Api<Secret> = Api::namespaced(self.user.clone(), &self.target.namespace);
+        if self.listed_at.elapsed() >= self.revalidate {
+            self.written = None;
+        }
         let mut written = match self.written.take() {
             Some(w) => w,
             None => match list_written(&secrets).await {
-                Ok(w) => w,
+                Ok(w) => {
+                    self.listed_at = std::time::Instant::now();
+                    w
+                }
                 Err(e) => return vec![e],
             },
         };

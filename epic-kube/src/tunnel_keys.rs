@@ -57,12 +57,19 @@ fn is_key(value: &ByteString) -> bool {
     std::str::from_utf8(&value.0).is_ok_and(|hex| HelloKey::from_hex(hex.trim()).is_some())
 }
 
+/// How long the sink trusts what it wrote before reading the Secrets
+/// again (so one deleted by hand comes back).
+pub const REVALIDATE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The sink: what it knows to be written, so a reconcile costs a request
-/// only when a cluster is new.
+/// only when a cluster is new (or every [`REVALIDATE`]).
 pub struct TunnelKeySink {
     client: Client,
     /// Clusters known to have a key, by namespace.
     written: BTreeMap<String, BTreeSet<String>>,
+    /// When `written` was last emptied, and how often it is.
+    read_at: std::time::Instant,
+    revalidate: std::time::Duration,
 }
 
 impl std::fmt::Debug for TunnelKeySink {
@@ -80,12 +87,24 @@ impl TunnelKeySink {
         TunnelKeySink {
             client,
             written: BTreeMap::new(),
+            read_at: std::time::Instant::now(),
+            revalidate: REVALIDATE,
         }
+    }
+
+    /// The same sink, reading the Secrets again every `revalidate`.
+    pub fn with_revalidation(mut self, revalidate: std::time::Duration) -> Self {
+        self.revalidate = revalidate;
+        self
     }
 
     /// Gives every cluster of `plan` with a tunnel a key; one error per
     /// namespace that could not be written (the others go on).
     pub async fn ensure(&mut self, plan: &Plan, tenants: &[Tenant]) -> Vec<K8sError> {
+        if self.read_at.elapsed() >= self.revalidate {
+            self.written.clear();
+            self.read_at = std::time::Instant::now();
+        }
         let mut failed = Vec::new();
         for (ns, clusters) in clusters_with_tunnels(plan) {
             if self
