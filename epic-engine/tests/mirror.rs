@@ -1170,7 +1170,7 @@ fn service_status_lists_every_address_as_a_vip() {
         dns_name: Some("web.example.com".into()),
         ..Default::default()
     };
-    let s = service_status(&status);
+    let s = service_status(&status, &[]);
     let ingress = s.load_balancer.unwrap().ingress.unwrap();
     let got: Vec<_> = ingress
         .iter()
@@ -1183,16 +1183,75 @@ fn service_status_lists_every_address_as_a_vip() {
             (Some("2001:db8::1"), Some("web.example.com"), Some("VIP")),
         ]
     );
-    let none = service_status(&GatewayStatus::default());
+    let none = service_status(&GatewayStatus::default(), &[]);
     assert_eq!(none.load_balancer.unwrap().ingress, None);
-    let dns_only = service_status(&GatewayStatus {
-        dns_name: Some("web.example.com".into()),
-        ..Default::default()
-    });
+    let dns_only = service_status(
+        &GatewayStatus {
+            dns_name: Some("web.example.com".into()),
+            ..Default::default()
+        },
+        &[],
+    );
     let ingress = dns_only.load_balancer.unwrap().ingress.unwrap();
     assert_eq!(ingress.len(), 1);
     assert_eq!(ingress[0].ip, None);
     assert_eq!(ingress[0].hostname.as_deref(), Some("web.example.com"));
+}
+
+#[test]
+fn each_ingress_lists_the_services_ports_with_the_reason_they_are_not_served() {
+    use epic_model::conditions::{ConditionType, Reason};
+    use k8s_openapi::api::core::v1::ServicePort;
+    let ports = [
+        ServicePort {
+            port: 53,
+            protocol: Some("UDP".into()),
+            ..Default::default()
+        },
+        ServicePort {
+            port: 80,
+            ..Default::default()
+        },
+    ];
+    let with = |programmed: Option<(bool, Reason)>| {
+        let status = GatewayStatus {
+            addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+            conditions: programmed
+                .map(|(ok, reason)| ConditionType::Programmed.condition(ok, reason, ""))
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let ingress = service_status(&status, &ports)
+            .load_balancer
+            .unwrap()
+            .ingress
+            .unwrap();
+        ingress
+            .iter()
+            .map(|i| {
+                i.ports
+                    .iter()
+                    .flatten()
+                    .map(|p| (p.port, p.protocol.clone(), p.error.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let served = vec![(53, "UDP".to_owned(), None), (80, "TCP".to_owned(), None)];
+    assert_eq!(
+        with(Some((true, Reason::Programmed))),
+        [served.clone(), served]
+    );
+    let invalid = Some(Reason::Invalid.as_str().to_owned());
+    assert_eq!(
+        with(Some((false, Reason::Invalid)))[0],
+        [
+            (53, "UDP".to_owned(), invalid.clone()),
+            (80, "TCP".to_owned(), invalid)
+        ]
+    );
+    assert_eq!(with(None)[1][0].2.as_deref(), Some("Pending"));
 }
 
 fn time(s: &str) -> Time {

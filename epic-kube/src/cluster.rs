@@ -350,7 +350,12 @@ async fn write_service_status(
     current: &Service,
     status: &GatewayStatus,
 ) -> Result<bool, K8sError> {
-    let next = service_status(status);
+    let ports = current
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    let next = service_status(status, ports);
     let now = current
         .status
         .as_ref()

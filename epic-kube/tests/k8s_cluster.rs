@@ -147,6 +147,11 @@ fn a_load_balancer_service_gets_its_platform_address_and_leaves_no_trace() {
             svc["status"]["loadBalancer"]["ingress"][0]["ip"],
             "203.0.113.64"
         );
+        // With the Service's ports, served (no error).
+        assert_eq!(
+            svc["status"]["loadBalancer"]["ingress"][0]["ports"],
+            json!([{"port": 80, "protocol": "TCP"}])
+        );
 
         // A second pass changes nothing in the user cluster.
         let (_, deleted, back) = pass(&user, &platform).await;

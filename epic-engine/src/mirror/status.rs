@@ -5,13 +5,19 @@
 use epic_model as model;
 use epic_model::conditions::{ConditionType, Reason};
 use gateway_api::gateways as gw;
-use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+use k8s_openapi::api::core::v1::{
+    LoadBalancerIngress, LoadBalancerStatus, PortStatus, ServicePort, ServiceStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// The `Service` status for a platform gateway's status: one
 /// `loadBalancer.ingress` per address (`ipMode: VIP`), with the DNS name
-/// as `hostname` when there is one.
-pub fn service_status(platform: &model::GatewayStatus) -> ServiceStatus {
+/// as `hostname` when there is one, and the Service's `ports` on each —
+/// with the platform's `Programmed` reason as the `error` of every port
+/// while the gateway is not programmed (Kubernetes asks for a CamelCase
+/// reason there).
+pub fn service_status(platform: &model::GatewayStatus, ports: &[ServicePort]) -> ServiceStatus {
+    let ports = ingress_ports(platform, ports);
     let mut ingress: Vec<LoadBalancerIngress> = platform
         .addresses
         .iter()
@@ -19,7 +25,7 @@ pub fn service_status(platform: &model::GatewayStatus) -> ServiceStatus {
             ip: Some(a.to_string()),
             hostname: platform.dns_name.clone(),
             ip_mode: Some("VIP".into()),
-            ports: None,
+            ports: ports.clone(),
         })
         .collect();
     if ingress.is_empty()
@@ -27,6 +33,7 @@ pub fn service_status(platform: &model::GatewayStatus) -> ServiceStatus {
     {
         ingress.push(LoadBalancerIngress {
             hostname: Some(dns.clone()),
+            ports,
             ..Default::default()
         });
     }
@@ -36,6 +43,33 @@ pub fn service_status(platform: &model::GatewayStatus) -> ServiceStatus {
         }),
         conditions: None,
     }
+}
+
+/// The `ports` of each ingress: every Service port, with the reason the
+/// gateway is not programmed as its `error` (none while it is).
+fn ingress_ports(
+    platform: &model::GatewayStatus,
+    ports: &[ServicePort],
+) -> Option<Vec<PortStatus>> {
+    let programmed = platform
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ConditionType::Programmed.as_str());
+    let error = match programmed {
+        Some(c) if c.is_true() => None,
+        Some(c) => Some(c.reason.clone()),
+        // Not planned yet (the Gateway API's reason for it).
+        None => Some("Pending".to_owned()),
+    };
+    let ports: Vec<PortStatus> = ports
+        .iter()
+        .map(|p| PortStatus {
+            port: p.port,
+            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            error: error.clone(),
+        })
+        .collect();
+    (!ports.is_empty()).then_some(ports)
 }
 
 /// Gateway API reasons of `Accepted`.
