@@ -12,9 +12,10 @@ use gateway_api::gatewayclasses::GatewayClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
 
+use crate::cluster::patch_user_status;
 use crate::round::ClusterRound;
 use crate::{K8sError, api_error};
 use epic_engine::mirror::{gateway_class_conditions, keep_transition_times};
@@ -116,17 +117,9 @@ async fn write_class(
     if same {
         return Ok(false);
     }
-    let name = class.metadata.name.clone().unwrap_or_default();
     let api: Api<GatewayClass> = Api::all(user.clone());
-    let patch = Patch::Merge(json!({"status": {"conditions": next}}));
-    match api
-        .patch_status(&name, &PatchParams::default(), &patch)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if crate::is_not_found(&e) => Ok(false),
-        Err(e) => Err(api_error(format!("patch status of GatewayClass {name}"))(e)),
-    }
+    let status = json!({"conditions": next});
+    patch_user_status(api, "GatewayClass", &class.metadata, status).await
 }
 
 impl Sink<ClusterRound, Infallible> for GatewayClassStatusSink {

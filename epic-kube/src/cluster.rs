@@ -319,7 +319,7 @@ fn mirrored_from(g: &Gateway) -> Option<(&GatewayStatus, &str, &str, &str)> {
 
 /// Patches the status of `current` (a user cluster's object) with
 /// `status`; an object deleted meanwhile is no error.
-async fn patch_user_status<K>(
+pub(crate) async fn patch_user_status<K>(
     api: Api<K>,
     what: &str,
     current: &ObjectMeta,

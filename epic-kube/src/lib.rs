@@ -142,6 +142,27 @@ pub(crate) fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> 
     }
 }
 
+/// Server-side applies `secret` (named `name`) through `secrets` as field
+/// manager `manager`, taking over its fields; errors name `what`.
+pub(crate) async fn apply_secret(
+    secrets: &Api<k8s_openapi::api::core::v1::Secret>,
+    name: &str,
+    secret: &k8s_openapi::api::core::v1::Secret,
+    manager: &str,
+    what: &str,
+) -> Result<(), K8sError> {
+    use kube::api::{Patch, PatchParams};
+    secrets
+        .patch(
+            name,
+            &PatchParams::apply(manager).force(),
+            &Patch::Apply(secret),
+        )
+        .await
+        .map_err(api_error(what))?;
+    Ok(())
+}
+
 /// What [`load`] read.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {

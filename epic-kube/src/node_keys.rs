@@ -26,9 +26,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use sha2::Digest;
 
+use crate::cluster::FIELD_MANAGER;
 use crate::round::ClusterRound;
 use crate::tunnel_keys::TUNNEL_KEYS_SECRET;
 use crate::{K8sError, api_error};
@@ -64,9 +65,6 @@ pub struct NodeTunnel {
     /// The pod endpoints the tunnel may deliver to.
     pub endpoints: Vec<epic_model::TunnelEndpoint>,
 }
-
-/// The field manager of the node-key Secrets.
-const FIELD_MANAGER: &str = "epic-cluster-controller";
 
 /// The Secret name of `node`'s key.
 pub fn node_key_secret(node: &str) -> String {
@@ -137,6 +135,8 @@ pub struct NodeKeySink {
     platform: Client,
     target: NodeKeyTarget,
     written: Option<BTreeMap<String, String>>,
+    /// The cluster key, read once per revalidation period.
+    cluster_key: Option<HelloKey>,
     listed_at: std::time::Instant,
     revalidate: std::time::Duration,
 }
@@ -158,6 +158,7 @@ impl NodeKeySink {
             platform,
             target,
             written: None,
+            cluster_key: None,
             listed_at: std::time::Instant::now(),
             revalidate: crate::tunnel_keys::REVALIDATE,
         }
@@ -175,6 +176,7 @@ impl NodeKeySink {
         let secrets: Api<Secret> = Api::namespaced(self.user.clone(), &self.target.namespace);
         if self.listed_at.elapsed() >= self.revalidate {
             self.written = None;
+            self.cluster_key = None;
         }
         let mut written = match self.written.take() {
             Some(w) => w,
@@ -228,8 +230,19 @@ impl NodeKeySink {
         failed
     }
 
-    /// This cluster's key, from the tenant's platform namespace.
-    async fn cluster_key(&self) -> Result<HelloKey, K8sError> {
+    /// This cluster's key, from the tenant's platform namespace (read
+    /// again once per revalidation period).
+    async fn cluster_key(&mut self) -> Result<HelloKey, K8sError> {
+        if let Some(key) = &self.cluster_key {
+            return Ok(key.clone());
+        }
+        let key = self.read_cluster_key().await?;
+        self.cluster_key = Some(key.clone());
+        Ok(key)
+    }
+
+    /// Reads this cluster's key from the platform.
+    async fn read_cluster_key(&self) -> Result<HelloKey, K8sError> {
         let (ns, cluster) = (&self.target.tenant_namespace, &self.target.cluster);
         let what = format!("tunnel keys Secret {ns}/{TUNNEL_KEYS_SECRET} on the platform");
         let secrets: Api<Secret> = Api::namespaced(self.platform.clone(), ns);
@@ -326,15 +339,8 @@ impl NodeSecret {
             ])),
             ..Default::default()
         };
-        secrets
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await
-            .map_err(api_error(format!("write node key Secret {name}")))?;
-        Ok(())
+        let what = format!("write node key Secret {name}");
+        crate::apply_secret(secrets, &name, &secret, FIELD_MANAGER, &what).await
     }
 }
 

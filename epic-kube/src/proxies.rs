@@ -610,15 +610,7 @@ async fn apply_identities(
         data: Some(data),
         ..Default::default()
     };
-    secrets
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .map_err(api_error(&what))?;
-    Ok(())
+    crate::apply_secret(&secrets, &name, &secret, FIELD_MANAGER, &what).await
 }
 
 /// Deletes the proxy objects among `existing` that no gateway wants.

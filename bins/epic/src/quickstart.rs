@@ -500,12 +500,15 @@ pub fn run(args: Args) -> Result<(), String> {
     ));
     let n = args.requests;
     timed_requests(&topo, target, n)?;
-    let stats = wait_agent_stats(&stats_path, u64::from(n) + 1)?;
+    let wanted = u64::from(n) + 1;
+    let stats = wait_stats(&stats_path, |s: &AgentStats| s.decapsulated >= wanted)?;
     println!(
         "    cluster node: {} packets decapsulated from the tunnel, {} replies encapsulated, {} hellos sent, {} challenges answered",
         stats.decapsulated, stats.encapsulated, stats.hellos_sent, stats.challenges_answered
     );
-    let gateway = wait_gateway_stats(&dir.join("gateway-stats.json"), u64::from(n) + 1)?;
+    let gateway = wait_stats(&dir.join("gateway-stats.json"), |s: &GatewayStats| {
+        s.packets.get("encapsulated").copied() >= Some(wanted)
+    })?;
     let count = |name: &str| gateway.packets.get(name).copied().unwrap_or_default();
     println!(
         "    gateway: {} packets encapsulated into the tunnel, {} dropped waiting for a tunnel to be verified",
@@ -690,41 +693,21 @@ fn timed_requests(topo: &Topology, target: SocketAddr, n: u32) -> Result<(), Str
     Ok(())
 }
 
-/// The agent's stats once it has decapsulated `wanted` packets, or what it
-/// has after 5 s.
-fn wait_agent_stats(stats_path: &Path, wanted: u64) -> Result<AgentStats, String> {
-    // The agent refreshes its stats every second.
+/// The stats JSON at `stats_path` (written every second by `epic agent`
+/// or `epic run`) once `done` holds for it, or what it holds after 5 s.
+fn wait_stats<T: serde::de::DeserializeOwned>(
+    stats_path: &Path,
+    done: impl Fn(&T) -> bool,
+) -> Result<T, String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let stats: Option<AgentStats> = std::fs::read(stats_path)
+        let stats: Option<T> = std::fs::read(stats_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         match stats {
-            Some(s) if s.decapsulated >= wanted || Instant::now() >= deadline => return Ok(s),
+            Some(s) if done(&s) || Instant::now() >= deadline => return Ok(s),
             None if Instant::now() >= deadline => {
-                return Err(format!("no agent stats in {}", stats_path.display()));
-            }
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
-/// `epic run`'s stats once it has encapsulated `wanted` packets, or what
-/// it has after 5 s.
-fn wait_gateway_stats(stats_path: &Path, wanted: u64) -> Result<GatewayStats, String> {
-    // `epic run` refreshes its stats every second.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stats: Option<GatewayStats> = std::fs::read(stats_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let encapsulated = |s: &GatewayStats| s.packets.get("encapsulated").copied();
-        match stats {
-            Some(s) if encapsulated(&s) >= Some(wanted) || Instant::now() >= deadline => {
-                return Ok(s);
-            }
-            None if Instant::now() >= deadline => {
-                return Err(format!("no gateway stats in {}", stats_path.display()));
+                return Err(format!("no stats in {}", stats_path.display()));
             }
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
